@@ -1,0 +1,20 @@
+/*
+ * UD ping-pong, in the spirit of rdma-core's ibv_ud_pingpong.
+ *
+ *   npx efa-emu launch -n 2 examples/ud-pingpong.ts -- --size 64 --iters 1000 [--json] [--poll busy]
+ *
+ * Ranks 2k and 2k+1 pair up; the even rank prints the result.
+ */
+import { QpType } from '../src/index';
+import { parsePingPongArgs, printResult, runPingPong } from './lib/pingpong';
+
+async function main(): Promise<void> {
+  const opts = parsePingPongArgs(process.argv.slice(2), QpType.UD);
+  const res = await runPingPong(opts);
+  if (res !== null) printResult(res, opts.json);
+}
+
+main().catch((err: Error & { code?: string }) => {
+  process.stderr.write(`ud-pingpong: ${err.code ? `${err.code}: ` : ''}${err.stack}\n`);
+  process.exitCode = 1;
+});

@@ -1,0 +1,19 @@
+import type { Logger } from '../common/logger';
+import { startDaemon, type DaemonServer } from '../control/server';
+import { parseHostPort, type HostPort } from '../env';
+
+/**
+ * The daemon a command talks to: the one named by `--daemon`, or else one started inside
+ * this process on a port the OS picks (so `launch`, `pingpong` and `bench` run anywhere
+ * with no setup). `close()` stops it only when it was started here.
+ */
+export async function daemonForCommand(
+  address: string | undefined,
+  opts: { statePath?: string | null; logger: Logger },
+): Promise<{ address: HostPort; close: () => Promise<void>; server: DaemonServer | null }> {
+  if (address !== undefined) {
+    return { address: parseHostPort(address, '--daemon'), close: async () => undefined, server: null };
+  }
+  const server = await startDaemon({ host: '127.0.0.1', port: 0, statePath: opts.statePath ?? null, logger: opts.logger });
+  return { address: { host: server.host, port: server.port }, close: () => server.close(), server };
+}

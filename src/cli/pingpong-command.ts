@@ -1,0 +1,54 @@
+import { join } from 'node:path';
+import type { Command } from 'commander';
+import { rootLogger } from '../common/logger';
+import { choiceOption, intOption } from './cli-options';
+import { daemonForCommand } from './embedded-daemon';
+import { launch } from './launch';
+import { ENV_JOB_ID } from './launch-command';
+
+/** The compiled examples the command runs (built by `npm ci` / `npm run build`). */
+export function exampleProgram(name: string): string {
+  return join(__dirname, '..', '..', 'examples', `${name}.js`);
+}
+
+export function registerPingPongCommand(program: Command): void {
+  program
+    .command('pingpong')
+    .description('run a ping-pong between two ranks of its own (like ibv_ud_pingpong)')
+    .option('--type <type>', 'QP type: ud', choiceOption(['ud'] as const), 'ud')
+    .option('--size <bytes>', 'message size', intOption(4, 65000), 64)
+    .option('--iters <n>', 'round trips', intOption(1, 100_000_000), 1000)
+    .option('--poll <mode>', 'event: sleep until a completion event; busy: spin on pollCq', choiceOption(['event', 'busy'] as const), 'event')
+    .option('--timeout-ms <ms>', 'resend a ping whose pong has not come back after this long', intOption(1, 600_000), 100)
+    .option('--fault <spec>', 'fault spec for both devices')
+    .option('--daemon <host:port>', 'use this daemon instead of starting one')
+    .option('--json', 'print the result as one JSON line')
+    .option('--log-level <level>', 'log level (EFA_EMU_LOG)')
+    .action(async (o: { type: string; size: number; iters: number; poll: string; timeoutMs: number; fault?: string; daemon?: string; json?: boolean; logLevel?: string }) => {
+      const logger = rootLogger(o.logLevel);
+      const daemon = await daemonForCommand(o.daemon, { logger });
+      try {
+        const args = ['--size', String(o.size), '--iters', String(o.iters), '--poll', o.poll, '--timeout-ms', String(o.timeoutMs)];
+        if (o.json) args.push('--json');
+        const env: NodeJS.ProcessEnv = { [ENV_JOB_ID]: `pingpong-${process.pid}-${Date.now()}` };
+        if (o.logLevel !== undefined) env.EFA_EMU_LOG = o.logLevel;
+        const res = await launch({
+          n: 2,
+          program: exampleProgram(`${o.type}-pingpong`),
+          args,
+          daemon: daemon.address,
+          faults: o.fault ?? null,
+          env,
+          logger,
+          // The client's lines are the command's output, unprefixed, so --json stays parseable.
+          onLine: (rank, stream, line) => {
+            if (stream === 'stdout' && rank === 0) process.stdout.write(`${line}\n`);
+            else process.stderr.write(`[${rank}] ${line}\n`);
+          },
+        });
+        process.exitCode = res.exitCode;
+      } finally {
+        await daemon.close();
+      }
+    });
+}

@@ -1,0 +1,114 @@
+/*
+ * Names and numbers of the verbs model as EFA defines them (DESIGN §6). The numbers are part
+ * of the contract: users compare against them, so never renumber.
+ */
+
+/** QP types. SRD is EFA's driver QP type; UD is the InfiniBand one. */
+export const QpType = {
+  UD: 'UD',
+  SRD: 'SRD',
+} as const;
+export type QpType = (typeof QpType)[keyof typeof QpType];
+
+/** QP states, numbered as `enum ibv_qp_state`. */
+export const QpState = {
+  RESET: 0,
+  INIT: 1,
+  RTR: 2,
+  RTS: 3,
+  SQD: 4,
+  SQE: 5,
+  ERR: 6,
+} as const;
+export type QpState = (typeof QpState)[keyof typeof QpState];
+
+export const QP_STATE_NAMES: Record<number, string> = {
+  0: 'RESET',
+  1: 'INIT',
+  2: 'RTR',
+  3: 'RTS',
+  4: 'SQD',
+  5: 'SQE',
+  6: 'ERR',
+};
+
+/** Work completion statuses, numbered as EFA's `efa_io_comp_status`. */
+export const WcStatus = {
+  SUCCESS: 0,
+  FLUSHED: 1,
+  LOCAL_ERROR_QP_INTERNAL_ERROR: 2,
+  LOCAL_ERROR_UNSUPPORTED_OP: 3,
+  LOCAL_ERROR_INVALID_AH: 4,
+  LOCAL_ERROR_INVALID_LKEY: 5,
+  LOCAL_ERROR_BAD_LENGTH: 6,
+  REMOTE_ERROR_BAD_ADDRESS: 7,
+  REMOTE_ERROR_ABORT: 8,
+  REMOTE_ERROR_BAD_DEST_QPN: 9,
+  REMOTE_ERROR_RNR: 10,
+  REMOTE_ERROR_BAD_LENGTH: 11,
+  REMOTE_ERROR_BAD_STATUS: 12,
+  LOCAL_ERROR_UNRESP_REMOTE: 13,
+  REMOTE_ERROR_UNKNOWN_PEER: 14,
+  LOCAL_ERROR_UNREACH_REMOTE: 15,
+} as const;
+export type WcStatus = (typeof WcStatus)[keyof typeof WcStatus];
+
+const STATUS_NAMES: string[] = [];
+for (const [name, value] of Object.entries(WcStatus)) STATUS_NAMES[value] = name;
+
+/** The name of a completion status (`wcStatusStr(13)` is `LOCAL_ERROR_UNRESP_REMOTE`). */
+export function wcStatusStr(status: number): string {
+  return STATUS_NAMES[status] ?? `UNKNOWN_STATUS_${status}`;
+}
+
+/** Completion opcodes, numbered as `enum ibv_wc_opcode`. */
+export const WcOpcode = {
+  SEND: 0,
+  RECV: 128,
+} as const;
+export type WcOpcode = (typeof WcOpcode)[keyof typeof WcOpcode];
+
+/** Work-completion flags, as `enum ibv_wc_flags`. */
+export const WcFlags = {
+  GRH: 1 << 0,
+  WITH_IMM: 1 << 1,
+} as const;
+
+/** Send opcodes, as `enum ibv_wr_opcode`. */
+export const WrOpcode = {
+  SEND: 2,
+  SEND_WITH_IMM: 3,
+} as const;
+export type WrOpcode = (typeof WrOpcode)[keyof typeof WrOpcode];
+
+/** Send flags, as `enum ibv_send_flags`. */
+export const SendFlags = {
+  FENCE: 1 << 0,
+  SIGNALED: 1 << 1,
+  SOLICITED: 1 << 2,
+  INLINE: 1 << 3,
+} as const;
+
+/** Memory-region access flags, as `enum ibv_access_flags`. */
+export const AccessFlags = {
+  LOCAL_WRITE: 1 << 0,
+  REMOTE_WRITE: 1 << 1,
+  REMOTE_READ: 1 << 2,
+} as const;
+export const ALL_ACCESS_FLAGS = AccessFlags.LOCAL_WRITE | AccessFlags.REMOTE_WRITE | AccessFlags.REMOTE_READ;
+
+/** The AH number a receive completion reports when the receiver has no AH for the sender. */
+export const AH_UNKNOWN = 0xffff;
+
+/** Bytes at the start of every UD receive buffer that hold the Global Routing Header. */
+export const GRH_LENGTH = 40;
+
+/** QP numbers are 16-bit; 0 and 1 are reserved (special QPs in InfiniBand). */
+export const MAX_QPN = 0xffff;
+export const FIRST_QPN = 2;
+
+/** Q_Keys with this bit set are privileged and may not be set by an ordinary QP. */
+export const QKEY_PRIVILEGED_BIT = 0x80000000;
+
+/** The one port of an EFA device. */
+export const PORT_NUM = 1;

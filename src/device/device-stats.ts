@@ -1,0 +1,66 @@
+/**
+ * Per-device counters, named after the EFA driver's hardware counters (`rdma statistic
+ * show`) where one exists, and `rx_drop_*` / `tx_drop_*` for the emulator's own drop causes.
+ * Plain numeric fields so the hot path increments them without lookups.
+ */
+export class DeviceStats {
+  tx_pkts = 0;
+  tx_bytes = 0;
+  rx_pkts = 0;
+  rx_bytes = 0;
+  /** Every received packet that was not delivered, whatever the cause (sum of rx_drop_*). */
+  rx_drops = 0;
+  send_wrs = 0;
+  send_bytes = 0;
+  recv_wrs = 0;
+  recv_bytes = 0;
+  retrans_pkts = 0;
+  retrans_bytes = 0;
+  retrans_timeout_events = 0;
+  unresponsive_remote_events = 0;
+  unreachable_remote_events = 0;
+  rnr_sent = 0;
+  rnr_received = 0;
+  rnr_retry_exceeded = 0;
+  cq_overruns = 0;
+  /** Datagrams shorter than a header or with a wrong length field. */
+  rx_drop_bad_header = 0;
+  rx_drop_bad_checksum = 0;
+  /** Datagrams of another protocol or version. */
+  rx_drop_bad_version = 0;
+  rx_drop_unknown_qpn = 0;
+  rx_drop_qkey_mismatch = 0;
+  /** The QP exists but is not in a state that receives (RESET, INIT, ERR) or is of another type. */
+  rx_drop_qp_state = 0;
+  /** UD: no receive was posted. */
+  rx_drop_no_recv_wr = 0;
+  /** From a device of another fabric (GID fabric id differs). */
+  rx_drop_foreign_fabric = 0;
+  rx_drop_duplicate = 0;
+  /** Dropped by the fault injector on the way in or out. */
+  rx_drop_injected = 0;
+  tx_drop_injected = 0;
+  tx_errors = 0;
+
+  /** Counts a receive drop under `cause` and in the rx_drops total. */
+  drop(cause: RxDropCause): void {
+    this[cause]++;
+    this.rx_drops++;
+  }
+
+  toJSON(): Record<string, number> {
+    return { ...this } as unknown as Record<string, number>;
+  }
+}
+
+export type RxDropCause =
+  | 'rx_drop_bad_header'
+  | 'rx_drop_bad_checksum'
+  | 'rx_drop_bad_version'
+  | 'rx_drop_unknown_qpn'
+  | 'rx_drop_qkey_mismatch'
+  | 'rx_drop_qp_state'
+  | 'rx_drop_no_recv_wr'
+  | 'rx_drop_foreign_fabric'
+  | 'rx_drop_duplicate'
+  | 'rx_drop_injected';

@@ -1,0 +1,97 @@
+import type { CompletionQueue } from './completion-queue';
+import { QpState, QpType } from './constants';
+import type { MemoryRegion } from './memory-region';
+import type { ProtectionDomain } from './protection-domain';
+
+/** Capacities of a QP, as `ibv_qp_cap`. */
+export interface QpCap {
+  maxSendWr: number;
+  maxRecvWr: number;
+  maxSendSge: number;
+  maxRecvSge: number;
+  maxInlineData: number;
+}
+
+/**
+ * The posted receive work requests of a QP: a preallocated ring of slots, each holding a
+ * wr_id and up to `maxRecvSge` scatter entries, resolved to their MRs when posted.
+ * Posting and consuming move indices only; nothing is allocated per work request.
+ */
+export class ReceiveQueue {
+  readonly depth: number;
+  readonly maxSge: number;
+  readonly wrId: Float64Array;
+  readonly sgeCount: Uint8Array;
+  /** MR of each SGE (null when the lkey named none). */
+  readonly sgeMr: Array<MemoryRegion | null>;
+  readonly sgeLkey: Uint32Array;
+  readonly sgeAddr: Float64Array;
+  readonly sgeLen: Uint32Array;
+  head = 0;
+  count = 0;
+
+  constructor(depth: number, maxSge: number) {
+    this.depth = depth;
+    this.maxSge = maxSge;
+    this.wrId = new Float64Array(depth);
+    this.sgeCount = new Uint8Array(depth);
+    this.sgeMr = new Array<MemoryRegion | null>(depth * maxSge).fill(null);
+    this.sgeLkey = new Uint32Array(depth * maxSge);
+    this.sgeAddr = new Float64Array(depth * maxSge);
+    this.sgeLen = new Uint32Array(depth * maxSge);
+  }
+
+  /** Index of the slot the next post fills (caller checks `count < depth`). */
+  tailSlot(): number {
+    const idx = this.head + this.count;
+    return idx >= this.depth ? idx - this.depth : idx;
+  }
+
+  /** Drops the oldest slot after it was consumed. */
+  advance(): void {
+    this.sgeMr[this.head * this.maxSge] = null;
+    this.head = this.head + 1 === this.depth ? 0 : this.head + 1;
+    this.count--;
+  }
+
+  clear(): void {
+    this.sgeMr.fill(null);
+    this.head = 0;
+    this.count = 0;
+  }
+}
+
+/**
+ * A queue pair, as `ibv_qp` (UD) or EFA's driver QP (SRD). The device owns the rules;
+ * this object holds the QP's state and queues.
+ */
+export class QueuePair {
+  state: QpState = QpState.RESET;
+  qkey = 0;
+  sqPsn = 0;
+  /** SRD: RNR retries before a send fails with REMOTE_ERROR_RNR; 7 retries forever. */
+  rnrRetry = 7;
+  destroyed = false;
+  /** Send work requests posted and not yet polled from the send CQ. */
+  sqOutstanding = 0;
+  readonly rq: ReceiveQueue;
+  /** Transport state the QP's engine keeps (SRD); null for UD. */
+  transport: unknown = null;
+
+  constructor(
+    readonly qpNum: number,
+    readonly qpType: QpType,
+    readonly pd: ProtectionDomain,
+    readonly sendCq: CompletionQueue,
+    readonly recvCq: CompletionQueue,
+    readonly cap: QpCap,
+    readonly sqSigAll: boolean,
+  ) {
+    this.rq = new ReceiveQueue(cap.maxRecvWr, cap.maxRecvSge);
+  }
+
+  /** Called by the send CQ when a send completion of this QP is polled. */
+  releaseSendSlot(): void {
+    if (this.sqOutstanding > 0) this.sqOutstanding--;
+  }
+}

@@ -1,0 +1,34 @@
+import type { AddressHandle } from './address-handle';
+
+/** A scatter/gather entry, as `ibv_sge`. `addr` is a byte offset from the start of the MR. */
+export interface Sge {
+  addr: number;
+  length: number;
+  lkey: number;
+}
+
+/**
+ * A send work request, as `ibv_send_wr` with its `wr.ud` part flattened. Every send
+ * completes (EFA has no unsignaled sends), so `sendFlags` needs no SIGNALED bit.
+ */
+export interface SendWr {
+  wrId: number;
+  /** WrOpcode.SEND (default) or WrOpcode.SEND_WITH_IMM. */
+  opcode?: number;
+  /** Up to `maxSendSge` entries; with SendFlags.INLINE their bytes are copied at post time and lkeys are ignored. */
+  sgList?: readonly Sge[];
+  /** SendFlags bits (INLINE, SIGNALED, SOLICITED). */
+  sendFlags?: number;
+  /** Immediate data for SEND_WITH_IMM (32-bit). */
+  immData?: number;
+  ah: AddressHandle;
+  remoteQpn: number;
+  remoteQkey: number;
+}
+
+/** A receive work request, as `ibv_recv_wr`. */
+export interface RecvWr {
+  wrId: number;
+  /** Up to `maxRecvSge` entries. A UD receive needs 40 bytes for the GRH before the payload. */
+  sgList: readonly Sge[];
+}

@@ -1,0 +1,177 @@
+/**
+ * What a rank learns from its environment: who it is, how many ranks there are, where the
+ * daemon is, and which faults to inject.
+ *
+ * `efa-emu launch` sets the `EFA_EMU_*` variables; when a rank is started by another launcher
+ * (a shell loop, Slurm's `srun`, Open MPI's `mpirun`, a PMI launcher), their own rank/size
+ * variables are accepted so no wrapper script is needed.
+ */
+import { InvalidArgumentError } from './common/errors';
+
+/** Daemon address, `host:port`, `:port` or `port`. */
+export const ENV_DAEMON = 'EFA_EMU_DAEMON';
+/** This process's rank, 0-based. */
+export const ENV_RANK = 'EFA_EMU_RANK';
+/** Number of ranks in the job. */
+export const ENV_SIZE = 'EFA_EMU_SIZE';
+/** Fault spec applied to this process's device (same syntax as `--faults`). */
+export const ENV_FAULTS = 'EFA_EMU_FAULTS';
+/** Device name; the daemon keeps a device's GID stable per name. */
+export const ENV_DEVICE_NAME = 'EFA_EMU_DEVICE_NAME';
+/** Set to `1` by `efa-emu launch` in every rank it starts. */
+export const ENV_LAUNCHED = 'EFA_EMU_LAUNCHED';
+
+/** Where rank numbers are looked for, first found wins. */
+export const RANK_VARS = [ENV_RANK, 'SLURM_PROCID', 'OMPI_COMM_WORLD_RANK', 'PMI_RANK'] as const;
+/** Where the world size is looked for, first found wins. */
+export const SIZE_VARS = [ENV_SIZE, 'SLURM_NTASKS', 'OMPI_COMM_WORLD_SIZE', 'PMI_SIZE'] as const;
+
+/** The daemon's host when none is given: it binds to loopback by default. */
+export const DEFAULT_DAEMON_HOST = '127.0.0.1';
+/** The daemon's TCP port when none is given. */
+export const DEFAULT_DAEMON_PORT = 18515;
+
+/** A TCP endpoint of the control daemon. */
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+/** Everything a rank reads from its environment; `null` where the variable is absent. */
+export interface RankEnv {
+  /** 0-based rank, or null when no launcher variable is set. */
+  rank: number | null;
+  /** World size, or null when no launcher variable is set. */
+  size: number | null;
+  /** Control daemon address (defaults to 127.0.0.1:18515). */
+  daemon: HostPort;
+  /** Fault spec string from `EFA_EMU_FAULTS`. */
+  faults: string | null;
+  /** Device name from `EFA_EMU_DEVICE_NAME`. */
+  deviceName: string | null;
+  /** True when started by `efa-emu launch` (`EFA_EMU_LAUNCHED=1`). */
+  launched: boolean;
+}
+
+const DECIMAL = /^[0-9]+$/;
+
+/**
+ * Parses a daemon address: `host:port`, `[ipv6]:port`, `:port` or a bare `port`.
+ * The host defaults to 127.0.0.1.
+ *
+ * @param text - the address text
+ * @param what - the name of the variable or option it came from, used in error messages
+ * @throws InvalidArgumentError when the text is empty, the port is not an integer in
+ *   1..65535, or the host is malformed
+ */
+export function parseHostPort(text: string, what: string): HostPort {
+  const s = text.trim();
+  const bad = (why: string): InvalidArgumentError =>
+    new InvalidArgumentError(`${what} must be "host:port", ":port" or "port" (${why}), got ${JSON.stringify(text)}`);
+  if (s === '') throw bad('empty');
+
+  let host: string;
+  let portText: string;
+  if (s.startsWith('[')) {
+    // Bracketed IPv6 literal, the only way an address with colons in its host can carry a port.
+    const close = s.indexOf(']');
+    if (close < 0 || s[close + 1] !== ':') throw bad('expected "[ipv6]:port"');
+    host = s.slice(1, close);
+    portText = s.slice(close + 2);
+  } else {
+    const colon = s.lastIndexOf(':');
+    if (colon < 0) {
+      host = '';
+      portText = s;
+    } else {
+      host = s.slice(0, colon);
+      portText = s.slice(colon + 1);
+      if (host.includes(':')) throw bad('an IPv6 host must be in brackets');
+    }
+  }
+  if (/\s/.test(host)) throw bad('the host contains whitespace');
+  if (!DECIMAL.test(portText)) throw bad('the port is not a decimal integer');
+  const port = Number(portText);
+  if (port < 1 || port > 65535) throw bad('the port must be 1..65535');
+  return { host: host === '' ? DEFAULT_DAEMON_HOST : host, port };
+}
+
+/** Formats an address so that {@link parseHostPort} reads it back (IPv6 hosts get brackets). */
+export function formatHostPort(addr: HostPort): string {
+  return addr.host.includes(':') ? `[${addr.host}]:${addr.port}` : `${addr.host}:${addr.port}`;
+}
+
+/**
+ * Reads the rank's identity and settings from `env`.
+ *
+ * Each of rank and size comes from the first variable of its list that is set and non-empty
+ * ({@link RANK_VARS}, {@link SIZE_VARS}); an empty variable counts as unset, as a shell's
+ * `VAR= cmd` intends.
+ *
+ * @throws InvalidArgumentError naming the variable when a rank is not a non-negative integer,
+ *   a size is not a positive integer, the rank is not below the size, or the daemon address is
+ *   malformed
+ */
+export function readRankEnv(env: NodeJS.ProcessEnv = process.env): RankEnv {
+  const rank = readInt(env, RANK_VARS, 0);
+  const size = readInt(env, SIZE_VARS, 1);
+  if (rank && size && rank.value >= size.value) {
+    throw new InvalidArgumentError(
+      `${rank.name}=${rank.value} must be less than the world size ${size.name}=${size.value}`,
+    );
+  }
+  const daemonText = nonEmpty(env[ENV_DAEMON]);
+  const daemon =
+    daemonText === null ? { host: DEFAULT_DAEMON_HOST, port: DEFAULT_DAEMON_PORT } : parseHostPort(daemonText, ENV_DAEMON);
+  return {
+    rank: rank ? rank.value : null,
+    size: size ? size.value : null,
+    daemon,
+    faults: nonEmpty(env[ENV_FAULTS]),
+    deviceName: nonEmpty(env[ENV_DEVICE_NAME]),
+    launched: env[ENV_LAUNCHED] === '1',
+  };
+}
+
+/**
+ * The variables `efa-emu launch` gives one rank. Other launchers (tests, scripts) can use it
+ * to start ranks the same way.
+ */
+export function rankEnvVars(opts: {
+  rank: number;
+  size: number;
+  daemon: HostPort;
+  faults?: string | null;
+}): Record<string, string> {
+  const vars: Record<string, string> = {
+    [ENV_DAEMON]: formatHostPort(opts.daemon),
+    [ENV_RANK]: String(opts.rank),
+    [ENV_SIZE]: String(opts.size),
+    [ENV_LAUNCHED]: '1',
+  };
+  if (opts.faults !== undefined && opts.faults !== null) vars[ENV_FAULTS] = opts.faults;
+  return vars;
+}
+
+function nonEmpty(v: string | undefined): string | null {
+  return v === undefined || v.trim() === '' ? null : v;
+}
+
+function readInt(
+  env: NodeJS.ProcessEnv,
+  names: readonly string[],
+  min: number,
+): { name: string; value: number } | null {
+  for (const name of names) {
+    const raw = nonEmpty(env[name]);
+    if (raw === null) continue;
+    const s = raw.trim();
+    const value = Number(s);
+    if (!DECIMAL.test(s) || !Number.isSafeInteger(value) || value < min) {
+      const kind = min === 0 ? 'a non-negative integer' : 'a positive integer';
+      throw new InvalidArgumentError(`${name} must be ${kind}, got ${JSON.stringify(raw)}`);
+    }
+    return { name, value };
+  }
+  return null;
+}

@@ -1,0 +1,54 @@
+/**
+ * efa-emu: an emulated AWS Elastic Fabric Adapter for development and testing.
+ *
+ * One import gives the verbs API (named as libibverbs, in camelCase), the constants and
+ * statuses with EFA's numbers, the typed errors, and the control-plane pieces.
+ *
+ * @packageDocumentation
+ */
+export { openDevice, EfaDevice, type OpenDeviceOptions } from './open-device';
+export { Device, type DeviceOptions, type CqInit, type QpInit, type QpInfo, type AsyncEvent, type PacketTransport, type GidResolver, type ResolvedGid } from './device/device';
+export { DEFAULT_ATTRIBUTES, type DeviceAttributes } from './device/attributes';
+export { AdminOpcode, AdminStatus, AdminCommandError, adminOpcodeName } from './device/admin';
+export {
+  QpType,
+  QpState,
+  QP_STATE_NAMES,
+  WcStatus,
+  wcStatusStr,
+  WcOpcode,
+  WcFlags,
+  WrOpcode,
+  SendFlags,
+  AccessFlags,
+  AH_UNKNOWN,
+  GRH_LENGTH,
+  PORT_NUM,
+} from './device/constants';
+export { WorkCompletion } from './device/work-completion';
+export type { SendWr, RecvWr, Sge } from './device/work-requests';
+export type { QpAttr } from './device/qp-state-machine';
+export type { QpCap } from './device/queue-pair';
+export { QueuePair } from './device/queue-pair';
+export { CompletionQueue } from './device/completion-queue';
+export { CompletionChannel } from './device/completion-channel';
+export { ProtectionDomain } from './device/protection-domain';
+export { MemoryRegion } from './device/memory-region';
+export { AddressHandle } from './device/address-handle';
+export { DeviceStats } from './device/device-stats';
+export {
+  EfaError,
+  InvalidArgumentError,
+  ResourceExhaustedError,
+  PermissionDeniedError,
+  NotSupportedError,
+  ResourceBusyError,
+  CqOverrunError,
+  TimeoutError,
+  ClosedError,
+  DaemonError,
+} from './common/errors';
+export { formatGid, parseGid, makeGid, type Gid } from './common/gid';
+export { readRankEnv, type RankEnv } from './env';
+export { startDaemon, DaemonServer, type DaemonOptions } from './control/server';
+export { DaemonClient } from './control/client';

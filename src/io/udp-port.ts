@@ -1,0 +1,98 @@
+import dgram from 'node:dgram';
+import type { Logger } from '../common/logger';
+import { EfaError } from '../common/errors';
+
+/** Receives every datagram that arrives at a UdpPort. */
+export type DatagramHandler = (buf: Buffer) => void;
+
+export interface UdpPortOptions {
+  /** Address to bind; loopback unless told otherwise. */
+  host?: string;
+  /** Port to bind; 0 (default) lets the OS pick. */
+  port?: number;
+  /** Socket buffer sizes asked of the kernel (it may grant less). */
+  bufferBytes?: number;
+  logger: Logger;
+}
+
+/**
+ * One UDP socket of an emulated device: the only place its datagrams touch the OS.
+ * Send errors (a peer's port closed, a full buffer) are counted, never thrown: the
+ * transport above treats them as loss.
+ */
+export class UdpPort {
+  readonly host: string;
+  port = 0;
+  sendErrors = 0;
+  private readonly socket: dgram.Socket;
+  private handler: DatagramHandler | null = null;
+  private closing: Promise<void> | null = null;
+  private readonly logger: Logger;
+  private readonly onSent = (err: Error | null): void => {
+    if (err) {
+      this.sendErrors++;
+      this.logger.debug({ err: err.message }, 'UDP send failed');
+    }
+  };
+
+  private constructor(host: string, logger: Logger) {
+    this.host = host;
+    this.logger = logger;
+    this.socket = dgram.createSocket({ type: host.includes(':') ? 'udp6' : 'udp4' });
+    this.socket.on('message', (msg) => {
+      if (this.handler !== null) this.handler(msg);
+    });
+    // An ICMP "port unreachable" surfaces here on some systems: it is loss, not a crash.
+    this.socket.on('error', (err) => this.logger.warn({ err: err.message }, 'UDP socket error'));
+  }
+
+  /** Binds a socket and resolves once it is ready. */
+  static async open(opts: UdpPortOptions): Promise<UdpPort> {
+    const port = new UdpPort(opts.host ?? '127.0.0.1', opts.logger);
+    await new Promise<void>((resolve, reject) => {
+      const onError = (err: Error): void => {
+        reject(new EfaError((err as NodeJS.ErrnoException).code ?? 'EIO', `cannot bind UDP ${port.host}:${opts.port ?? 0}: ${err.message}`));
+      };
+      port.socket.once('error', onError);
+      port.socket.bind({ address: port.host, port: opts.port ?? 0, exclusive: true }, () => {
+        port.socket.off('error', onError);
+        resolve();
+      });
+    });
+    port.port = port.socket.address().port;
+    const want = opts.bufferBytes ?? 4 * 1024 * 1024;
+    try {
+      port.socket.setRecvBufferSize(want);
+      port.socket.setSendBufferSize(want);
+    } catch {
+      // The kernel caps buffer sizes (net.core.rmem_max); a smaller buffer only means more loss.
+    }
+    return port;
+  }
+
+  /** Sets the one receiver of incoming datagrams. */
+  onDatagram(handler: DatagramHandler): void {
+    this.handler = handler;
+  }
+
+  /** Sends `len` bytes of `buf`; the buffer must not be reused by the caller afterwards. */
+  send(buf: Buffer, len: number, host: string, port: number): void {
+    if (this.closing !== null) return;
+    this.socket.send(buf, 0, len, port, host, this.onSent);
+  }
+
+  /** Closes the socket. Idempotent: every call returns the same promise. */
+  close(): Promise<void> {
+    if (this.closing === null) {
+      this.handler = null;
+      this.closing = new Promise<void>((resolve) => {
+        try {
+          this.socket.close(() => resolve());
+        } catch {
+          resolve();
+        }
+      });
+    }
+    return this.closing;
+  }
+}
