@@ -6,6 +6,8 @@ import type { DeviceAttributes } from './device/attributes';
 import { Device } from './device/device';
 import { readRankEnv, parseHostPort, type HostPort } from './env';
 import { UdpPort } from './io/udp-port';
+import { TimerDriver } from './io/timer-driver';
+import type { SrdConfig } from './srd/srd-config';
 
 /** Options of {@link openDevice}; each falls back to the launcher's environment variables. */
 export interface OpenDeviceOptions {
@@ -21,6 +23,8 @@ export interface OpenDeviceOptions {
   rank?: number | null;
   /** Overrides of the device attributes (limits, MTU). */
   attributes?: Partial<DeviceAttributes>;
+  /** SRD tunables (window, RTO bounds, `unresponsiveTimeoutMs`, ...). */
+  srd?: Partial<SrdConfig>;
   logger?: Logger;
 }
 
@@ -57,15 +61,20 @@ export async function openDevice(opts: OpenDeviceOptions = {}): Promise<EfaDevic
     const endpoint = { host: port.host, port: port.port };
     const lease = await client.register({ name, endpoint, rank });
     const udp = port;
-    const device = new EfaDevice({
+    let device: EfaDevice | null = null;
+    const timer = new TimerDriver(performance.now.bind(performance), () => device?.onTimer());
+    device = new EfaDevice({
       name,
       gid: parseGid(lease.gid),
       rank,
       attributes: opts.attributes,
+      srd: opts.srd,
+      timer,
       logger,
       transport: { sendPacket: (buf, len, host, p) => udp.send(buf, len, host, p) },
       resolver: (gid) => client.resolve(gid),
       onClose: async () => {
+        timer.close();
         client.setStatsProvider(null);
         await udp.close();
         await client.close();
@@ -74,10 +83,11 @@ export async function openDevice(opts: OpenDeviceOptions = {}): Promise<EfaDevic
     device.daemon = client;
     device.worldSize = env.size;
     device.endpoint = endpoint;
-    udp.onDatagram((buf) => device.handleDatagram(buf));
-    client.on('peer_down', (ev: { gid: string }) => device.notifyPeerDown(ev.gid));
-    client.on('peer_up', (ev: { gid: string; endpoint: HostPort }) => device.notifyPeerUp(ev.gid, ev.endpoint));
-    client.setStatsProvider(() => device.stats.toJSON());
+    const dev = device;
+    udp.onDatagram((buf, host, p) => dev.handleDatagram(buf, host, p));
+    client.on('peer_down', (ev: { gid: string }) => dev.notifyPeerDown(ev.gid));
+    client.on('peer_up', (ev: { gid: string; endpoint: HostPort }) => dev.notifyPeerUp(ev.gid, ev.endpoint));
+    client.setStatsProvider(() => dev.stats.toJSON());
     device.logger.info({ endpoint, daemon: daemonAddr }, 'device opened');
     return device;
   } catch (err) {

@@ -45,6 +45,8 @@ export interface PingPongResult {
   mbit_per_sec: number;
   rank: number;
   peer: number;
+  /** SRD: packets both devices sent again (loss recovery), from their counters. */
+  retransmits?: number;
 }
 
 const QKEY = 0x11111111;
@@ -108,6 +110,8 @@ class PingPong {
   private sendBuf!: Buffer;
   private recvBuf!: Buffer;
   private readonly slot: number;
+  /** UD receive buffers begin with the 40-byte GRH; SRD ones do not. */
+  private readonly grh: number;
   private readonly wcs: WorkCompletion[] = [];
   private seq = 0;
   private completed = 0;
@@ -125,7 +129,8 @@ class PingPong {
     private readonly peerRank: number,
   ) {
     this.client = rank % 2 === 0;
-    this.slot = GRH_LENGTH + opts.size;
+    this.grh = opts.qpType === QpType.UD ? GRH_LENGTH : 0;
+    this.slot = this.grh + opts.size;
   }
 
   async run(): Promise<PingPongResult | null> {
@@ -172,7 +177,8 @@ class PingPong {
     let watchdog: NodeJS.Timeout | null = null;
     if (this.client) {
       this.sendPing();
-      watchdog = setInterval(() => this.checkTimeout(), Math.max(1, Math.floor(opts.timeoutMs / 4)));
+      // UD loses packets and only a timeout tells; SRD recovers by itself.
+      if (opts.qpType === QpType.UD) watchdog = setInterval(() => this.checkTimeout(), Math.max(1, Math.floor(opts.timeoutMs / 4)));
       await finishedAll;
     }
     const end = performance.now();
@@ -180,7 +186,12 @@ class PingPong {
     // The server echoes until the client, having every pong, meets it here.
     await dev.daemon.barrier(`${job}/pingpong/${opts.qpType}/${pair}/done`, 2, 600_000);
     this.finished = true;
-    if (!this.client) return null;
+    const retransKey = `${job}/pingpong/${opts.qpType}/${pair}/server-retrans`;
+    if (!this.client) {
+      if (opts.qpType === QpType.SRD) await dev.daemon.put(retransKey, String(dev.stats.retrans_pkts));
+      return null;
+    }
+    const retransmits = opts.qpType === QpType.SRD ? dev.stats.retrans_pkts + Number(await dev.daemon.get(retransKey, 60_000)) : undefined;
     const seconds = (end - start) / 1000;
     const bytes = opts.size * opts.iters * 2;
     return {
@@ -195,6 +206,7 @@ class PingPong {
       mbit_per_sec: round((bytes * 8) / seconds / 1e6, 3),
       rank: this.rank,
       peer: this.peerRank,
+      ...(retransmits !== undefined ? { retransmits } : {}),
     };
   }
 
@@ -263,7 +275,7 @@ class PingPong {
     }
     const slot = wc.wrId;
     const status = wc.status;
-    const seq = status === WcStatus.SUCCESS ? this.recvBuf.readUInt32BE(slot * this.slot + GRH_LENGTH) : -1;
+    const seq = status === WcStatus.SUCCESS ? this.recvBuf.readUInt32BE(slot * this.slot + this.grh) : -1;
     if (!this.finished && !this.dev.closed) this.postRecv(slot);
     if (status !== WcStatus.SUCCESS) {
       if (status !== WcStatus.FLUSHED) this.errors++;
@@ -296,4 +308,5 @@ export function printResult(res: PingPongResult, json: boolean): void {
   process.stdout.write(`${bytes} bytes in ${res.seconds.toFixed(2)} seconds = ${res.mbit_per_sec.toFixed(2)} Mbit/sec\n`);
   process.stdout.write(`${res.iters} iters in ${res.seconds.toFixed(2)} seconds = ${res.usec_per_iter.toFixed(2)} usec/iter\n`);
   if (res.lost > 0 || res.errors > 0) process.stdout.write(`lost ${res.lost}, errors ${res.errors}\n`);
+  if (res.retransmits !== undefined && res.retransmits > 0) process.stdout.write(`retransmits ${res.retransmits}\n`);
 }

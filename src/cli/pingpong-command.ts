@@ -15,7 +15,7 @@ export function registerPingPongCommand(program: Command): void {
   program
     .command('pingpong')
     .description('run a ping-pong between two ranks of its own (like ibv_ud_pingpong)')
-    .option('--type <type>', 'QP type: ud', choiceOption(['ud'] as const), 'ud')
+    .option('--type <type>', 'QP type: ud or srd', choiceOption(['ud', 'srd'] as const), 'ud')
     .option('--size <bytes>', 'message size', intOption(4, 65000), 64)
     .option('--iters <n>', 'round trips', intOption(1, 100_000_000), 1000)
     .option('--poll <mode>', 'event: sleep until a completion event; busy: spin on pollCq', choiceOption(['event', 'busy'] as const), 'event')

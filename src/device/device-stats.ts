@@ -22,6 +22,10 @@ export class DeviceStats {
   rnr_sent = 0;
   rnr_received = 0;
   rnr_retry_exceeded = 0;
+  /** RNR-delayed packets sent again once their back-off passed. */
+  rnr_retries = 0;
+  acks_sent = 0;
+  acks_received = 0;
   cq_overruns = 0;
   /** Datagrams shorter than a header or with a wrong length field. */
   rx_drop_bad_header = 0;
@@ -37,6 +41,10 @@ export class DeviceStats {
   /** From a device of another fabric (GID fabric id differs). */
   rx_drop_foreign_fabric = 0;
   rx_drop_duplicate = 0;
+  /** SRD packets of a sender session that was replaced by a newer one. */
+  rx_drop_stale = 0;
+  /** SRD packets too far ahead of the receive window. */
+  rx_drop_window = 0;
   /** Dropped by the fault injector on the way in or out. */
   rx_drop_injected = 0;
   tx_drop_injected = 0;
@@ -63,4 +71,6 @@ export type RxDropCause =
   | 'rx_drop_no_recv_wr'
   | 'rx_drop_foreign_fabric'
   | 'rx_drop_duplicate'
+  | 'rx_drop_stale'
+  | 'rx_drop_window'
   | 'rx_drop_injected';

@@ -2,7 +2,12 @@ import { EventEmitter } from 'node:events';
 import { ClosedError, InvalidArgumentError, ResourceBusyError, ResourceExhaustedError } from '../common/errors';
 import { formatGid, gidDeviceIndex, gidFabricId, parseGid, type Gid } from '../common/gid';
 import { silentLogger, type Logger } from '../common/logger';
+import { randomInt } from 'node:crypto';
 import { finishUdPacket, UD_PAYLOAD_OFFSET, udQkeyMatches, writeGrh } from '../ud/ud-packet';
+import { SrdEngine, SRD_PAYLOAD_OFFSET } from '../srd/srd-engine';
+import type { SrdConfig } from '../srd/srd-config';
+import type { SrdHost } from '../srd/srd-host';
+import type { SendOp } from '../srd/send-op';
 import { decodeHeader, DecodeError, FLAG_HAS_IMM, PacketHeader, PacketType } from '../wire/header';
 import { AddressHandle } from './address-handle';
 import { AdminFailure, AdminOpcode, AdminQueue, AdminStatus } from './admin';
@@ -17,6 +22,7 @@ import {
   QP_STATE_NAMES,
   QpState,
   QpType,
+  DEFAULT_RNR_RETRY,
   SendFlags,
   WcFlags,
   WcOpcode,
@@ -37,6 +43,12 @@ import type { WorkCompletion } from './work-completion';
 export interface PacketTransport {
   /** Sends the first `len` bytes of `buf`. The transport owns `buf` from here on. */
   sendPacket(buf: Buffer, len: number, host: string, port: number): void;
+}
+
+/** Schedules `Device.onTimer`; the io layer implements it with one real timer. */
+export interface DeviceTimer {
+  /** Asks for `onTimer` to run at `deadline` (ms on the device clock) or earlier. */
+  arm(deadline: number): void;
 }
 
 /** What the control plane says about a GID. */
@@ -67,6 +79,12 @@ export interface DeviceOptions {
   qpnQuarantineMs?: number;
   /** Releases what the layers above attached (socket, daemon registration); run by `close()`. */
   onClose?: () => Promise<void>;
+  /** Runs the device's timers (SRD retransmission, acks); without one, call `onTimer` yourself. */
+  timer?: DeviceTimer;
+  /** SRD tunables (window, RTO bounds, unresponsive timeout, ...). */
+  srd?: Partial<SrdConfig>;
+  /** Source of SRD session ids (uint32); injected so simulations repeat. Default: crypto. */
+  randomU32?: () => number;
 }
 
 /** Options of `createCq`, as `ibv_create_cq`. */
@@ -106,6 +124,9 @@ export interface AsyncEvent {
   qp?: QueuePair;
   gid?: string;
 }
+
+/** MR indices fit in the 24 bits above an lkey's key byte. */
+const MR_INDEX_LIMIT = 1 << 24;
 
 const ACCEPTS_RECEIVES = [false, false, true, true, true, true, false]; // by QpState
 const ACCEPTS_SENDS = [false, false, false, true, true, false, false];
@@ -148,8 +169,13 @@ export class Device extends EventEmitter {
   private nextCqHandle = 1;
   private nextMrIndex = 1;
   private mrKeyByte = 0;
+  private readonly freeMrIndices: number[] = [];
+  private freeMrHead = 0;
   private readonly rxHeader = new PacketHeader();
   private readonly onClose: (() => Promise<void>) | null;
+  private readonly timer: DeviceTimer | null;
+  /** The SRD transport shared by every SRD QP of the device. */
+  readonly srd: SrdEngine;
   private closing: Promise<void> | null = null;
   private readonly grhScratch = Buffer.alloc(GRH_LENGTH);
 
@@ -168,6 +194,19 @@ export class Device extends EventEmitter {
     this.logger = (opts.logger ?? silentLogger()).child({ device: this.name, gid: this.gidText, rank: this.rank });
     this.qpnAllocator = new QpnAllocator(this.clock, opts.qpnQuarantineMs ?? 10_000);
     this.onClose = opts.onClose ?? null;
+    this.timer = opts.timer ?? null;
+    const srdHost: SrdHost = {
+      transmit: (buf, len, host, port) => this.transmitTo(buf, len, host, port),
+      deliver: (buf, hdr, off, len) => this.deliverSrd(buf, hdr, off, len),
+      completeSend: (op, status) => this.completeSrdSend(op, status),
+    };
+    this.srd = new SrdEngine({
+      host: srdHost,
+      counters: this.stats,
+      localGid: this.gid,
+      newSession: opts.randomU32 ?? (() => randomInt(0, 2 ** 32 - 1)),
+      config: opts.srd,
+    });
   }
 
   // ---------------------------------------------------------------- queries
@@ -230,17 +269,34 @@ export class Device extends EventEmitter {
       if (this.mrs.size >= this.attributes.maxMr) {
         throw new AdminFailure(AdminStatus.RESOURCE_ALLOCATION_FAILURE, `the device has its maximum of ${this.attributes.maxMr} MRs`);
       }
-      // lkey = index << 8 | key byte: the key byte changes on every registration, so a
-      // stale lkey of a deregistered MR does not silently name a new one.
-      const index = this.nextMrIndex++;
-      this.mrKeyByte = (this.mrKeyByte + 1) & 0xff;
-      const lkey = ((index << 8) | this.mrKeyByte) >>> 0;
+      const lkey = this.nextLkey();
       const view = Buffer.isBuffer(buffer) ? buffer : Buffer.from(buffer.buffer, buffer.byteOffset, buffer.byteLength);
       const mr = new MemoryRegion(pd, lkey, lkey, view, access);
       this.mrs.set(lkey, mr);
       pd.users++;
       return mr;
     });
+  }
+
+  /**
+   * lkey = index << 8 | key byte, index < 2^24. The key byte changes on every registration and
+   * freed indices are reused oldest first, so a stale lkey of a deregistered MR does not
+   * silently name a new one; a live lkey is never handed out twice.
+   */
+  private nextLkey(): number {
+    let index: number;
+    if (this.nextMrIndex < MR_INDEX_LIMIT) index = this.nextMrIndex++;
+    else if (this.freeMrIndices.length > this.freeMrHead) index = this.freeMrIndices[this.freeMrHead++];
+    else throw new AdminFailure(AdminStatus.RESOURCE_ALLOCATION_FAILURE, 'every MR key is in use');
+    if (this.freeMrHead > 4096 && this.freeMrHead * 2 > this.freeMrIndices.length) {
+      this.freeMrIndices.splice(0, this.freeMrHead);
+      this.freeMrHead = 0;
+    }
+    for (;;) {
+      this.mrKeyByte = (this.mrKeyByte + 1) & 0xff;
+      const lkey = ((index << 8) | this.mrKeyByte) >>> 0;
+      if (!this.mrs.has(lkey)) return lkey;
+    }
   }
 
   /** Deregisters an MR, as `ibv_dereg_mr` (DEREG_MR). */
@@ -251,6 +307,7 @@ export class Device extends EventEmitter {
       }
       mr.valid = false;
       this.mrs.delete(mr.lkey);
+      this.freeMrIndices.push(mr.lkey >>> 8);
       mr.pd.users--;
     });
   }
@@ -444,6 +501,9 @@ export class Device extends EventEmitter {
 
   private destroyQpNow(qp: QueuePair): void {
     qp.destroyed = true;
+    // Its sends are abandoned without completions (the QP is gone); the receivers learn to
+    // forget them through the window start.
+    if (qp.qpType === QpType.SRD) this.srd.abandonOwner(qp, WcStatus.FLUSHED);
     qp.state = QpState.RESET;
     qp.rq.clear();
     qp.sendCq.detachOwner(qp);
@@ -456,8 +516,12 @@ export class Device extends EventEmitter {
     qp.recvCq.users--;
   }
 
-  /** Moving to ERR completes every posted receive with FLUSHED. */
+  /** Moving to ERR completes every posted receive and outstanding send with FLUSHED. */
   private flushQp(qp: QueuePair): void {
+    if (qp.qpType === QpType.SRD) {
+      this.srd.abandonOwner(qp, WcStatus.FLUSHED);
+      this.kickTimer();
+    }
     const rq = qp.rq;
     while (rq.count > 0) {
       const slot = rq.head;
@@ -477,6 +541,7 @@ export class Device extends EventEmitter {
     qp.rq.clear();
     qp.qkey = 0;
     qp.sqPsn = 0;
+    qp.rnrRetry = DEFAULT_RNR_RETRY;
   }
 
   // ---------------------------------------------------------------- AH
@@ -613,13 +678,20 @@ export class Device extends EventEmitter {
       this.completeSend(qp, wr.wrId, WcStatus.REMOTE_ERROR_BAD_DEST_QPN, 0);
       return;
     }
-    const buf = Buffer.allocUnsafe(UD_PAYLOAD_OFFSET + total);
-    if (!this.gather(qp, sgl, numSge, buf, UD_PAYLOAD_OFFSET)) {
+    const srd = qp.qpType === QpType.SRD;
+    const off = srd ? SRD_PAYLOAD_OFFSET : UD_PAYLOAD_OFFSET;
+    const buf = Buffer.allocUnsafe(off + total);
+    if (!this.gather(qp, sgl, numSge, buf, off)) {
       this.completeSend(qp, wr.wrId, WcStatus.LOCAL_ERROR_INVALID_LKEY, 0);
       return;
     }
     this.stats.send_bytes += total;
-    // qp.qpType === SRD is taken by the SRD engine (issue 3); UD sends one datagram now.
+    if (srd) {
+      // Completes when the receiver acknowledges the data in its buffer, or with an error.
+      this.srd.postSend(this.clock(), ah.peer, qp, wr.wrId, buf, total, qp.qpNum, remoteQpn, wr.remoteQkey >>> 0, imm, qp.rnrRetry);
+      this.kickTimer();
+      return;
+    }
     const len = finishUdPacket(buf, total, qp.qpNum, remoteQpn, wr.remoteQkey >>> 0, imm, this.gid);
     this.transmit(buf, len, ah.peer);
     this.completeSend(qp, wr.wrId, WcStatus.SUCCESS, total);
@@ -646,9 +718,66 @@ export class Device extends EventEmitter {
   }
 
   private transmit(buf: Buffer, len: number, peer: Peer): void {
+    this.transmitTo(buf, len, peer.host, peer.port);
+  }
+
+  private transmitTo(buf: Buffer, len: number, host: string, port: number): void {
     this.stats.tx_pkts++;
     this.stats.tx_bytes += len;
-    this.transport.sendPacket(buf, len, peer.host, peer.port);
+    this.transport.sendPacket(buf, len, host, port);
+  }
+
+  private completeSrdSend(op: SendOp, status: number): void {
+    const qp = op.owner as QueuePair;
+    if (qp.destroyed) return;
+    this.completeSend(qp, op.wrId, status as WcStatus, status === WcStatus.SUCCESS ? op.byteLen : 0);
+  }
+
+  /**
+   * Places an SRD message in the destination QP's oldest posted receive. Returns the status
+   * the sender will report: SUCCESS, REMOTE_ERROR_RNR (no receive posted: it retries), or a
+   * final error.
+   */
+  private deliverSrd(buf: Buffer, hdr: PacketHeader, payloadOff: number, payloadLen: number): number {
+    const qp = this.qps[hdr.dstQpn];
+    if (qp === undefined || qp.qpType !== QpType.SRD) {
+      this.stats.drop('rx_drop_unknown_qpn');
+      return WcStatus.REMOTE_ERROR_BAD_DEST_QPN;
+    }
+    if (qp.state === QpState.RESET || qp.state === QpState.INIT) {
+      // Not ready yet: the sender retries, as it would for a missing receive.
+      this.stats.drop('rx_drop_qp_state');
+      return WcStatus.REMOTE_ERROR_RNR;
+    }
+    if (!ACCEPTS_RECEIVES[qp.state]) {
+      this.stats.drop('rx_drop_qp_state');
+      return WcStatus.REMOTE_ERROR_BAD_DEST_QPN;
+    }
+    if (hdr.qkey !== qp.qkey) {
+      this.stats.drop('rx_drop_qkey_mismatch');
+      return WcStatus.REMOTE_ERROR_BAD_DEST_QPN;
+    }
+    if (qp.rq.count === 0) {
+      this.stats.drop('rx_drop_no_recv_wr');
+      return WcStatus.REMOTE_ERROR_RNR;
+    }
+    const status = this.deliver(qp, buf, hdr, payloadOff, payloadLen, false);
+    if (status === WcStatus.SUCCESS) return WcStatus.SUCCESS;
+    if (status === WcStatus.LOCAL_ERROR_BAD_LENGTH) return WcStatus.REMOTE_ERROR_BAD_LENGTH;
+    return WcStatus.REMOTE_ERROR_BAD_ADDRESS;
+  }
+
+  /** Runs the device's due timers (SRD acks and retransmissions); the io layer's timer calls it. */
+  onTimer(): void {
+    if (this.closed) return;
+    this.srd.onTimer(this.clock());
+    this.kickTimer();
+  }
+
+  private kickTimer(): void {
+    if (this.timer === null) return;
+    const d = this.srd.nextDeadline();
+    if (d !== Infinity) this.timer.arm(d);
   }
 
   private completeSend(qp: QueuePair, wrId: number, status: WcStatus, byteLen: number): void {
@@ -695,7 +824,7 @@ export class Device extends EventEmitter {
    * Feeds one received datagram to the device. Never throws: a packet that is malformed,
    * corrupted, foreign or unwanted is dropped and counted by cause.
    */
-  handleDatagram(buf: Buffer): void {
+  handleDatagram(buf: Buffer, fromHost = '', fromPort = 0): void {
     if (this.closed) return;
     this.stats.rx_pkts++;
     this.stats.rx_bytes += buf.length;
@@ -711,8 +840,12 @@ export class Device extends EventEmitter {
       this.stats.drop('rx_drop_foreign_fabric');
       return;
     }
-    if (hdr.type === PacketType.UD_SEND) this.receiveUd(buf, hdr);
-    else this.stats.drop('rx_drop_qp_state'); // SRD packets reach a device with no SRD engine yet
+    if (hdr.type === PacketType.UD_SEND) {
+      this.receiveUd(buf, hdr);
+      return;
+    }
+    this.srd.onPacket(this.clock(), buf, hdr, gidDeviceIndex(buf, hdr.srcGidOffset), fromHost, fromPort);
+    this.kickTimer();
   }
 
   private receiveUd(buf: Buffer, hdr: PacketHeader): void {

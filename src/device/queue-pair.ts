@@ -1,5 +1,5 @@
 import type { CompletionQueue } from './completion-queue';
-import { QpState, QpType } from './constants';
+import { DEFAULT_RNR_RETRY, QpState, QpType } from './constants';
 import type { MemoryRegion } from './memory-region';
 import type { ProtectionDomain } from './protection-domain';
 
@@ -49,7 +49,9 @@ export class ReceiveQueue {
 
   /** Drops the oldest slot after it was consumed. */
   advance(): void {
-    this.sgeMr[this.head * this.maxSge] = null;
+    // Drop the MR references so a consumed slot does not keep a buffer alive.
+    const base = this.head * this.maxSge;
+    for (let i = 0; i < this.maxSge; i++) this.sgeMr[base + i] = null;
     this.head = this.head + 1 === this.depth ? 0 : this.head + 1;
     this.count--;
   }
@@ -70,7 +72,7 @@ export class QueuePair {
   qkey = 0;
   sqPsn = 0;
   /** SRD: RNR retries before a send fails with REMOTE_ERROR_RNR; 7 retries forever. */
-  rnrRetry = 7;
+  rnrRetry = DEFAULT_RNR_RETRY;
   destroyed = false;
   /** Send work requests posted and not yet polled from the send CQ. */
   sqOutstanding = 0;

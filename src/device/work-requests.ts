@@ -15,7 +15,10 @@ export interface SendWr {
   wrId: number;
   /** WrOpcode.SEND (default) or WrOpcode.SEND_WITH_IMM. */
   opcode?: number;
-  /** Up to `maxSendSge` entries; with SendFlags.INLINE their bytes are copied at post time and lkeys are ignored. */
+  /**
+   * Up to `maxSendSge` entries. With SendFlags.INLINE (at most `maxInlineData` bytes) the bytes
+   * are copied at post time; since SGE addresses are MR offsets, they still name an MR of the QP's PD.
+   */
   sgList?: readonly Sge[];
   /** SendFlags bits (INLINE, SIGNALED, SOLICITED). */
   sendFlags?: number;

@@ -3,7 +3,7 @@ import type { Logger } from '../common/logger';
 import { EfaError } from '../common/errors';
 
 /** Receives every datagram that arrives at a UdpPort. */
-export type DatagramHandler = (buf: Buffer) => void;
+export type DatagramHandler = (buf: Buffer, fromHost: string, fromPort: number) => void;
 
 export interface UdpPortOptions {
   /** Address to bind; loopback unless told otherwise. */
@@ -39,8 +39,8 @@ export class UdpPort {
     this.host = host;
     this.logger = logger;
     this.socket = dgram.createSocket({ type: host.includes(':') ? 'udp6' : 'udp4' });
-    this.socket.on('message', (msg) => {
-      if (this.handler !== null) this.handler(msg);
+    this.socket.on('message', (msg, rinfo) => {
+      if (this.handler !== null) this.handler(msg, rinfo.address, rinfo.port);
     });
     // An ICMP "port unreachable" surfaces here on some systems: it is loss, not a crash.
     this.socket.on('error', (err) => this.logger.warn({ err: err.message }, 'UDP socket error'));

@@ -44,7 +44,8 @@ export const PacketType = {
   UD_SEND: 1,
   SRD_DATA: 2,
   SRD_ACK: 3,
-  SRD_RNR: 4,
+  /** A negative acknowledgement of one packet: receiver not ready, or a final error status. */
+  SRD_NAK: 4,
 } as const;
 export type PacketType = (typeof PacketType)[keyof typeof PacketType];
 
@@ -78,7 +79,7 @@ export class PacketHeader {
 }
 
 function isKnownType(type: number): boolean {
-  return type >= PacketType.UD_SEND && type <= PacketType.SRD_RNR;
+  return type >= PacketType.UD_SEND && type <= PacketType.SRD_NAK;
 }
 
 /**

@@ -32,8 +32,8 @@ export interface MemoryFabricOptions {
   now?: number;
 }
 
-/** Extra Device options a test may want (quarantine, logger). */
-export type ExtraDeviceOptions = Partial<Pick<DeviceOptions, 'qpnQuarantineMs' | 'logger' | 'rank'>>;
+/** Extra Device options a test may want (quarantine, logger, timer, ...); the fabric sets the rest. */
+export type ExtraDeviceOptions = Partial<Omit<DeviceOptions, 'name' | 'gid' | 'attributes' | 'transport' | 'resolver' | 'clock'>>;
 
 const HOST = '127.0.0.1';
 const BASE_PORT = 47000;
@@ -139,7 +139,8 @@ export class MemoryFabric {
     }
     this.delivered++;
     // A copy: the device owns what it is handed (its decoder zeroes the CRC field in place).
-    device.handleDatagram(Buffer.from(p.buf));
+    const [host, port] = p.from.split(':');
+    device.handleDatagram(Buffer.from(p.buf), host, Number(port));
     return true;
   }
 
@@ -370,9 +371,9 @@ export async function rejection(p: Promise<unknown>): Promise<any> {
 
 /** The subset of a tap test this file needs (kept structural so tap's types need not be imported). */
 export interface Asserts {
-  ok(v: unknown, message?: string): unknown;
-  equal(found: unknown, wanted: unknown, message?: string): unknown;
-  match(found: unknown, pattern: unknown, message?: string): unknown;
+  ok(v: unknown, message: string): unknown;
+  equal(found: unknown, wanted: unknown, message: string): unknown;
+  match(found: unknown, pattern: unknown, message: string): unknown;
 }
 
 const ADMIN_NAMES: Record<number, string> = {

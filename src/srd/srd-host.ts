@@ -1,0 +1,37 @@
+import type { PacketHeader } from '../wire/header';
+import type { SendOp } from './send-op';
+
+/**
+ * What the SRD engine asks of the device it runs in. The engine never touches a socket, a
+ * timer or the clock: it calls these, and the device (sans-IO too) passes them on.
+ */
+export interface SrdHost {
+  /** Sends a finished datagram. */
+  transmit(buf: Buffer, len: number, host: string, port: number): void;
+  /**
+   * Delivers a message to the local QP the header names. Returns WcStatus.SUCCESS (0) when it
+   * was placed in a posted receive, REMOTE_ERROR_RNR (10) when no receive is posted (the
+   * sender will retry), or the final status the sender reports.
+   */
+  deliver(buf: Buffer, hdr: PacketHeader, payloadOff: number, payloadLen: number): number;
+  /** Completes a send work request with `status`. */
+  completeSend(op: SendOp, status: number): void;
+}
+
+/** Counters the engine keeps; the device's counter object has these fields. */
+export interface SrdCounters {
+  retrans_pkts: number;
+  retrans_bytes: number;
+  retrans_timeout_events: number;
+  unresponsive_remote_events: number;
+  unreachable_remote_events: number;
+  rnr_sent: number;
+  rnr_received: number;
+  rnr_retry_exceeded: number;
+  rnr_retries: number;
+  rx_drop_duplicate: number;
+  rx_drop_stale: number;
+  rx_drops: number;
+  acks_sent: number;
+  acks_received: number;
+}

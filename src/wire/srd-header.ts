@@ -1,0 +1,114 @@
+import { BASE_HEADER_LEN, readU32, writeU32 } from './header';
+
+/*
+ * SRD extensions, between the 40-byte base header and the payload (big-endian).
+ *
+ * SRD_DATA (hdr_len 56)
+ *  byte  size  field
+ *  40     4    session       random id of the sender's send context; a new one per context
+ *  44     4    psn           packet sequence number within the session
+ *  48     4    window_start  lowest PSN the sender still waits on: everything below is settled
+ *                            (acknowledged or abandoned), so the receiver may forget it
+ *  52     4    tx_time       sender's clock in microseconds (low 32 bits), echoed by acks for RTT
+ *
+ * SRD_ACK (hdr_len 72, no payload)
+ *  40     4    session       the session acknowledged
+ *  44     4    cum_ack       every PSN below it is settled at the receiver
+ *  48     4    echo_time     tx_time of the data packet that triggered this ack
+ *  52     4    reserved
+ *  56    16    sack          bit i (MSB first) set = PSN cum_ack + 1 + i was received
+ *
+ * SRD_NAK (hdr_len 52, no payload)
+ *  40     4    session
+ *  44     4    psn           the packet refused
+ *  48     1    status        WcStatus the sender reports: REMOTE_ERROR_RNR means "receiver not
+ *                            ready, retry"; any other status is final
+ *  49     3    reserved
+ */
+
+export const SRD_DATA_HDR_LEN = 56;
+export const SRD_ACK_HDR_LEN = 72;
+export const SRD_NAK_HDR_LEN = 52;
+
+export const OFF_SESSION = 40;
+export const OFF_PSN = 44;
+export const OFF_WINDOW_START = 48;
+export const OFF_TX_TIME = 52;
+export const OFF_CUM_ACK = 44;
+export const OFF_ECHO_TIME = 48;
+export const OFF_SACK = 56;
+export const SACK_BITS = 128;
+export const OFF_NAK_PSN = 44;
+export const OFF_NAK_STATUS = 48;
+
+/** The fields of an SRD extension, decoded into one reused object. */
+export class SrdFields {
+  session = 0;
+  psn = 0;
+  windowStart = 0;
+  txTime = 0;
+  cumAck = 0;
+  echoTime = 0;
+  status = 0;
+}
+
+/** Decodes the extension of a data packet; false when hdr_len is too short for it. */
+export function decodeSrdData(buf: Uint8Array, hdrLen: number, out: SrdFields): boolean {
+  if (hdrLen < SRD_DATA_HDR_LEN) return false;
+  out.session = readU32(buf, OFF_SESSION);
+  out.psn = readU32(buf, OFF_PSN);
+  out.windowStart = readU32(buf, OFF_WINDOW_START);
+  out.txTime = readU32(buf, OFF_TX_TIME);
+  return true;
+}
+
+export function decodeSrdAck(buf: Uint8Array, hdrLen: number, out: SrdFields): boolean {
+  if (hdrLen < SRD_ACK_HDR_LEN) return false;
+  out.session = readU32(buf, OFF_SESSION);
+  out.cumAck = readU32(buf, OFF_CUM_ACK);
+  out.echoTime = readU32(buf, OFF_ECHO_TIME);
+  return true;
+}
+
+export function decodeSrdNak(buf: Uint8Array, hdrLen: number, out: SrdFields): boolean {
+  if (hdrLen < SRD_NAK_HDR_LEN) return false;
+  out.session = readU32(buf, OFF_SESSION);
+  out.psn = readU32(buf, OFF_NAK_PSN);
+  out.status = buf[OFF_NAK_STATUS];
+  return true;
+}
+
+/** True when SACK bit `i` (PSN cum_ack + 1 + i) is set in an ack packet. */
+export function sackBit(buf: Uint8Array, i: number): boolean {
+  return (buf[OFF_SACK + (i >> 3)] & (0x80 >> (i & 7))) !== 0;
+}
+
+export function writeSrdData(buf: Uint8Array, session: number, psn: number, windowStart: number, txTime: number): void {
+  writeU32(buf, OFF_SESSION, session);
+  writeU32(buf, OFF_PSN, psn);
+  writeU32(buf, OFF_WINDOW_START, windowStart);
+  writeU32(buf, OFF_TX_TIME, txTime);
+}
+
+export function writeSrdAck(buf: Uint8Array, session: number, cumAck: number, echoTime: number): void {
+  writeU32(buf, OFF_SESSION, session);
+  writeU32(buf, OFF_CUM_ACK, cumAck);
+  writeU32(buf, OFF_ECHO_TIME, echoTime);
+  writeU32(buf, 52, 0);
+  buf.fill(0, OFF_SACK, OFF_SACK + SACK_BITS / 8);
+}
+
+export function setSackBit(buf: Uint8Array, i: number): void {
+  buf[OFF_SACK + (i >> 3)] |= 0x80 >> (i & 7);
+}
+
+export function writeSrdNak(buf: Uint8Array, session: number, psn: number, status: number): void {
+  writeU32(buf, OFF_SESSION, session);
+  writeU32(buf, OFF_NAK_PSN, psn);
+  buf[OFF_NAK_STATUS] = status;
+  buf[49] = 0;
+  buf[50] = 0;
+  buf[51] = 0;
+}
+
+export { BASE_HEADER_LEN };
