@@ -7,6 +7,9 @@ import { Device } from './device/device';
 import { readRankEnv, parseHostPort, type HostPort } from './env';
 import { UdpPort } from './io/udp-port';
 import { TimerDriver } from './io/timer-driver';
+import { FaultInjector, defaultTargetKey } from './io/fault-injector';
+import { toFaultSpec, isNoFaults, type FaultSpec } from './io/fault-spec';
+import { gidDeviceIndex } from './common/gid';
 import type { SrdConfig } from './srd/srd-config';
 
 /** Options of {@link openDevice}; each falls back to the launcher's environment variables. */
@@ -25,6 +28,12 @@ export interface OpenDeviceOptions {
   attributes?: Partial<DeviceAttributes>;
   /** SRD tunables (window, RTO bounds, `unresponsiveTimeoutMs`, ...). */
   srd?: Partial<SrdConfig>;
+  /**
+   * Faults on everything this device sends: a spec string such as
+   * `loss=2%,dup=1%,reorder=10%,delay=200us,seed=7`, or a parsed spec. Default: `EFA_EMU_FAULTS`.
+   * Each device mixes its device index into the seed, so ranks do not drop in lockstep.
+   */
+  faults?: string | FaultSpec | null;
   logger?: Logger;
 }
 
@@ -40,6 +49,8 @@ export class EfaDevice extends Device {
   worldSize: number | null = null;
   /** The UDP endpoint other devices send to. */
   endpoint!: HostPort;
+  /** The fault injector in front of the socket, or null when the device runs without faults. */
+  faults: FaultInjector | null = null;
 }
 
 /**
@@ -53,6 +64,9 @@ export async function openDevice(opts: OpenDeviceOptions = {}): Promise<EfaDevic
   const name = opts.name ?? env.deviceName ?? (rank !== null ? `efa${rank}` : `efa-${hostname()}-${process.pid}`);
   const daemonAddr = opts.daemon === undefined ? env.daemon : typeof opts.daemon === 'string' ? parseHostPort(opts.daemon, 'daemon') : opts.daemon;
   const logger = (opts.logger ?? rootLogger()).child({ component: 'device' });
+  const faultSource = opts.faults !== undefined ? 'faults' : 'EFA_EMU_FAULTS';
+  // Checked before anything is opened: a bad spec is the caller's error, named as such.
+  const faultSpec = toFaultSpec(opts.faults !== undefined ? opts.faults : env.faults, faultSource);
 
   const client = await DaemonClient.connect({ host: daemonAddr.host, port: daemonAddr.port, logger });
   let port: UdpPort | null = null;
@@ -62,6 +76,20 @@ export async function openDevice(opts: OpenDeviceOptions = {}): Promise<EfaDevic
     const lease = await client.register({ name, endpoint, rank });
     const udp = port;
     let device: EfaDevice | null = null;
+    let injector: FaultInjector | null = null;
+    let send = (buf: Buffer, len: number, host: string, p: number): void => udp.send(buf, len, host, p);
+    if (!isNoFaults(faultSpec)) {
+      const spec = { ...faultSpec, seed: (Math.imul(faultSpec.seed, 0x9e3779b1) + gidDeviceIndex(parseGid(lease.gid))) >>> 0 };
+      const inj = new FaultInjector({
+        spec,
+        send,
+        source: faultSource,
+        // Partitions may name a device ("efa1") as well as an endpoint ("127.0.0.1:4000").
+        targetKey: (host, p) => device?.peerNameAt(host, p) ?? defaultTargetKey(host, p),
+      });
+      injector = inj;
+      send = (buf, len, host, p) => inj.send(buf, len, host, p);
+    }
     const timer = new TimerDriver(performance.now.bind(performance), () => device?.onTimer());
     device = new EfaDevice({
       name,
@@ -71,10 +99,14 @@ export async function openDevice(opts: OpenDeviceOptions = {}): Promise<EfaDevic
       srd: opts.srd,
       timer,
       logger,
-      transport: { sendPacket: (buf, len, host, p) => udp.send(buf, len, host, p) },
+      transport: {
+        sendPacket: send,
+        stats: injector === null ? undefined : () => injectorCounters(injector as FaultInjector),
+      },
       resolver: (gid) => client.resolve(gid),
       onClose: async () => {
         timer.close();
+        injector?.close();
         client.setStatsProvider(null);
         await udp.close();
         await client.close();
@@ -82,12 +114,13 @@ export async function openDevice(opts: OpenDeviceOptions = {}): Promise<EfaDevic
     });
     device.daemon = client;
     device.worldSize = env.size;
+    device.faults = injector;
     device.endpoint = endpoint;
     const dev = device;
     udp.onDatagram((buf, host, p) => dev.handleDatagram(buf, host, p));
     client.on('peer_down', (ev: { gid: string }) => dev.notifyPeerDown(ev.gid));
     client.on('peer_up', (ev: { gid: string; endpoint: HostPort }) => dev.notifyPeerUp(ev.gid, ev.endpoint));
-    client.setStatsProvider(() => dev.stats.toJSON());
+    client.setStatsProvider(() => dev.statsSnapshot());
     device.logger.info({ endpoint, daemon: daemonAddr }, 'device opened');
     return device;
   } catch (err) {
@@ -95,4 +128,18 @@ export async function openDevice(opts: OpenDeviceOptions = {}): Promise<EfaDevic
     await client.close();
     throw err;
   }
+}
+
+/** The injector's drops and changes, under the device counters' names. */
+function injectorCounters(inj: FaultInjector): Record<string, number> {
+  const s = inj.stats;
+  return {
+    tx_drop_injected: s.injected_loss + s.partition_drops + s.rate_drops,
+    tx_injected_loss: s.injected_loss,
+    tx_injected_partition_drops: s.partition_drops,
+    tx_injected_rate_drops: s.rate_drops,
+    tx_injected_duplicates: s.duplicated,
+    tx_injected_reorders: s.reordered,
+    tx_injected_corruptions: s.corrupted,
+  };
 }

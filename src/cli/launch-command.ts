@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { rootLogger } from '../common/logger';
 import { intOption } from './cli-options';
 import { daemonForCommand } from './embedded-daemon';
+import { parseFaultSpec } from '../io/fault-spec';
 import { launch, MAX_RANKS } from './launch';
 
 /** Environment variable naming one launch, so ranks can keep their keys apart on a shared daemon. */
@@ -24,6 +25,8 @@ export function registerLaunchCommand(program: Command): void {
     .passThroughOptions()
     .action(async (prog: string, args: string[], o: { np: number; daemon?: string; fault?: string; state?: string; timeout?: number; prefix: boolean; logLevel?: string }) => {
       const logger = rootLogger(o.logLevel);
+      // A bad spec fails here, naming the flag, before any rank starts.
+      if (o.fault !== undefined) parseFaultSpec(o.fault, '--fault');
       const rest = args[0] === '--' ? args.slice(1) : args;
       const daemon = await daemonForCommand(o.daemon, { statePath: o.state ?? null, logger });
       try {

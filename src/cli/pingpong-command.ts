@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { rootLogger } from '../common/logger';
 import { choiceOption, intOption } from './cli-options';
 import { daemonForCommand } from './embedded-daemon';
+import { parseFaultSpec } from '../io/fault-spec';
 import { launch } from './launch';
 import { ENV_JOB_ID } from './launch-command';
 
@@ -26,6 +27,8 @@ export function registerPingPongCommand(program: Command): void {
     .option('--log-level <level>', 'log level (EFA_EMU_LOG)')
     .action(async (o: { type: string; size: number; iters: number; poll: string; timeoutMs: number; fault?: string; daemon?: string; json?: boolean; logLevel?: string }) => {
       const logger = rootLogger(o.logLevel);
+      // A bad spec fails here, naming the flag, before any rank starts.
+      if (o.fault !== undefined) parseFaultSpec(o.fault, '--fault');
       const daemon = await daemonForCommand(o.daemon, { logger });
       try {
         const args = ['--size', String(o.size), '--iters', String(o.iters), '--poll', o.poll, '--timeout-ms', String(o.timeoutMs)];

@@ -43,6 +43,8 @@ import type { WorkCompletion } from './work-completion';
 export interface PacketTransport {
   /** Sends the first `len` bytes of `buf`. The transport owns `buf` from here on. */
   sendPacket(buf: Buffer, len: number, host: string, port: number): void;
+  /** Counters of the transport (the fault injector's drops), merged into the device's. */
+  stats?: () => Record<string, number>;
 }
 
 /** Schedules `Device.onTimer`; the io layer implements it with one real timer. */
@@ -218,7 +220,19 @@ export class Device extends EventEmitter {
 
   /** A snapshot of the device's counters (GET_STATS). */
   queryStats(): Promise<Record<string, number>> {
-    return this.admin.execute(AdminOpcode.GET_STATS, () => this.stats.toJSON());
+    return this.admin.execute(AdminOpcode.GET_STATS, () => this.statsSnapshot());
+  }
+
+  /** The counters of the device and its transport, now (what GET_STATS and heartbeats report). */
+  statsSnapshot(): Record<string, number> {
+    const own = this.stats.toJSON();
+    return this.transport.stats === undefined ? own : { ...own, ...this.transport.stats() };
+  }
+
+  /** The name of the known peer at an endpoint, if any (fault partitions may name devices). */
+  peerNameAt(host: string, port: number): string | undefined {
+    for (const peer of this.peersByIndex.values()) if (peer.port === port && peer.host === host) return peer.name;
+    return undefined;
   }
 
   // ---------------------------------------------------------------- PD

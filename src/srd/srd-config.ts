@@ -23,11 +23,16 @@ export interface SrdConfig {
   rnrBackoffMaxMs: number;
   /** Later packets selectively acked before a hole is retransmitted without waiting for the RTO. */
   dupThresh: number;
+  /**
+   * Packets one timeout resends at most per peer, oldest first; the others wait one more RTO.
+   * A late ack (a busy receiver, not a loss) then costs a few spurious resends, not a window's worth.
+   */
+  rtoBurst: number;
 }
 
 export const DEFAULT_SRD_CONFIG: Readonly<SrdConfig> = Object.freeze({
   window: 128,
-  minRtoMs: 2,
+  minRtoMs: 5,
   maxRtoMs: 250,
   initialRtoMs: 10,
   unresponsiveTimeoutMs: 2000,
@@ -36,6 +41,7 @@ export const DEFAULT_SRD_CONFIG: Readonly<SrdConfig> = Object.freeze({
   rnrBackoffMs: 1,
   rnrBackoffMaxMs: 64,
   dupThresh: 3,
+  rtoBurst: 8,
 });
 
 /** Merges overrides onto the defaults; the error names the bad option. */
@@ -56,5 +62,6 @@ export function resolveSrdConfig(overrides: Partial<SrdConfig> = {}): SrdConfig 
   if (cfg.unresponsiveTimeoutMs <= 0) throw new InvalidArgumentError('srd.unresponsiveTimeoutMs: must be > 0');
   if (!Number.isInteger(cfg.ackEvery) || cfg.ackEvery < 1) throw new InvalidArgumentError('srd.ackEvery: must be an integer >= 1');
   if (!Number.isInteger(cfg.dupThresh) || cfg.dupThresh < 1) throw new InvalidArgumentError('srd.dupThresh: must be an integer >= 1');
+  if (!Number.isInteger(cfg.rtoBurst) || cfg.rtoBurst < 1) throw new InvalidArgumentError('srd.rtoBurst: must be an integer >= 1');
   return cfg;
 }

@@ -388,6 +388,7 @@ export class SrdEngine {
     const timeout = this.config.unresponsiveTimeoutMs;
     let next = Infinity;
     let timedOut = false;
+    let burst = this.config.rtoBurst;
     for (let psn = ctx.windowStart; psn !== ctx.nextPsn; psn = (psn + 1) >>> 0) {
       const op = ctx.ring[ctx.slot(psn)];
       if (op === null || op.psn !== psn) continue;
@@ -402,11 +403,14 @@ export class SrdEngine {
           op.rnrWaiting = false;
           this.counters.rnr_retries++;
           this.transmit(now, ctx, op);
-        } else {
+        } else if (burst > 0) {
+          burst--;
           timedOut = true;
           op.retries++;
           op.fastRetransmitted = false;
           this.retransmit(now, ctx, op);
+        } else {
+          op.deadline = now + ctx.rto.backedOff(op.retries);
         }
       }
       if (op.deadline < next) next = op.deadline;
