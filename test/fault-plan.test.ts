@@ -29,10 +29,17 @@ function trace(p: FaultPlan, n: number, len = 100): number[] {
 
 const ALL = 'loss=3%,dup=2%,reorder=5%,delay=1ms,jitter=500us,corrupt=1%';
 
+/** Index of the first difference, -1 when equal (tap's deep compare is slow on 50k items). */
+function firstDiff(a: number[], b: number[]): number {
+  if (a.length !== b.length) return Math.min(a.length, b.length);
+  for (let i = 0; i < a.length; i++) if (!Object.is(a[i], b[i])) return i;
+  return -1;
+}
+
 t.test('same seed, same decisions; another seed, other decisions', async (t) => {
-  t.same(trace(plan(`${ALL},seed=7`), 10000), trace(plan(`${ALL},seed=7`), 10000));
-  t.notSame(trace(plan(`${ALL},seed=7`), 10000), trace(plan(`${ALL},seed=8`), 10000));
-  t.same(trace(plan(ALL), 1000), trace(plan(`${ALL},seed=1`), 1000), 'the default seed is 1');
+  t.equal(firstDiff(trace(plan(`${ALL},seed=7`), 10000), trace(plan(`${ALL},seed=7`), 10000)), -1);
+  t.not(firstDiff(trace(plan(`${ALL},seed=7`), 10000), trace(plan(`${ALL},seed=8`), 10000)), -1);
+  t.equal(firstDiff(trace(plan(ALL), 1000), trace(plan(`${ALL},seed=1`), 1000)), -1, 'the default seed is 1');
 });
 
 t.test('no faults: every packet passes at once, untouched', async (t) => {
@@ -255,7 +262,7 @@ t.test('reorder holds a copy back by reorder-delay, default max(1ms, 2 x delay)'
   };
   t.equal(hold('reorder=100%,delay=3ms'), 3 + 6);
   t.equal(hold('reorder=100%'), 1);
-  t.equal(hold('reorder=100%,delay=200us'), 1.2);
+  t.ok(Math.abs(hold('reorder=100%,delay=200us') - 1.2) < 1e-9);
   t.equal(hold('reorder=100%,delay=3ms,reorder-delay=500us'), 3.5);
 });
 
@@ -277,10 +284,10 @@ t.test('setSpec changes the faults and keeps the PRNG running', async (t) => {
   const a = plan('loss=50%,seed=3');
   const b = plan('loss=50%,seed=3');
   const ta = trace(a, 500);
-  t.same(trace(b, 500), ta);
+  t.equal(firstDiff(trace(b, 500), ta), -1);
   // A different seed in the new spec does not reseed: the stream carries on.
   b.setSpec(parseFaultSpec('loss=50%,seed=99'));
-  t.same(trace(b, 500), trace(a, 500));
+  t.equal(firstDiff(trace(b, 500), trace(a, 500)), -1);
   t.equal(b.spec.seed, 99);
   b.setSpec(NO_FAULTS);
   t.ok(b.inert);

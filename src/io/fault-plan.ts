@@ -208,7 +208,7 @@ export class FaultPlan {
     this.useGe = spec.burst > 1 && spec.loss < 1;
     this.geR = 1 / spec.burst;
     // Chosen so the stationary share of the bad state, p / (p + r), equals `loss`.
-    this.geP = this.useGe ? (spec.loss * this.geR) / (1 - spec.loss) : 0;
+    this.geP = this.useGe ? Math.min(1, (spec.loss * this.geR) / (1 - spec.loss)) : 0;
     if (!this.useGe) this.geBad = false;
     this.dup = spec.dup;
     this.reorder = spec.reorder;

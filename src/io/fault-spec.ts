@@ -223,8 +223,9 @@ function burstReason(loss: number, burst: number): Reason | null {
   // Good->bad probability p = loss*r/(1-loss) with r = 1/burst; p > 1 would mean bursts
   // shorter than the loss rate forces, since good runs cannot be shorter than one packet.
   const min = loss / (1 - loss);
-  if (burst < min) {
-    return `too short for loss=${formatPercent(loss)} (the mean burst must be at least ${formatPlain(min)})`;
+  // The relative slack absorbs rounding: 80% gives 4.000000000000001, and burst=4 is fine.
+  if (burst < min * (1 - 1e-12)) {
+    return `too short for loss=${formatPercent(loss)} (the mean burst must be at least ${formatPlain(Number(min.toPrecision(12)))})`;
   }
   return null;
 }
