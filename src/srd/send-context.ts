@@ -23,6 +23,8 @@ export class SendContext {
   readonly rto: RtoEstimator;
   /** True once any packet came back from the peer: a later silence is "unresponsive", not "unreachable". */
   everHeard = false;
+  /** When the latest ack or NAK of this session came back (-Infinity: never). */
+  lastHeardAt = -Infinity;
   /** Earliest deadline among the packets in flight (may be stale-early, never late). */
   deadline = Infinity;
 
@@ -54,6 +56,11 @@ export class SendContext {
     if (((psn - this.windowStart) | 0) < 0 || ((psn - this.nextPsn) | 0) >= 0) return null;
     const op = this.ring[psn % this.window];
     return op !== null && op.psn === psn ? op : null;
+  }
+
+  /** The oldest queued message, left in the queue. */
+  peek(): SendOp | null {
+    return this.queueHead < this.queue.length ? this.queue[this.queueHead] : null;
   }
 
   /** Takes the oldest queued message, compacting the array now and then rather than shifting it. */

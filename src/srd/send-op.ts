@@ -16,8 +16,13 @@ export class SendOp {
   rnrRetry = 7;
   rnrCount = 0;
   retries = 0;
-  /** When the peer last showed it had this packet in mind (first send, or its last RNR). */
+  /**
+   * Start of this send's silence budget: when it was posted, or its latest RNR reply. It fails
+   * once the peer has been silent for unresponsiveTimeoutMs since then.
+   */
   answeredAt = 0;
+  /** tx_time (µs) of the latest transmission, which acks and NAKs echo. */
+  lastTxTime = 0;
   deadline = Infinity;
   /** Set once fast retransmit resent it, so one SACK burst does not resend it again and again. */
   fastRetransmitted = false;
@@ -35,6 +40,7 @@ export class SendOp {
     this.rnrCount = 0;
     this.retries = 0;
     this.answeredAt = 0;
+    this.lastTxTime = 0;
     this.deadline = Infinity;
     this.fastRetransmitted = false;
     this.rnrWaiting = false;

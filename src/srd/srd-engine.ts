@@ -125,6 +125,7 @@ export class SrdEngine {
     op.buf = buf;
     op.len = SRD_DATA_HDR_LEN + payloadLen;
     op.rnrRetry = rnrRetry;
+    op.answeredAt = now;
     if (ctx.queued === 0 && ctx.inFlight < ctx.window) this.launch(now, ctx, op);
     else ctx.queue.push(op);
   }
@@ -134,7 +135,6 @@ export class SrdEngine {
     const psn = ctx.nextPsn;
     ctx.nextPsn = (psn + 1) >>> 0;
     op.psn = psn;
-    op.answeredAt = now;
     ctx.ring[ctx.slot(psn)] = op;
     writeSrdData(op.buf as Buffer, ctx.session, psn, ctx.windowStart, 0);
     this.transmit(now, ctx, op);
@@ -143,7 +143,8 @@ export class SrdEngine {
   private transmit(now: number, ctx: SendContext, op: SendOp): void {
     const buf = op.buf as Buffer;
     writeU32(buf, OFF_WINDOW_START, ctx.windowStart);
-    writeU32(buf, OFF_TX_TIME, microseconds(now));
+    op.lastTxTime = microseconds(now);
+    writeU32(buf, OFF_TX_TIME, op.lastTxTime);
     sealPacket(buf, op.len);
     const d = now + ctx.rto.backedOff(op.retries);
     op.deadline = d;
@@ -212,7 +213,7 @@ export class SrdEngine {
     }
     const refused = rx.refused.get(psn);
     if (refused !== undefined) {
-      this.sendNak(rx, psn, refused);
+      this.sendNak(rx, psn, refused, f.txTime);
       return;
     }
     const status = this.host.deliver(buf, hdr, hdr.hdrLen, hdr.payloadLen);
@@ -225,10 +226,10 @@ export class SrdEngine {
       else this.scheduleAck(now, rx);
     } else if (status === RNR) {
       this.counters.rnr_sent++;
-      this.sendNak(rx, psn, RNR);
+      this.sendNak(rx, psn, RNR, f.txTime);
     } else {
       rx.refused.set(psn, status);
-      this.sendNak(rx, psn, status);
+      this.sendNak(rx, psn, status, f.txTime);
     }
   }
 
@@ -254,10 +255,10 @@ export class SrdEngine {
     this.host.transmit(buf, SRD_ACK_HDR_LEN, rx.host, rx.port);
   }
 
-  private sendNak(rx: ReceiveContext, psn: number, status: number): void {
+  private sendNak(rx: ReceiveContext, psn: number, status: number, echoTime: number): void {
     const buf = Buffer.allocUnsafe(SRD_NAK_HDR_LEN);
     encodeHeader(buf, PacketType.SRD_NAK, 0, SRD_NAK_HDR_LEN, 0, 0, 0, 0, 0, this.localGid);
-    writeSrdNak(buf, rx.session, psn, status);
+    writeSrdNak(buf, rx.session, psn, status, echoTime);
     sealPacket(buf, SRD_NAK_HDR_LEN);
     this.host.transmit(buf, SRD_NAK_HDR_LEN, rx.host, rx.port);
   }
@@ -281,6 +282,7 @@ export class SrdEngine {
     if (ctx === undefined || f.session !== ctx.session) return; // for an earlier incarnation
     this.counters.acks_received++;
     ctx.everHeard = true;
+    ctx.lastHeardAt = now;
     const echoed = (microseconds(now) - f.echoTime) >>> 0;
     if (f.echoTime !== 0 && echoed < 60_000_000) ctx.rto.sample(echoed / 1000);
     const cum = f.cumAck;
@@ -316,6 +318,7 @@ export class SrdEngine {
     const ctx = this.senders.get(peerIndex);
     if (ctx === undefined || f.session !== ctx.session) return;
     ctx.everHeard = true;
+    ctx.lastHeardAt = now;
     const op = ctx.opAt(f.psn);
     if (op === null) return;
     if (f.status !== RNR) {
@@ -324,7 +327,8 @@ export class SrdEngine {
       return;
     }
     this.counters.rnr_received++;
-    if (op.rnrWaiting) return; // a duplicate NAK of the same attempt
+    // A NAK of an earlier attempt (duplicated or late) was already counted.
+    if (op.rnrWaiting || f.echoTime !== op.lastTxTime) return;
     op.rnrCount++;
     op.answeredAt = now;
     if (op.rnrRetry !== 7 && op.rnrCount > op.rnrRetry) {
@@ -393,9 +397,8 @@ export class SrdEngine {
       const op = ctx.ring[ctx.slot(psn)];
       if (op === null || op.psn !== psn) continue;
       if (op.deadline <= now) {
-        if (now - op.answeredAt >= timeout) {
-          if (ctx.everHeard) this.counters.unresponsive_remote_events++;
-          else this.counters.unreachable_remote_events++;
+        if (now - Math.max(op.answeredAt, ctx.lastHeardAt) >= timeout) {
+          this.failUnresponsive(ctx);
           this.settle(ctx, op, ctx.everHeard ? WcStatus.LOCAL_ERROR_UNRESP_REMOTE : WcStatus.LOCAL_ERROR_UNREACH_REMOTE);
           continue;
         }
@@ -417,8 +420,23 @@ export class SrdEngine {
     }
     if (timedOut) this.counters.retrans_timeout_events++;
     ctx.deadline = next;
+    // Queued sends share the silence budget: posted long enough ago to a silent peer, they
+    // fail now instead of waiting for a window slot and a whole new timeout. FIFO, so only
+    // the head can be due.
+    for (let op = ctx.peek(); op !== null && now - Math.max(op.answeredAt, ctx.lastHeardAt) >= timeout; op = ctx.peek()) {
+      ctx.dequeue();
+      this.failUnresponsive(ctx);
+      this.host.completeSend(op, ctx.everHeard ? WcStatus.LOCAL_ERROR_UNRESP_REMOTE : WcStatus.LOCAL_ERROR_UNREACH_REMOTE);
+      op.reset();
+      this.pool.push(op);
+    }
     // Launches lower ctx.deadline themselves.
     this.pump(now, ctx);
+  }
+
+  private failUnresponsive(ctx: SendContext): void {
+    if (ctx.everHeard) this.counters.unresponsive_remote_events++;
+    else this.counters.unreachable_remote_events++;
   }
 
   // ------------------------------------------------------------------ lifetime

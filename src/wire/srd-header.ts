@@ -18,17 +18,19 @@ import { BASE_HEADER_LEN, readU32, writeU32 } from './header';
  *  52     4    reserved
  *  56    16    sack          bit i (MSB first) set = PSN cum_ack + 1 + i was received
  *
- * SRD_NAK (hdr_len 52, no payload)
+ * SRD_NAK (hdr_len 56, no payload)
  *  40     4    session
  *  44     4    psn           the packet refused
  *  48     1    status        WcStatus the sender reports: REMOTE_ERROR_RNR means "receiver not
  *                            ready, retry"; any other status is final
  *  49     3    reserved
+ *  52     4    echo_time     tx_time of the refused transmission: a late NAK of an earlier
+ *                            attempt is not counted against the RNR retry budget again
  */
 
 export const SRD_DATA_HDR_LEN = 56;
 export const SRD_ACK_HDR_LEN = 72;
-export const SRD_NAK_HDR_LEN = 52;
+export const SRD_NAK_HDR_LEN = 56;
 
 export const OFF_SESSION = 40;
 export const OFF_PSN = 44;
@@ -40,6 +42,7 @@ export const OFF_SACK = 56;
 export const SACK_BITS = 128;
 export const OFF_NAK_PSN = 44;
 export const OFF_NAK_STATUS = 48;
+export const OFF_NAK_ECHO_TIME = 52;
 
 /** The fields of an SRD extension, decoded into one reused object. */
 export class SrdFields {
@@ -75,6 +78,7 @@ export function decodeSrdNak(buf: Uint8Array, hdrLen: number, out: SrdFields): b
   out.session = readU32(buf, OFF_SESSION);
   out.psn = readU32(buf, OFF_NAK_PSN);
   out.status = buf[OFF_NAK_STATUS];
+  out.echoTime = readU32(buf, OFF_NAK_ECHO_TIME);
   return true;
 }
 
@@ -102,13 +106,14 @@ export function setSackBit(buf: Uint8Array, i: number): void {
   buf[OFF_SACK + (i >> 3)] |= 0x80 >> (i & 7);
 }
 
-export function writeSrdNak(buf: Uint8Array, session: number, psn: number, status: number): void {
+export function writeSrdNak(buf: Uint8Array, session: number, psn: number, status: number, echoTime: number): void {
   writeU32(buf, OFF_SESSION, session);
   writeU32(buf, OFF_NAK_PSN, psn);
   buf[OFF_NAK_STATUS] = status;
   buf[49] = 0;
   buf[50] = 0;
   buf[51] = 0;
+  writeU32(buf, OFF_NAK_ECHO_TIME, echoTime);
 }
 
 export { BASE_HEADER_LEN };

@@ -1,0 +1,743 @@
+/*
+ * A discrete-event network simulator for SRD tests.
+ *
+ * Time is virtual (ms, a float) and only moves when the simulator takes the next event from
+ * its queue: a packet arriving at a device, a device timer firing, or a callback a test
+ * scheduled. Events are ordered by time, then by the order they were scheduled, so a run is
+ * a pure function of its seed. Every device reads the simulator's clock, draws its SRD
+ * session ids from a seeded generator, and sends into the simulator, which applies the
+ * faults of each directed link (loss, duplication, reordering, delay + jitter, corruption)
+ * and partitions (a link or a whole device dark from t1 to t2) before scheduling delivery.
+ *
+ * Nothing here sleeps, opens a socket or reads the real clock.
+ */
+import { DaemonError } from '../../src/common/errors';
+import { formatGid, makeGid, parseGid } from '../../src/common/gid';
+import { Prng } from '../../src/common/prng';
+import type { AddressHandle } from '../../src/device/address-handle';
+import type { DeviceAttributes } from '../../src/device/attributes';
+import type { CompletionQueue } from '../../src/device/completion-queue';
+import { AccessFlags, QpState, QpType, WrOpcode } from '../../src/device/constants';
+import { Device, type DeviceOptions, type ResolvedGid } from '../../src/device/device';
+import type { MemoryRegion } from '../../src/device/memory-region';
+import type { ProtectionDomain } from '../../src/device/protection-domain';
+import type { QueuePair } from '../../src/device/queue-pair';
+import { WorkCompletion } from '../../src/device/work-completion';
+import type { SrdConfig } from '../../src/srd/srd-config';
+import { PacketType, readU32 } from '../../src/wire/header';
+
+export const SIM_HOST = '127.0.0.1';
+export const SIM_BASE_PORT = 50000;
+export const SIM_FABRIC_ID = 0x0efa51a0;
+
+// ------------------------------------------------------------------ packets
+
+/** The fields of an efa-emu datagram a test may want to look at (read without side effects). */
+export interface PacketInfo {
+  /** PacketType: 1 UD_SEND, 2 SRD_DATA, 3 SRD_ACK, 4 SRD_NAK (0 when too short to tell). */
+  type: number;
+  /** Device index of the sender (low 32 bits of its GID). */
+  srcIndex: number;
+  srcQpn: number;
+  dstQpn: number;
+  payloadLen: number;
+  imm: number;
+  /** SRD: the sender session the packet belongs to (data) or acknowledges (ack/nak). */
+  session: number;
+  /** SRD_DATA: its PSN; SRD_NAK: the PSN refused. */
+  psn: number;
+  windowStart: number;
+  txTime: number;
+  /** SRD_ACK */
+  cumAck: number;
+  echoTime: number;
+  /** SRD_NAK: the WcStatus the sender is to report (10 = RNR, retry). */
+  status: number;
+}
+
+/** Reads a datagram's header fields; never throws, never modifies `buf`. */
+export function describePacket(buf: Uint8Array): PacketInfo {
+  const info: PacketInfo = {
+    type: 0,
+    srcIndex: 0,
+    srcQpn: 0,
+    dstQpn: 0,
+    payloadLen: 0,
+    imm: 0,
+    session: 0,
+    psn: 0,
+    windowStart: 0,
+    txTime: 0,
+    cumAck: 0,
+    echoTime: 0,
+    status: 0,
+  };
+  if (buf.length < 40) return info;
+  info.type = buf[3];
+  info.srcQpn = (buf[6] << 8) | buf[7];
+  info.dstQpn = (buf[8] << 8) | buf[9];
+  info.payloadLen = (buf[10] << 8) | buf[11];
+  info.imm = readU32(buf, 16);
+  info.srcIndex = readU32(buf, 32);
+  if (buf.length >= 52) {
+    info.session = readU32(buf, 40);
+    if (info.type === PacketType.SRD_DATA && buf.length >= 56) {
+      info.psn = readU32(buf, 44);
+      info.windowStart = readU32(buf, 48);
+      info.txTime = readU32(buf, 52);
+    } else if (info.type === PacketType.SRD_ACK) {
+      info.cumAck = readU32(buf, 44);
+      info.echoTime = readU32(buf, 48);
+    } else if (info.type === PacketType.SRD_NAK) {
+      info.psn = readU32(buf, 44);
+      info.status = buf[48];
+    }
+  }
+  return info;
+}
+
+/** The PSNs an SRD_ACK selectively acknowledges (cum_ack + 1 + i for each set bit i). */
+export function sackedPsns(buf: Uint8Array): number[] {
+  const out: number[] = [];
+  if (buf.length < 72 || buf[3] !== PacketType.SRD_ACK) return out;
+  const cum = readU32(buf, 44);
+  for (let i = 0; i < 128; i++) {
+    if ((buf[56 + (i >> 3)] & (0x80 >> (i & 7))) !== 0) out.push((cum + 1 + i) >>> 0);
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------ faults
+
+/** Faults of one directed link. Probabilities are 0..1. */
+export interface LinkFaults {
+  /** A packet is lost. */
+  loss: number;
+  /** A packet is delivered twice; the copy arrives up to `dupDelayMs` after the original. */
+  dup: number;
+  dupDelayMs: number;
+  /** A packet gets an extra delay of up to `reorderDelayMs`, so later ones may overtake it. */
+  reorder: number;
+  reorderDelayMs: number;
+  /** One-way delay: `delayMs` plus a uniform [0, jitterMs). */
+  delayMs: number;
+  jitterMs: number;
+  /** A packet arrives with one random bit flipped. */
+  corrupt: number;
+}
+
+export const PERFECT_LINK: Readonly<LinkFaults> = Object.freeze({
+  loss: 0,
+  dup: 0,
+  dupDelayMs: 0,
+  reorder: 0,
+  reorderDelayMs: 0,
+  delayMs: 0.1,
+  jitterMs: 0,
+  corrupt: 0,
+});
+
+/**
+ * A time span in which traffic is dropped: everything a dark device sends or is sent, or
+ * everything on a dark link (one way, or both ways), from `from` (inclusive) to `until`.
+ */
+export interface Partition {
+  from: number;
+  until: number;
+  /** A whole device goes dark. */
+  device?: number;
+  /** A link goes dark: `[a, b]` is the direction a -> b (and b -> a unless `oneWay`). */
+  link?: [number, number];
+  oneWay?: boolean;
+}
+
+/** A datagram on its way, as hooks see it. */
+export interface SimPacket {
+  /** Virtual time it was sent. */
+  sentAt: number;
+  from: number;
+  to: number;
+  /** A private copy; an `intercept` hook may modify it. */
+  buf: Buffer;
+  info: PacketInfo;
+  /** True when the fault injector flipped a bit of this copy. */
+  corrupted: boolean;
+  /** True for the second copy of a duplicated packet. */
+  duplicate: boolean;
+}
+
+export interface SimTraceRecord {
+  t: number;
+  event: 'send' | 'deliver' | 'drop-loss' | 'drop-partition' | 'drop-intercept' | 'drop-nowhere';
+  from: number;
+  to: number;
+  info: PacketInfo;
+  corrupted: boolean;
+  duplicate: boolean;
+}
+
+// ------------------------------------------------------------------ events
+
+const EV_PACKET = 0;
+const EV_TIMER = 1;
+const EV_CALL = 2;
+
+class SimEvent {
+  time = 0;
+  seq = 0;
+  kind = EV_PACKET;
+  node: SimNode | null = null;
+  gen = 0;
+  pkt: SimPacket | null = null;
+  toPort = 0;
+  fromPort = 0;
+  fn: (() => void) | null = null;
+}
+
+/** A binary min-heap of events by (time, seq). */
+class EventQueue {
+  private readonly heap: SimEvent[] = [];
+
+  get size(): number {
+    return this.heap.length;
+  }
+
+  peek(): SimEvent | undefined {
+    return this.heap[0];
+  }
+
+  push(ev: SimEvent): void {
+    const h = this.heap;
+    h.push(ev);
+    let i = h.length - 1;
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      if (!before(h[i], h[p])) break;
+      [h[i], h[p]] = [h[p], h[i]];
+      i = p;
+    }
+  }
+
+  pop(): SimEvent | undefined {
+    const h = this.heap;
+    if (h.length === 0) return undefined;
+    const top = h[0];
+    const last = h.pop() as SimEvent;
+    if (h.length > 0) {
+      h[0] = last;
+      let i = 0;
+      for (;;) {
+        const l = 2 * i + 1;
+        const r = l + 1;
+        let m = i;
+        if (l < h.length && before(h[l], h[m])) m = l;
+        if (r < h.length && before(h[r], h[m])) m = r;
+        if (m === i) break;
+        [h[i], h[m]] = [h[m], h[i]];
+        i = m;
+      }
+    }
+    return top;
+  }
+}
+
+function before(a: SimEvent, b: SimEvent): boolean {
+  return a.time < b.time || (a.time === b.time && a.seq < b.seq);
+}
+
+// ------------------------------------------------------------------ simulator
+
+/** One device of the simulation and its fake endpoint. */
+export interface SimNode {
+  /** Device index: the GID is makeGid(SIM_FABRIC_ID, index). */
+  readonly index: number;
+  readonly name: string;
+  port: number;
+  /** The current device at this GID (replaced by `restartDevice`). */
+  device: Device;
+  /** Earliest timer event pending for the device (Infinity when none). */
+  timerAt: number;
+  timerGen: number;
+  /** Times `onTimer` ran. */
+  timerFirings: number;
+}
+
+export interface SimOptions {
+  seed: number;
+  /** SRD tunables for every device (a device may override them in addDevice). */
+  srd?: Partial<SrdConfig>;
+  /** Faults of every link without its own. */
+  faults?: Partial<LinkFaults>;
+  /** Virtual clock start (ms, default 0). */
+  now?: number;
+  /** Keep a trace of every packet (for debugging a seed). */
+  trace?: boolean;
+  /** runUntil gives up (throws) after this many events (default 5 million). */
+  maxEvents?: number;
+}
+
+export type ExtraSimDeviceOptions = Partial<Omit<DeviceOptions, 'name' | 'gid' | 'transport' | 'resolver' | 'clock' | 'timer'>> & {
+  attributes?: Partial<DeviceAttributes>;
+};
+
+export class SimNetwork {
+  /** Virtual time, ms. */
+  now: number;
+  readonly seed: number;
+  readonly nodes: SimNode[] = [];
+  readonly partitions: Partition[] = [];
+  readonly srd: Partial<SrdConfig>;
+  defaultFaults: LinkFaults;
+  readonly stats = {
+    sent: 0,
+    delivered: 0,
+    lost: 0,
+    partitioned: 0,
+    intercepted: 0,
+    duplicated: 0,
+    reordered: 0,
+    corrupted: 0,
+    nowhere: 0,
+    events: 0,
+  };
+  /** Every packet event when `trace` was asked for. */
+  readonly trace: SimTraceRecord[] | null;
+  /**
+   * Called for each datagram as it is sent, before any fault: return false to drop it, a
+   * number to add that many ms of delay, anything else to let it through. May edit `p.buf`.
+   */
+  intercept: ((p: SimPacket) => boolean | number | void) | null = null;
+  /** Called right before a datagram is handed to its destination device. */
+  onDeliver: ((p: SimPacket) => void) | null = null;
+  /** Called after each packet or timer event with the node that handled it, and after callbacks with null. */
+  afterEvent: ((node: SimNode | null) => void) | null = null;
+
+  private readonly rng: Prng;
+  private readonly queue = new EventQueue();
+  private seq = 0;
+  private readonly links = new Map<number, LinkFaults>();
+  private readonly byPort = new Map<number, SimNode>();
+  private readonly byGid = new Map<string, SimNode>();
+  private readonly maxEvents: number;
+
+  constructor(opts: SimOptions) {
+    this.seed = opts.seed >>> 0;
+    this.rng = new Prng(this.seed ^ 0x9e3779b9);
+    this.now = opts.now ?? 0;
+    this.srd = opts.srd ?? {};
+    this.defaultFaults = { ...PERFECT_LINK, ...opts.faults };
+    this.trace = opts.trace === true ? [] : null;
+    this.maxEvents = opts.maxEvents ?? 5_000_000;
+  }
+
+  // -------------------------------------------------------------- topology
+
+  /** Adds a device; its index is 1, 2, ... in order of adding, its port SIM_BASE_PORT + index. */
+  addDevice(name?: string, extra: ExtraSimDeviceOptions = {}): SimNode {
+    const index = this.nodes.length + 1;
+    const node: SimNode = {
+      index,
+      name: name ?? `sim${index}`,
+      port: SIM_BASE_PORT + index,
+      device: null as unknown as Device,
+      timerAt: Infinity,
+      timerGen: 0,
+      timerFirings: 0,
+    };
+    node.device = this.makeDevice(node, extra);
+    this.nodes.push(node);
+    this.byPort.set(node.port, node);
+    this.byGid.set(node.device.gidText, node);
+    return node;
+  }
+
+  /**
+   * Replaces the device of `node` by a new one with the same GID (a restarted process): the
+   * old one is destroyed, its pending timers are forgotten, packets still in flight to the
+   * endpoint reach the new device. With `port`, the new device listens there instead.
+   */
+  restartDevice(node: SimNode, extra: ExtraSimDeviceOptions = {}, port?: number): Device {
+    node.device.destroyAll();
+    node.timerGen++;
+    node.timerAt = Infinity;
+    if (port !== undefined && port !== node.port) {
+      this.byPort.delete(node.port);
+      node.port = port;
+      this.byPort.set(port, node);
+    }
+    node.device = this.makeDevice(node, extra);
+    return node.device;
+  }
+
+  private makeDevice(node: SimNode, extra: ExtraSimDeviceOptions): Device {
+    // A generator per device incarnation: sessions differ between devices and restarts.
+    const prng = new Prng((this.seed * 31 + node.index * 1009 + node.timerGen * 7919) >>> 0);
+    const { srd, ...rest } = extra;
+    return new Device({
+      name: node.name,
+      gid: makeGid(SIM_FABRIC_ID, node.index),
+      clock: () => this.now,
+      randomU32: () => prng.nextU32(),
+      transport: { sendPacket: (buf, len, host, port) => this.send(node, buf, len, host, port) },
+      resolver: (gid) => this.resolve(gid),
+      timer: { arm: (deadline) => this.armTimer(node, deadline) },
+      srd: { ...this.srd, ...srd },
+      ...rest,
+    });
+  }
+
+  node(index: number): SimNode {
+    const n = this.nodes[index - 1];
+    if (n === undefined) throw new RangeError(`no device ${index} in the simulation`);
+    return n;
+  }
+
+  /** Sets the faults of the directed link a -> b (merged onto the defaults). */
+  setLink(a: number, b: number, faults: Partial<LinkFaults>): void {
+    this.links.set(linkKey(a, b), { ...this.defaultFaults, ...faults });
+  }
+
+  faultsOf(a: number, b: number): LinkFaults {
+    return this.links.get(linkKey(a, b)) ?? this.defaultFaults;
+  }
+
+  /** Device `index` goes dark in [from, until). */
+  partitionDevice(index: number, from: number, until: number): Partition {
+    const p: Partition = { from, until, device: index };
+    this.partitions.push(p);
+    return p;
+  }
+
+  /** The link a -> b (and b -> a unless oneWay) goes dark in [from, until). */
+  partitionLink(a: number, b: number, from: number, until: number, oneWay = false): Partition {
+    const p: Partition = { from, until, link: [a, b], oneWay };
+    this.partitions.push(p);
+    return p;
+  }
+
+  /** True when traffic from -> to is dropped at time t. */
+  isDark(from: number, to: number, t: number, arriving = false): boolean {
+    for (const p of this.partitions) {
+      if (t < p.from || t >= p.until) continue;
+      if (p.device !== undefined && (p.device === to || (!arriving && p.device === from))) return true;
+      if (p.link !== undefined) {
+        const [a, b] = p.link;
+        if ((a === from && b === to) || (!p.oneWay && a === to && b === from)) return true;
+      }
+    }
+    return false;
+  }
+
+  /** The control plane: every device of the simulation resolves; others reject ENOENT. */
+  resolve(gid: string): Promise<ResolvedGid> {
+    let text: string;
+    try {
+      text = formatGid(parseGid(gid));
+    } catch {
+      return Promise.reject(new DaemonError('EINVAL', `not a GID: ${gid}`));
+    }
+    const node = this.byGid.get(text);
+    if (node === undefined) return Promise.reject(new DaemonError('ENOENT', `GID ${text} is not in the simulation`));
+    return Promise.resolve({ name: node.name, gid: text, ahn: node.index, endpoint: { host: SIM_HOST, port: node.port }, up: !node.device.closed });
+  }
+
+  // -------------------------------------------------------------- events
+
+  /** Runs `fn` at virtual time `time` (or now, if that is past). */
+  at(time: number, fn: () => void): void {
+    const ev = new SimEvent();
+    ev.kind = EV_CALL;
+    ev.fn = fn;
+    this.schedule(ev, time);
+  }
+
+  /** Runs `fn` `delay` ms from now. */
+  after(delay: number, fn: () => void): void {
+    this.at(this.now + delay, fn);
+  }
+
+  get pendingEvents(): number {
+    return this.queue.size;
+  }
+
+  /** Time of the next event, or Infinity. */
+  nextEventTime(): number {
+    const ev = this.queue.peek();
+    return ev === undefined ? Infinity : ev.time;
+  }
+
+  private schedule(ev: SimEvent, time: number): void {
+    ev.time = time > this.now ? time : this.now;
+    ev.seq = this.seq++;
+    this.queue.push(ev);
+  }
+
+  private armTimer(node: SimNode, deadline: number): void {
+    const t = deadline > this.now ? deadline : this.now;
+    if (t >= node.timerAt) return; // an earlier firing is pending; it re-arms what is left
+    node.timerAt = t;
+    const ev = new SimEvent();
+    ev.kind = EV_TIMER;
+    ev.node = node;
+    ev.gen = ++node.timerGen;
+    this.schedule(ev, t);
+  }
+
+  /** Processes the next event; false when there is none. */
+  step(): boolean {
+    const ev = this.queue.pop();
+    if (ev === undefined) return false;
+    this.now = ev.time;
+    this.stats.events++;
+    if (ev.kind === EV_CALL) {
+      (ev.fn as () => void)();
+      this.afterEvent?.(null);
+    } else if (ev.kind === EV_TIMER) {
+      const node = ev.node as SimNode;
+      if (ev.gen !== node.timerGen) return true; // superseded by an earlier firing, or a restart
+      node.timerAt = Infinity;
+      node.timerFirings++;
+      node.device.onTimer();
+      this.afterEvent?.(node);
+    } else {
+      this.arrive(ev);
+    }
+    return true;
+  }
+
+  /**
+   * Processes events until `pred()` holds (true), or the next event lies beyond `maxTime`
+   * or none is left (the clock then moves to `maxTime` if it is finite; returns pred()).
+   * Throws after `maxEvents` events in one call so that a livelock cannot hang a test.
+   */
+  runUntil(pred: () => boolean, maxTime: number): boolean {
+    let n = 0;
+    for (;;) {
+      if (pred()) return true;
+      const next = this.queue.peek();
+      if (next === undefined || next.time > maxTime) {
+        if (Number.isFinite(maxTime) && maxTime > this.now) this.now = maxTime;
+        return pred();
+      }
+      if (++n > this.maxEvents) {
+        throw new Error(`SimNetwork.runUntil: more than ${this.maxEvents} events by t=${this.now.toFixed(3)} ms (a livelock?)`);
+      }
+      this.step();
+    }
+  }
+
+  /** Processes every event up to `time` and moves the clock there. */
+  runFor(ms: number): void {
+    this.runUntil(() => false, this.now + ms);
+  }
+
+  /** Processes events until none is left or the clock would pass `maxTime`. */
+  drain(maxTime: number): void {
+    this.runUntil(() => this.queue.size === 0, maxTime);
+  }
+
+  // -------------------------------------------------------------- the wire
+
+  private send(node: SimNode, buf: Buffer, len: number, host: string, port: number): void {
+    const t = this.now;
+    this.stats.sent++;
+    // The engine keeps (and rewrites) its buffer for retransmission: the wire gets a copy.
+    const copy = Buffer.from(buf.subarray(0, len));
+    const dst = host === SIM_HOST ? this.byPort.get(port) : undefined;
+    const pkt: SimPacket = { sentAt: t, from: node.index, to: dst?.index ?? 0, buf: copy, info: describePacket(copy), corrupted: false, duplicate: false };
+    this.record('send', pkt);
+    if (dst === undefined) {
+      this.stats.nowhere++;
+      this.record('drop-nowhere', pkt);
+      return;
+    }
+    let extra = 0;
+    if (this.intercept !== null) {
+      const verdict = this.intercept(pkt);
+      if (verdict === false) {
+        this.stats.intercepted++;
+        this.record('drop-intercept', pkt);
+        return;
+      }
+      if (typeof verdict === 'number') extra = verdict;
+    }
+    if (this.isDark(node.index, dst.index, t)) {
+      this.stats.partitioned++;
+      this.record('drop-partition', pkt);
+      return;
+    }
+    const f = this.faultsOf(node.index, dst.index);
+    const rng = this.rng;
+    if (f.loss > 0 && rng.next() < f.loss) {
+      this.stats.lost++;
+      this.record('drop-loss', pkt);
+      return;
+    }
+    let delay = f.delayMs + extra + (f.jitterMs > 0 ? rng.next() * f.jitterMs : 0);
+    if (f.reorder > 0 && rng.next() < f.reorder) {
+      delay += rng.next() * f.reorderDelayMs;
+      this.stats.reordered++;
+    }
+    const dup = f.dup > 0 && rng.next() < f.dup;
+    this.schedulePacket(pkt, dst.port, node.port, t + delay, f);
+    if (dup) {
+      this.stats.duplicated++;
+      const twin: SimPacket = { ...pkt, buf: Buffer.from(copy), info: pkt.info, duplicate: true };
+      this.schedulePacket(twin, dst.port, node.port, t + delay + (f.dupDelayMs > 0 ? rng.next() * f.dupDelayMs : 0), f);
+    }
+  }
+
+  private schedulePacket(pkt: SimPacket, toPort: number, fromPort: number, time: number, f: LinkFaults): void {
+    if (f.corrupt > 0 && this.rng.next() < f.corrupt) {
+      const bit = this.rng.int(pkt.buf.length * 8);
+      pkt.buf[bit >> 3] ^= 0x80 >> (bit & 7);
+      pkt.corrupted = true;
+      this.stats.corrupted++;
+    }
+    const ev = new SimEvent();
+    ev.kind = EV_PACKET;
+    ev.pkt = pkt;
+    ev.toPort = toPort;
+    ev.fromPort = fromPort;
+    this.schedule(ev, time);
+  }
+
+  private arrive(ev: SimEvent): void {
+    const pkt = ev.pkt as SimPacket;
+    const dst = this.byPort.get(ev.toPort);
+    if (dst === undefined || dst.device.closed) {
+      this.stats.nowhere++;
+      this.record('drop-nowhere', pkt);
+      return;
+    }
+    if (this.isDark(pkt.from, dst.index, this.now, true)) {
+      this.stats.partitioned++;
+      this.record('drop-partition', pkt);
+      return;
+    }
+    this.stats.delivered++;
+    this.record('deliver', pkt);
+    this.onDeliver?.(pkt);
+    dst.device.handleDatagram(pkt.buf, SIM_HOST, ev.fromPort);
+    this.afterEvent?.(dst);
+  }
+
+  private record(event: SimTraceRecord['event'], p: SimPacket): void {
+    if (this.trace === null) return;
+    this.trace.push({ t: this.now, event, from: p.from, to: p.to, info: p.info, corrupted: p.corrupted, duplicate: p.duplicate });
+  }
+}
+
+function linkKey(a: number, b: number): number {
+  return a * 65536 + b;
+}
+
+// ------------------------------------------------------------------ SRD endpoints
+
+export const SIM_QKEY = 0x22222222;
+
+/** One SRD QP with its PD, a registered buffer and its CQs. */
+export interface SrdEnd {
+  dev: Device;
+  pd: ProtectionDomain;
+  buf: Buffer;
+  mr: MemoryRegion;
+  sendCq: CompletionQueue;
+  recvCq: CompletionQueue;
+  qp: QueuePair;
+  qkey: number;
+}
+
+export interface SrdEndOptions {
+  qkey?: number;
+  /** Registered buffer size (default 64 KiB). */
+  bufSize?: number;
+  cqe?: number;
+  maxSendWr?: number;
+  maxRecvWr?: number;
+  /** Given: set on RTR -> RTS. */
+  rnrRetry?: number;
+  /** Where to leave the QP (default RTS). */
+  state?: 'RESET' | 'INIT' | 'RTR' | 'RTS';
+  pd?: ProtectionDomain;
+  /** Share CQs with another end. */
+  sendCq?: CompletionQueue;
+  recvCq?: CompletionQueue;
+}
+
+/** Creates an SRD QP (and what it needs) on `dev`, moved RESET -> INIT -> RTR -> RTS. */
+export async function createSrdEnd(dev: Device, opts: SrdEndOptions = {}): Promise<SrdEnd> {
+  const qkey = opts.qkey ?? SIM_QKEY;
+  const pd = opts.pd ?? (await dev.allocPd());
+  const buf = Buffer.alloc(opts.bufSize ?? 65536);
+  const mr = await dev.regMr(pd, buf, AccessFlags.LOCAL_WRITE);
+  const sendCq = opts.sendCq ?? (await dev.createCq({ cqe: opts.cqe ?? 1024 }));
+  const recvCq = opts.recvCq ?? (await dev.createCq({ cqe: opts.cqe ?? 1024 }));
+  const qp = await dev.createQp(pd, {
+    qpType: QpType.SRD,
+    sendCq,
+    recvCq,
+    cap: { maxSendWr: opts.maxSendWr ?? 256, maxRecvWr: opts.maxRecvWr ?? 256, maxSendSge: 2, maxRecvSge: 2, maxInlineData: 32 },
+  });
+  const state = opts.state ?? 'RTS';
+  const order = ['RESET', 'INIT', 'RTR', 'RTS'];
+  const target = order.indexOf(state);
+  if (target >= 1) await dev.modifyQp(qp, { qpState: QpState.INIT, pkeyIndex: 0, portNum: 1, qkey });
+  if (target >= 2) await dev.modifyQp(qp, { qpState: QpState.RTR });
+  if (target >= 3) {
+    await dev.modifyQp(qp, opts.rnrRetry === undefined ? { qpState: QpState.RTS, sqPsn: 0 } : { qpState: QpState.RTS, sqPsn: 0, rnrRetry: opts.rnrRetry });
+  }
+  return { dev, pd, buf, mr, sendCq, recvCq, qp, qkey };
+}
+
+/** Posts a one-SGE receive of `length` bytes at `addr` of the end's buffer. */
+export function postSrdRecv(end: SrdEnd, wrId: number, addr = 0, length = 8192): void {
+  end.dev.postRecv(end.qp, { wrId, sgList: [{ addr, length, lkey: end.mr.lkey }] });
+}
+
+/**
+ * Copies `payload` into the end's buffer at `addr` (default: the second half of it) and
+ * posts it as a one-SGE send to `remote` through `ah`.
+ */
+export function postSrdSend(
+  end: SrdEnd,
+  ah: AddressHandle,
+  remote: { qp: QueuePair; qkey: number } | { qpn: number; qkey: number },
+  wrId: number,
+  payload: Uint8Array,
+  extra: { addr?: number; immData?: number } = {},
+): void {
+  const addr = extra.addr ?? end.buf.length >> 1;
+  end.buf.set(payload, addr);
+  end.dev.postSend(end.qp, {
+    wrId,
+    opcode: extra.immData === undefined ? WrOpcode.SEND : WrOpcode.SEND_WITH_IMM,
+    immData: extra.immData,
+    sgList: payload.length === 0 ? [] : [{ addr, length: payload.length, lkey: end.mr.lkey }],
+    ah,
+    remoteQpn: 'qp' in remote ? remote.qp.qpNum : remote.qpn,
+    remoteQkey: remote.qkey,
+  });
+}
+
+/** Polls every completion of `cq` as fresh objects. */
+export function pollAll(dev: Device, cq: CompletionQueue): WorkCompletion[] {
+  const out: WorkCompletion[] = [];
+  for (;;) {
+    const batch: WorkCompletion[] = [];
+    const n = dev.pollCq(cq, 64, batch);
+    for (let i = 0; i < n; i++) out.push(batch[i]);
+    if (n < 64) return out;
+  }
+}
+
+/** A deterministic payload of `len` bytes for message `id`. */
+export function patternPayload(id: number, len: number): Buffer {
+  const b = Buffer.allocUnsafe(len);
+  let x = (id * 2654435761 + 12345) >>> 0;
+  for (let i = 0; i < len; i++) {
+    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+    b[i] = x >>> 24;
+  }
+  return b;
+}
