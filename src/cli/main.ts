@@ -4,6 +4,7 @@ import { registerDaemonCommand } from './daemon-command';
 import { registerLaunchCommand } from './launch-command';
 import { registerPingPongCommand } from './pingpong-command';
 import { registerStatusCommand } from './status-command';
+import { registerBenchCommand } from './bench/bench-command';
 
 /** Builds the `efa-emu` command line. */
 export function buildProgram(): Command {
@@ -18,6 +19,7 @@ export function buildProgram(): Command {
   registerLaunchCommand(program);
   registerPingPongCommand(program);
   registerStatusCommand(program);
+  registerBenchCommand(program);
   return program;
 }
 

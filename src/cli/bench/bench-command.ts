@@ -1,0 +1,103 @@
+import { join } from 'node:path';
+import type { Command } from 'commander';
+import { rootLogger } from '../../common/logger';
+import { parseFaultSpec } from '../../io/fault-spec';
+import { choiceOption, intOption } from '../cli-options';
+import { daemonForCommand } from '../embedded-daemon';
+import { launch } from '../launch';
+import { ENV_JOB_ID } from '../launch-command';
+import { addRatios, formatTables, type BenchResult } from './bench-table';
+
+/** Message sizes of `--size all`: powers of two from 64 to the MTU, as perftest's -a. */
+export const ALL_SIZES = [64, 128, 256, 512, 1024, 2048, 4096, 8192];
+
+function parseSize(value: string): number[] | 'all' {
+  if (value === 'all') return 'all';
+  return value.split(',').map((v) => intOption(1, 65000)(v));
+}
+
+interface BenchOptions {
+  test: 'lat' | 'bw';
+  type: 'raw' | 'ud' | 'srd' | 'all';
+  size: number[] | 'all';
+  iters: number;
+  window: number;
+  poll: 'event' | 'busy';
+  fault?: string;
+  json?: boolean;
+  daemon?: string;
+  logLevel?: string;
+}
+
+export function registerBenchCommand(program: Command): void {
+  program
+    .command('bench')
+    .description('perftest-style latency or bandwidth between two ranks of its own, against raw UDP in the same run')
+    .option('--test <test>', 'lat (ping-pong, like ib_send_lat) or bw (one-way stream, like ib_send_bw)', choiceOption(['lat', 'bw'] as const), 'lat')
+    .option('--type <type>', 'raw (bare node:dgram), ud, srd, or all (raw, ud, srd with a ratio column)', choiceOption(['raw', 'ud', 'srd', 'all'] as const), 'all')
+    .option('--size <bytes>', 'message size, a comma list, or "all" (64..8192)', parseSize, [64])
+    .option('--iters <n>', 'iterations (round trips for lat, messages for bw)', intOption(1, 100_000_000), 1000)
+    .option('--window <n>', 'bw: messages outstanding', intOption(1, 4096), 128)
+    .option('--poll <mode>', 'event: sleep until a completion event; busy: spin on pollCq', choiceOption(['event', 'busy'] as const), 'event')
+    .option('--fault <spec>', 'faults on the devices (raw is the fault-free baseline)')
+    .option('--daemon <host:port>', 'use this daemon instead of starting one')
+    .option('--json', 'end with one JSON line {"results": [...]}')
+    .option('--log-level <level>', 'log level (EFA_EMU_LOG)')
+    .action(async (o: BenchOptions) => {
+      const logger = rootLogger(o.logLevel);
+      if (o.fault !== undefined) parseFaultSpec(o.fault, '--fault');
+      const sizes = o.size === 'all' ? ALL_SIZES : o.size;
+      const types = o.type === 'all' ? ['raw', 'ud', 'srd'] : [o.type];
+      const results: BenchResult[] = [];
+      const bar = process.stderr.isTTY ? new ProgressBar() : null;
+      const daemon = await daemonForCommand(o.daemon, { logger });
+      try {
+        const env: NodeJS.ProcessEnv = { [ENV_JOB_ID]: `bench-${process.pid}-${Date.now()}` };
+        if (o.logLevel !== undefined) env.EFA_EMU_LOG = o.logLevel;
+        const args = ['--tests', o.test, '--types', types.join(','), '--sizes', sizes.join(','), '--iters', String(o.iters), '--window', String(o.window), '--poll', o.poll];
+        const res = await launch({
+          n: 2,
+          program: join(__dirname, 'bench-rank.js'),
+          args,
+          daemon: daemon.address,
+          faults: o.fault ?? null,
+          env,
+          logger,
+          onLine: (rank, stream, line) => {
+            if (rank === 0 && stream === 'stdout' && line.startsWith('{"bench":')) {
+              results.push((JSON.parse(line) as { bench: BenchResult }).bench);
+            } else if (rank === 0 && stream === 'stderr' && line.startsWith('{"progress":')) {
+              bar?.update((JSON.parse(line) as { progress: number }).progress);
+            } else {
+              process.stderr.write(`[${rank}] ${line}\n`);
+            }
+          },
+        });
+        bar?.clear();
+        if (o.type === 'all') addRatios(results);
+        process.stdout.write(formatTables(results));
+        if (o.json) process.stdout.write(`${JSON.stringify({ test: o.test, poll: o.poll, fault: o.fault ?? null, results })}\n`);
+        process.exitCode = res.exitCode;
+      } finally {
+        await daemon.close();
+      }
+    });
+}
+
+/** A one-line progress bar on a terminal, shown only once a run has taken a second. */
+class ProgressBar {
+  private readonly startedAt = Date.now();
+  private shown = false;
+
+  update(fraction: number): void {
+    if (!this.shown && Date.now() - this.startedAt < 1000) return;
+    this.shown = true;
+    const width = 30;
+    const filled = Math.round(fraction * width);
+    process.stderr.write(`\r[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${Math.round(fraction * 100)}%`);
+  }
+
+  clear(): void {
+    if (this.shown) process.stderr.write('\r\x1b[K');
+  }
+}

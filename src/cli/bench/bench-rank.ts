@@ -1,0 +1,264 @@
+/*
+ * One rank of `efa-emu bench` (started by the command through the launcher, two ranks).
+ * Rank 0 drives and measures, rank 1 answers; for every (test, size, type) they meet at a
+ * barrier, run, and rank 0 prints one `{"bench": ...}` JSON line. Progress goes to stderr as
+ * `{"progress": done/total}` lines for the command to draw.
+ */
+import { parseArgs } from 'node:util';
+import { openDevice, type EfaDevice } from '../../open-device';
+import { bandwidthFigures, latencyFigures } from './bench-stats';
+import { RawEndpoint, VerbsEndpoint, type BenchEndpoint, type BenchType, type PollMode } from './bench-endpoints';
+
+/** The receiver of a raw or UD stream acks every this many messages. */
+const ACK_EVERY = 64;
+/** UD and raw datagrams can be lost: this long without progress means "lost", never a hang. */
+const STALL_MS = 200;
+
+interface Plan {
+  tests: Array<'lat' | 'bw'>;
+  types: BenchType[];
+  sizes: number[];
+  iters: number;
+  warmup: number;
+  window: number;
+  poll: PollMode;
+}
+
+function parsePlan(argv: string[]): Plan {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      tests: { type: 'string', default: 'lat' },
+      types: { type: 'string', default: 'raw,ud,srd' },
+      sizes: { type: 'string', default: '64' },
+      iters: { type: 'string', default: '1000' },
+      warmup: { type: 'string' },
+      window: { type: 'string', default: '128' },
+      poll: { type: 'string', default: 'event' },
+    },
+  });
+  const iters = Number(values.iters);
+  return {
+    tests: (values.tests as string).split(',') as Plan['tests'],
+    types: (values.types as string).split(',') as BenchType[],
+    sizes: (values.sizes as string).split(',').map(Number),
+    iters,
+    warmup: values.warmup !== undefined ? Number(values.warmup) : Math.min(1000, Math.ceil(iters / 10)),
+    window: Number(values.window),
+    poll: values.poll as PollMode,
+  };
+}
+
+async function main(): Promise<void> {
+  const plan = parsePlan(process.argv.slice(2));
+  const dev = await openDevice();
+  const rank = dev.rank ?? 0;
+  const job = process.env.EFA_EMU_JOB_ID ?? 'bench';
+  const key = (what: string, r: number): string => `${job}/bench/${what}/${r}`;
+  const maxSize = Math.max(...plan.sizes);
+  const sendDepth = Math.max(plan.window + 8, 64);
+
+  const endpoints = new Map<BenchType, BenchEndpoint>();
+  for (const type of plan.types) {
+    if (type === 'raw') {
+      const ep = await RawEndpoint.open(plan.poll);
+      await dev.daemon.put(key('raw', rank), String(ep.port));
+      endpoints.set(type, ep);
+    } else {
+      const ep = await VerbsEndpoint.open(dev, type, maxSize, sendDepth, plan.poll);
+      await dev.daemon.put(key(type, rank), JSON.stringify({ gid: dev.gidText, qpn: ep.qp.qpNum }));
+      endpoints.set(type, ep);
+    }
+  }
+  for (const type of plan.types) {
+    const ep = endpoints.get(type) as BenchEndpoint;
+    const info = await dev.daemon.get(key(type, rank ^ 1), 60_000);
+    if (ep instanceof RawEndpoint) ep.connect('127.0.0.1', Number(info));
+    else if (ep instanceof VerbsEndpoint) {
+      const peer = JSON.parse(info) as { gid: string; qpn: number };
+      await ep.connect(peer.gid, peer.qpn);
+    }
+  }
+
+  const total = plan.tests.length * plan.sizes.length * plan.types.length;
+  let done = 0;
+  let step = 0;
+  for (const test of plan.tests) {
+    for (const size of plan.sizes) {
+      for (const type of plan.types) {
+        const ep = endpoints.get(type) as BenchEndpoint;
+        await dev.daemon.barrier(`${job}/bench/step/${step++}`, 2, 600_000);
+        for (const e of endpoints.values()) e.stop();
+        const retransBefore = ep.retransmits();
+        const figures = test === 'lat' ? await latency(ep, rank, size, plan) : await bandwidth(dev, ep, rank, size, type, plan, `${job}/bench/${step}`);
+        const retransmits = ep.retransmits() - retransBefore;
+        if (rank === 0) {
+          process.stdout.write(`${JSON.stringify({ bench: { type, test, size, iters: plan.iters, ...figures, retransmits } })}\n`);
+          process.stderr.write(`${JSON.stringify({ progress: ++done / total })}\n`);
+        }
+      }
+    }
+  }
+  await dev.daemon.barrier(`${job}/bench/end`, 2, 600_000);
+  for (const ep of endpoints.values()) await ep.close();
+  await dev.close();
+}
+
+/** Ping-pong: rank 0 measures round trips and reports half of each, as perftest does. */
+function latency(ep: BenchEndpoint, rank: number, size: number, plan: Plan): Promise<Record<string, number>> {
+  const total = plan.warmup + plan.iters;
+  const samples = new Float64Array(plan.iters);
+  let n = 0;
+  let lost = 0;
+  return new Promise((resolve) => {
+    let seq = 0;
+    let sentAt = 0;
+    let finished = false;
+    let watchdog: NodeJS.Timeout | null = null;
+    const finish = (): void => {
+      if (finished) return;
+      finished = true;
+      if (watchdog !== null) clearInterval(watchdog);
+      ep.stop();
+      ep.onRecv = () => undefined;
+      ep.onSendDone = () => undefined;
+      resolve(rank === 0 ? { ...latencyFigures(samples.subarray(0, n)), lost } : {});
+    };
+    if (rank === 0) {
+      let resent = false;
+      const ping = (): void => {
+        sentAt = performance.now();
+        // One ping at a time: the queue is never full; if it were, the watchdog resends.
+        ep.send(seq, size);
+      };
+      ep.onRecv = (tag) => {
+        if (tag !== seq) return; // a late answer to a resent ping
+        const t = performance.now();
+        if (seq >= plan.warmup && !resent) samples[n++] = ((t - sentAt) * 1000) / 2;
+        resent = false;
+        seq++;
+        if (seq === total) finish();
+        else ping();
+      };
+      // UD and raw can lose a ping or pong: resend, and keep that round out of the figures.
+      watchdog = setInterval(() => {
+        if (performance.now() - sentAt > STALL_MS) {
+          lost++;
+          resent = true;
+          ping();
+        }
+      }, STALL_MS / 2);
+      ep.start();
+      ping();
+    } else {
+      // Echo until the next step's barrier stops this endpoint: the client may still resend.
+      ep.onRecv = (tag) => void ep.send(tag, size);
+      ep.onSendDone = () => undefined;
+      ep.start();
+      resolve({});
+    }
+  });
+}
+
+/**
+ * One-way stream with `window` messages outstanding. SRD counts its own send completions
+ * (a completion means delivered); raw and UD keep the window with one receiver ack per 64,
+ * so they measure the socket, not a reliability protocol.
+ */
+async function bandwidth(dev: EfaDevice, ep: BenchEndpoint, rank: number, size: number, type: BenchType, plan: Plan, stepKey: string): Promise<Record<string, number>> {
+  const total = plan.iters;
+  const markStep = Math.max(1, Math.floor(total / 20));
+  const reliable = type === 'srd';
+  if (rank === 1) {
+    let received = 0;
+    await new Promise<void>((resolve) => {
+      ep.onRecv = (tag) => {
+        received++;
+        if (!reliable && (received % ACK_EVERY === 0 || tag === total - 1)) ep.send(received, 8);
+        if (tag === total - 1 || received === total) resolve();
+      };
+      ep.onSendDone = () => undefined;
+      ep.start();
+      if (!reliable) {
+        // If the last message is lost the stream ends by the sender's word instead.
+        void dev.daemon.get(`${stepKey}/sent`, 600_000).then(() => resolve(), () => resolve());
+      }
+    });
+    ep.stop();
+    await dev.daemon.put(`${stepKey}/received`, String(received));
+    return {};
+  }
+  const marks: number[] = [];
+  let sent = 0;
+  let completed = 0;
+  let errors = 0;
+  let acked = 0;
+  let lastProgress = performance.now();
+  const start = performance.now();
+  let end = start;
+  await new Promise<void>((resolve) => {
+    let finished = false;
+    const finish = (): void => {
+      if (finished) return;
+      finished = true;
+      end = performance.now();
+      clearInterval(watchdog);
+      resolve();
+    };
+    const pump = (): void => {
+      const limit = reliable ? total : Math.min(total, acked + plan.window);
+      while (sent < limit && (reliable ? sent - completed < plan.window : true)) {
+        if (!ep.send(sent, size)) break;
+        sent++;
+      }
+    };
+    const progress = (count: number): void => {
+      while (marks.length < Math.floor(count / markStep)) marks.push(performance.now());
+      lastProgress = performance.now();
+    };
+    ep.onSendDone = (ok) => {
+      if (!reliable) {
+        pump();
+        return;
+      }
+      completed++;
+      if (!ok) errors++;
+      progress(completed);
+      if (completed === total) finish();
+      else pump();
+    };
+    ep.onRecv = (count) => {
+      if (reliable || count <= acked) return;
+      acked = count;
+      progress(acked);
+      if (acked >= total) finish();
+      else pump();
+    };
+    const watchdog = setInterval(() => {
+      if (performance.now() - lastProgress < STALL_MS) return;
+      if (!reliable) {
+        // Lost datagrams (or a lost ack): give up on them rather than wait forever.
+        acked = sent;
+        lastProgress = performance.now();
+        if (sent >= total) finish();
+        else pump();
+      }
+    }, STALL_MS / 2);
+    ep.start();
+    pump();
+  });
+  ep.stop();
+  let delivered = completed - errors;
+  if (!reliable) {
+    await dev.daemon.put(`${stepKey}/sent`, String(sent));
+    delivered = Number(await dev.daemon.get(`${stepKey}/received`, 600_000));
+  } else {
+    await dev.daemon.get(`${stepKey}/received`, 600_000);
+  }
+  return { ...bandwidthFigures(size, delivered, start, end, marks, markStep), delivered, send_errors: errors };
+}
+
+main().catch((err: Error & { code?: string }) => {
+  process.stderr.write(`bench: ${err.code ? `${err.code}: ` : ''}${err.stack ?? err.message}\n`);
+  process.exitCode = 1;
+});

@@ -1,0 +1,75 @@
+/** One benchmark result as the rank prints it and `--json` reports it. */
+export interface BenchResult {
+  type: string;
+  test: 'lat' | 'bw';
+  size: number;
+  iters: number;
+  t_min_usec?: number;
+  t_max_usec?: number;
+  t_typical_usec?: number;
+  t_avg_usec?: number;
+  t_stdev_usec?: number;
+  t_p99_usec?: number;
+  bw_peak_mbps?: number;
+  bw_avg_mbps?: number;
+  msg_rate_mpps?: number;
+  retransmits?: number;
+  lost?: number;
+  ratio_to_raw?: number;
+}
+
+/**
+ * Adds `ratio_to_raw` to every non-raw result that has a raw result of the same test and size:
+ * t_typical / raw's for latency (lower is better), message rate / raw's for bandwidth (higher
+ * is better).
+ */
+export function addRatios(results: BenchResult[]): void {
+  for (const r of results) {
+    const raw = results.find((x) => x.type === 'raw' && x.test === r.test && x.size === r.size);
+    if (raw === undefined) continue;
+    const mine = r.test === 'lat' ? r.t_typical_usec : r.msg_rate_mpps;
+    const base = r.test === 'lat' ? raw.t_typical_usec : raw.msg_rate_mpps;
+    if (mine !== undefined && base !== undefined && base > 0) r.ratio_to_raw = Math.round((mine / base) * 1000) / 1000;
+  }
+}
+
+const LAT_COLUMNS: Array<[string, keyof BenchResult]> = [
+  ['#type', 'type'],
+  ['#bytes', 'size'],
+  ['#iterations', 'iters'],
+  ['t_min[usec]', 't_min_usec'],
+  ['t_max[usec]', 't_max_usec'],
+  ['t_typical[usec]', 't_typical_usec'],
+  ['t_avg[usec]', 't_avg_usec'],
+  ['t_stdev[usec]', 't_stdev_usec'],
+  ['99% percentile[usec]', 't_p99_usec'],
+];
+
+const BW_COLUMNS: Array<[string, keyof BenchResult]> = [
+  ['#type', 'type'],
+  ['#bytes', 'size'],
+  ['#iterations', 'iters'],
+  ['BW peak[MB/sec]', 'bw_peak_mbps'],
+  ['BW average[MB/sec]', 'bw_avg_mbps'],
+  ['MsgRate[Mpps]', 'msg_rate_mpps'],
+];
+
+/** Formats results as perftest-style tables, one per test, with a ratio column when present. */
+export function formatTables(results: BenchResult[]): string {
+  const out: string[] = [];
+  for (const test of ['lat', 'bw'] as const) {
+    const rows = results.filter((r) => r.test === test);
+    if (rows.length === 0) continue;
+    const cols = [...(test === 'lat' ? LAT_COLUMNS : BW_COLUMNS)];
+    if (rows.some((r) => r.ratio_to_raw !== undefined)) cols.push(['ratio_to_raw', 'ratio_to_raw']);
+    if (rows.some((r) => (r.retransmits ?? 0) > 0)) cols.push(['retransmits', 'retransmits']);
+    const cells = rows.map((r) => cols.map(([, k]) => (r[k] === undefined ? '-' : String(r[k]))));
+    const widths = cols.map(([h], i) => Math.max(h.length, ...cells.map((c) => c[i].length)));
+    const rule = '-'.repeat(widths.reduce((a, w) => a + w + 2, 0));
+    out.push(rule);
+    out.push(cols.map(([h], i) => h.padStart(widths[i])).join('  '));
+    for (const c of cells) out.push(c.map((v, i) => v.padStart(widths[i])).join('  '));
+    out.push(rule);
+  }
+  return `${out.join('\n')}\n`;
+}
