@@ -33,6 +33,8 @@ const TIMEOUT_MS = 300;
 /** Partitions shorter than this share of the timeout must cause no error; longer ones may. */
 const SHORT_MAX = 0.3;
 const LONG_MIN = 1.2;
+/** How far outside [cut + timeout, heal] an error completion may come. */
+const SILENCE_SLACK_MS = 150;
 
 interface PartitionPlan {
   kind: 'device' | 'link' | 'link-one-way';
@@ -72,12 +74,11 @@ interface SeedParams {
 function drawParams(seed: number): SeedParams {
   const r = new Prng(seed);
   const pick = <T>(xs: T[]): T => xs[r.int(xs.length)];
-  const devices = 2 + r.int(3);
   const maxRtoMs = 4 + r.int(5);
   const minRtoMs = pick([0.2, 0.5, 1]);
   const p: SeedParams = {
     seed,
-    devices,
+    devices: 2 + r.int(3),
     qpsPerDevice: 1 + r.int(2),
     msgsPerDevice: 10 + r.int(31),
     window: pick([2, 4, 8, 32, 128]),
@@ -106,9 +107,19 @@ function drawParams(seed: number): SeedParams {
   p.dupDelayMs = r.next() < 0.15 ? 500 + r.next() * 2500 : r.next() * 5;
   if (p.dup === 0 && p.dupDelayMs > 100) p.dup = 0.05 + r.next() * 0.15;
   if (r.next() < 0.25) {
-    p.rnr = { firstPostMs: r.next() * 80, repostDelayMaxMs: r.next() * 10 };
+    // Some receivers post nothing for longer than the unresponsive timeout: RNR NAKs are
+    // answers, so the senders (rnr_retry 7) must keep trying rather than give up.
+    p.rnr = { firstPostMs: r.next() < 0.25 ? TIMEOUT_MS * (1 + r.next()) : r.next() * 80, repostDelayMaxMs: r.next() * 10 };
     p.recvDepth = 1 + r.int(4);
   }
+  if (r.next() < 0.1) {
+    // A long stream between two devices: PSNs run past the receiver's 256-entry window.
+    p.devices = 2;
+    p.msgsPerDevice = 300 + r.int(400);
+    p.postWindowMs = r.next() * 300;
+    p.window = pick([16, 64, 128]);
+  }
+  const devices = p.devices;
   if (r.next() < 0.35) {
     const kind = pick<PartitionPlan['kind']>(['device', 'device', 'link', 'link-one-way']);
     const a = 1 + r.int(devices);
@@ -264,11 +275,17 @@ async function runSeed(p: SeedParams, wantTrace = false): Promise<SeedResult> {
     if (part.kind === 'device') sim.partitionDevice(part.a, part.from, part.until);
     else sim.partitionLink(part.a, part.b, part.from, part.until, part.kind === 'link-one-way');
   }
-  /** Errors are allowed only between devices cut off from each other for longer than the short limit. */
-  const errorsAllowed = (from: number, to: number): boolean => {
+  /**
+   * Errors are allowed only between devices cut off from each other for longer than the
+   * short limit, and only while that lasts: an error means the peer was silent for a whole
+   * timeout, so it cannot come much earlier than a timeout after the cut began (the silence
+   * may start a little before it, with a lost packet) nor much after the cut healed (the
+   * first retransmission after it gets an answer, unless very unlucky).
+   */
+  const errorsAllowed = (from: number, to: number, at: number): boolean => {
     if (part === null || part.until - part.from <= TIMEOUT_MS * SHORT_MAX + 1e-9) return false;
-    if (part.kind === 'device') return part.a === from || part.a === to;
-    return (part.a === from && part.b === to) || (part.a === to && part.b === from);
+    const pair = part.kind === 'device' ? part.a === from || part.a === to : (part.a === from && part.b === to) || (part.a === to && part.b === from);
+    return pair && at >= part.from + TIMEOUT_MS - SILENCE_SLACK_MS && at <= part.until + SILENCE_SLACK_MS;
   };
 
   // Who heard an ack or NAK from whom, by event number (before a completion or not).
@@ -399,7 +416,7 @@ async function runSeed(p: SeedParams, wantTrace = false): Promise<SeedResult> {
     if (wc.status !== WcStatus.LOCAL_ERROR_UNRESP_REMOTE && wc.status !== WcStatus.LOCAL_ERROR_UNREACH_REMOTE) {
       return problem(`message ${msg.id} (${msg.from}->${msg.to}) completed ${name}`);
     }
-    if (!errorsAllowed(msg.from, msg.to)) problem(`message ${msg.id} (${msg.from}->${msg.to}) completed ${name}, posted at ${msg.postAt.toFixed(3)}, but the devices were never cut off for long`);
+    if (!errorsAllowed(msg.from, msg.to, sim.now)) problem(`message ${msg.id} (${msg.from}->${msg.to}) completed ${name}, posted at ${msg.postAt.toFixed(3)}, but the devices were not cut off for long around then`);
     const heardAt = heard.get(pairKey(msg.from, msg.to));
     const everHeard = heardAt !== undefined && heardAt <= sim.stats.events;
     if (wc.status === WcStatus.LOCAL_ERROR_UNREACH_REMOTE && everHeard) problem(`message ${msg.id} (${msg.from}->${msg.to}): UNREACH_REMOTE, but device ${msg.from} had heard from ${msg.to}`);

@@ -183,7 +183,7 @@ class Job {
     // meant for the job has to come through `env` explicitly.
     delete baseEnv[ENV_DEVICE_NAME];
     Object.assign(baseEnv, this.s.env);
-    const argv = [...execArgv, script, this.s.program, ...this.s.args];
+    const argv = [...execArgv, ...extraNodeArgs(), script, this.s.program, ...this.s.args];
     this.log.debug({ n: this.s.n, argv }, 'starting ranks');
     // Spawn does not wait for the child to start, so this loop starts all ranks concurrently.
     for (const st of this.ranks) {
@@ -354,6 +354,15 @@ class Job {
 
 function signalNumber(signal: NodeJS.Signals): number {
   return os.constants.signals[signal] ?? 0;
+}
+
+/**
+ * Node options for every rank from `EFA_EMU_NODE_ARGS` (space-separated), for what
+ * NODE_OPTIONS refuses, such as `--cpu-prof --cpu-prof-dir=/tmp/prof` to profile the ranks.
+ */
+function extraNodeArgs(): string[] {
+  const text = process.env.EFA_EMU_NODE_ARGS;
+  return text === undefined ? [] : text.split(/\s+/).filter((a) => a !== '');
 }
 
 /** The node arguments that run the rank bootstrap next to this file (compiled or source). */
