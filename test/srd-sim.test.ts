@@ -16,14 +16,18 @@
 //  - no message is ever delivered twice, even when duplicates arrive long after;
 //  - the only error completions are LOCAL_ERROR_UNRESP_REMOTE (13) and
 //    LOCAL_ERROR_UNREACH_REMOTE (15), only between devices cut off from each other for longer
-//    than the timeout, and UNREACH only when the sender never heard from that peer (UNRESP
-//    only when it did).
+//    than the timeout and only around that time, UNREACH only when the sender never heard
+//    from that peer (UNRESP only when it did); and REMOTE_ERROR_RNR (10), only on seeds whose
+//    receivers are slow and whose QPs have an rnr_retry below 7, for a message never
+//    delivered (a known bug breaks that last part: reported as a todo, with its seeds);
+//  - rx_drops is the sum of the rx_drop_* causes on every device.
 import t from 'tap';
 import { Prng } from '../src/common/prng';
 import { WcStatus, wcStatusStr } from '../src/common/wc-status';
 import type { AddressHandle } from '../src/device/address-handle';
 import { WcFlags, WcOpcode, WrOpcode } from '../src/device/constants';
 import { WorkCompletion } from '../src/device/work-completion';
+import { DEFAULT_SRD_CONFIG } from '../src/srd/srd-config';
 import { crc32 } from '../src/wire/checksum';
 import { PacketType } from '../src/wire/header';
 import { createSrdEnd, SimNetwork, type SimNode, type SrdEnd } from './helpers/sim-network';
@@ -53,6 +57,7 @@ interface SeedParams {
   ackEvery: number;
   ackDelayMs: number;
   dupThresh: number;
+  rtoBurst: number;
   minRtoMs: number;
   maxRtoMs: number;
   initialRtoMs: number;
@@ -67,6 +72,8 @@ interface SeedParams {
   corrupt: number;
   postWindowMs: number;
   rnr: { firstPostMs: number; repostDelayMaxMs: number } | null;
+  /** rnr_retry of the QPs: 7 (forever) but on some slow-receiver seeds 0..6. */
+  rnrRetry: number;
   recvDepth: number;
   partition: PartitionPlan | null;
 }
@@ -85,6 +92,7 @@ function drawParams(seed: number): SeedParams {
     ackEvery: pick([1, 2, 8, 32]),
     ackDelayMs: r.next() < 0.5 ? 0 : r.next() * 0.5,
     dupThresh: 1 + r.int(4),
+    rtoBurst: pick([1, 2, 8, 128]),
     minRtoMs,
     maxRtoMs,
     initialRtoMs: minRtoMs + r.next() * (maxRtoMs - minRtoMs),
@@ -99,6 +107,7 @@ function drawParams(seed: number): SeedParams {
     corrupt: r.next() < 0.5 ? r.next() * 0.02 : 0,
     postWindowMs: r.next() < 0.3 ? 0 : r.next() * 100,
     rnr: null,
+    rnrRetry: 7,
     recvDepth: 8 + r.int(25),
     partition: null,
   };
@@ -111,12 +120,14 @@ function drawParams(seed: number): SeedParams {
     // answers, so the senders (rnr_retry 7) must keep trying rather than give up.
     p.rnr = { firstPostMs: r.next() < 0.25 ? TIMEOUT_MS * (1 + r.next()) : r.next() * 80, repostDelayMaxMs: r.next() * 10 };
     p.recvDepth = 1 + r.int(4);
+    if (r.next() < 0.3) p.rnrRetry = r.int(7);
   }
   if (r.next() < 0.1) {
     // A long stream between two devices: PSNs run past the receiver's 256-entry window.
     p.devices = 2;
     p.msgsPerDevice = 300 + r.int(400);
-    p.postWindowMs = r.next() * 300;
+    // Posting goes on for a while, so that traffic continues after any partition heals.
+    p.postWindowMs = 600 + r.next() * 1400;
     p.window = pick([16, 64, 128]);
   }
   const devices = p.devices;
@@ -125,7 +136,7 @@ function drawParams(seed: number): SeedParams {
     const a = 1 + r.int(devices);
     let b = 1 + r.int(devices - 1);
     if (b >= a) b++;
-    const from = r.next() < 0.2 ? 0 : r.next() * (p.postWindowMs + 20);
+    const from = r.next() < 0.2 ? 0 : p.msgsPerDevice > 100 ? r.next() * p.postWindowMs * 0.5 : r.next() * (p.postWindowMs + 20);
     const roll = r.next();
     const dur =
       roll < 0.1
@@ -143,9 +154,9 @@ function describeParams(p: SeedParams): string {
   const part = p.partition === null ? 'none' : `${p.partition.kind} ${p.partition.a}${p.partition.kind === 'device' ? '' : `->${p.partition.b}`} [${f(p.partition.from)}, ${f(p.partition.until)})`;
   return (
     `devices=${p.devices} qps=${p.qpsPerDevice} msgs/dev=${p.msgsPerDevice} window=${p.window} ackEvery=${p.ackEvery} ackDelay=${f(p.ackDelayMs)} ` +
-    `dupThresh=${p.dupThresh} rto=[${p.minRtoMs},${f(p.initialRtoMs)},${p.maxRtoMs}] loss<=${f(p.lossMax)} dup=${f(p.dup)}@${f(p.dupDelayMs)}ms ` +
+    `dupThresh=${p.dupThresh} rtoBurst=${p.rtoBurst} rto=[${p.minRtoMs},${f(p.initialRtoMs)},${p.maxRtoMs}] loss<=${f(p.lossMax)} dup=${f(p.dup)}@${f(p.dupDelayMs)}ms ` +
     `reorder=${f(p.reorder)}@${f(p.reorderDelayMs)}ms delay=${f(p.delayMs)}+${f(p.jitterMs)} corrupt=${f(p.corrupt)} postWindow=${f(p.postWindowMs)} ` +
-    `rnr=${p.rnr === null ? 'no' : `first ${f(p.rnr.firstPostMs)} repost<=${f(p.rnr.repostDelayMaxMs)} depth ${p.recvDepth}`} partition=${part}`
+    `rnr=${p.rnr === null ? 'no' : `first ${f(p.rnr.firstPostMs)} repost<=${f(p.rnr.repostDelayMaxMs)} depth ${p.recvDepth} rnrRetry ${p.rnrRetry}`} partition=${part}`
   );
 }
 
@@ -171,6 +182,9 @@ interface SeedResult {
   ok: number;
   unresp: number;
   unreach: number;
+  rnr: number;
+  /** Known bug (reported): REMOTE_ERROR_RNR for a message that reached the receiver's buffer. */
+  rnrThenDelivered: string[];
   counters: Record<string, number>;
   lateDupDeliveries: number;
   finishedAt: number;
@@ -213,6 +227,8 @@ async function runSeed(p: SeedParams, wantTrace = false): Promise<SeedResult> {
       dupThresh: p.dupThresh,
       rnrBackoffMs: 0.25,
       rnrBackoffMaxMs: p.rnrBackoffMaxMs,
+      // Resends per timeout and peer, where the engine has that knob.
+      ...('rtoBurst' in DEFAULT_SRD_CONFIG ? { rtoBurst: p.rtoBurst } : {}),
     },
   });
   const problems: string[] = [];
@@ -241,7 +257,7 @@ async function runSeed(p: SeedParams, wantTrace = false): Promise<SeedResult> {
           bufSize: (p.recvDepth + 1) * MSG_SLOT,
           maxSendWr: totalMsgs + 1,
           maxRecvWr: p.recvDepth,
-          rnrRetry: 7,
+          rnrRetry: p.rnrRetry,
         }),
       );
     }
@@ -326,6 +342,7 @@ async function runSeed(p: SeedParams, wantTrace = false): Promise<SeedResult> {
   }
   let completed = 0;
   let lateDupDeliveries = 0;
+  const rnrThenDelivered: string[] = [];
 
   for (const msg of msgs) {
     sim.at(msg.postAt, () => {
@@ -383,6 +400,7 @@ async function runSeed(p: SeedParams, wantTrace = false): Promise<SeedResult> {
       msg.deliveries++;
       if (msg.deliveries > 1) problem(`message ${msg.id} (${msg.from}->${msg.to}) delivered ${msg.deliveries} times`);
       if (msg.completions > 0) lateDupDeliveries++;
+      if (msg.status === WcStatus.REMOTE_ERROR_RNR) rnrThenDelivered.push(`message ${msg.id} (${msg.from}->${msg.to}) was delivered at t=${sim.now.toFixed(3)}, after its send completed REMOTE_ERROR_RNR at t=${msg.completedAt.toFixed(3)}`);
       msg.deliveredAt = sim.now;
       if (msg.to !== node.index || msg.toEnd !== end) problem(`message ${msg.id} for ${msg.to}/QP ${msg.toEnd.qp.qpNum} delivered to ${node.index}/QP ${wc.qpNum}`);
       if (wc.srcQp !== msg.fromEnd.qp.qpNum) problem(`message ${msg.id}: srcQp ${wc.srcQp}, sent from QP ${msg.fromEnd.qp.qpNum}`);
@@ -413,6 +431,13 @@ async function runSeed(p: SeedParams, wantTrace = false): Promise<SeedResult> {
       return;
     }
     const name = wcStatusStr(wc.status);
+    if (wc.status === WcStatus.REMOTE_ERROR_RNR) {
+      // The receiver said "not ready" more often than rnr_retry allows: only on seeds whose
+      // receivers are slow and whose QPs do not retry forever, and the message never lands.
+      if (p.rnr === null || p.rnrRetry === 7) problem(`message ${msg.id} (${msg.from}->${msg.to}) completed REMOTE_ERROR_RNR with rnr_retry ${p.rnrRetry}`);
+      if (msg.deliveries > 0) rnrThenDelivered.push(`message ${msg.id} (${msg.from}->${msg.to}) completed REMOTE_ERROR_RNR at t=${sim.now.toFixed(3)} but was delivered at t=${msg.deliveredAt.toFixed(3)}`);
+      return;
+    }
     if (wc.status !== WcStatus.LOCAL_ERROR_UNRESP_REMOTE && wc.status !== WcStatus.LOCAL_ERROR_UNREACH_REMOTE) {
       return problem(`message ${msg.id} (${msg.from}->${msg.to}) completed ${name}`);
     }
@@ -473,6 +498,13 @@ async function runSeed(p: SeedParams, wantTrace = false): Promise<SeedResult> {
     if (msg.status === WcStatus.SUCCESS && msg.deliveries !== 1) problem(`message ${msg.id}: SUCCESS but delivered ${msg.deliveries} times`);
   }
 
+  for (const node of nodes) {
+    // rx_drops is the sum of the rx_drop_* causes.
+    const st = node.device.stats.toJSON();
+    let causes = 0;
+    for (const [k, v] of Object.entries(st)) if (k.startsWith('rx_drop_')) causes += v;
+    if (causes !== st.rx_drops) problem(`device ${node.index}: rx_drops ${st.rx_drops} but the rx_drop_* causes add up to ${causes}`);
+  }
   const counters: Record<string, number> = {};
   for (const node of nodes) {
     for (const [k, v] of Object.entries(node.device.stats.toJSON())) counters[k] = (counters[k] ?? 0) + v;
@@ -490,6 +522,8 @@ async function runSeed(p: SeedParams, wantTrace = false): Promise<SeedResult> {
     ok: msgs.filter((m) => m.status === WcStatus.SUCCESS).length,
     unresp: msgs.filter((m) => m.status === WcStatus.LOCAL_ERROR_UNRESP_REMOTE).length,
     unreach: msgs.filter((m) => m.status === WcStatus.LOCAL_ERROR_UNREACH_REMOTE).length,
+    rnr: msgs.filter((m) => m.status === WcStatus.REMOTE_ERROR_RNR).length,
+    rnrThenDelivered,
     counters,
     lateDupDeliveries,
     finishedAt,
@@ -505,10 +539,11 @@ const seeds = one !== undefined && one !== '' ? [Number(one)] : Array.from({ len
 
 t.test(`SRD simulation, ${seeds.length} seed(s) from ${seeds[0]}`, async (t) => {
   const started = performance.now();
-  const totals = { msgs: 0, ok: 0, unresp: 0, unreach: 0, events: 0, lateDupDeliveries: 0 };
+  const totals = { msgs: 0, ok: 0, unresp: 0, unreach: 0, rnr: 0, events: 0, lateDupDeliveries: 0 };
   const sums: Record<string, number> = {};
   const seedsWith: Record<string, number> = {};
   const failed: number[] = [];
+  const rnrBug: number[] = [];
   for (const seed of seeds) {
     const params = drawParams(seed);
     let res: SeedResult;
@@ -518,6 +553,10 @@ t.test(`SRD simulation, ${seeds.length} seed(s) from ${seeds[0]}`, async (t) => 
       failed.push(seed);
       t.fail(`seed ${seed}: threw ${(err as Error).stack ?? String(err)}\n  params: ${describeParams(params)}`);
       continue;
+    }
+    if (res.rnrThenDelivered.length > 0) {
+      rnrBug.push(seed);
+      if (rnrBug.length <= 3 || seeds.length === 1) t.comment(`seed ${seed} (known bug, todo): ${res.rnrThenDelivered[0]}`);
     }
     if (res.problems.length > 0) {
       failed.push(seed);
@@ -532,6 +571,7 @@ t.test(`SRD simulation, ${seeds.length} seed(s) from ${seeds[0]}`, async (t) => 
     totals.ok += res.ok;
     totals.unresp += res.unresp;
     totals.unreach += res.unreach;
+    totals.rnr += res.rnr;
     totals.events += res.events;
     totals.lateDupDeliveries += res.lateDupDeliveries;
     for (const [k, v] of Object.entries(res.counters)) {
@@ -540,18 +580,25 @@ t.test(`SRD simulation, ${seeds.length} seed(s) from ${seeds[0]}`, async (t) => 
     }
     if (res.unresp > 0) seedsWith.UNRESP = (seedsWith.UNRESP ?? 0) + 1;
     if (res.unreach > 0) seedsWith.UNREACH = (seedsWith.UNREACH ?? 0) + 1;
+    if (res.rnr > 0) seedsWith.RNR = (seedsWith.RNR ?? 0) + 1;
   }
   const ms = performance.now() - started;
+  t.equal(rnrBug.length, 0, `no send completes REMOTE_ERROR_RNR for a message that reached the receiver's buffer${rnrBug.length > 0 ? ` (seeds: ${rnrBug.slice(0, 30).join(', ')})` : ''}`, {
+    todo:
+      rnrBug.length > 0
+        ? 'bug: a copy of an RNR-refused packet still in flight (a duplicate, an earlier transmission) is delivered when the sender has already failed it with REMOTE_ERROR_RNR'
+        : false,
+  });
   t.equal(failed.length, 0, `every seed holds the invariants${failed.length > 0 ? ` (failing seeds: ${failed.slice(0, 50).join(', ')})` : ''}`);
   t.comment(
     `${seeds.length} seeds in ${(ms / 1000).toFixed(1)} s: ${totals.msgs} messages, ${totals.ok} ok, ${totals.unresp} UNRESP_REMOTE, ` +
-      `${totals.unreach} UNREACH_REMOTE, ${totals.events} events`,
+      `${totals.unreach} UNREACH_REMOTE, ${totals.rnr} REMOTE_ERROR_RNR, ${totals.lateDupDeliveries} deliveries after the send completed (with an error), ${totals.events} events`,
   );
   const show = ['retrans_pkts', 'retrans_timeout_events', 'rnr_sent', 'rnr_retries', 'rx_drop_duplicate', 'rx_drop_bad_checksum', 'acks_sent', 'unresponsive_remote_events', 'unreachable_remote_events'];
   t.comment(show.map((k) => `${k}=${sums[k] ?? 0} (${seedsWith[k] ?? 0} seeds)`).join(', '));
   if (seeds.length >= 500) {
     // The run means something only if the faults it is about did happen.
-    for (const k of ['UNRESP', 'UNREACH', 'rnr_sent', 'rx_drop_duplicate', 'rx_drop_bad_checksum', 'retrans_timeout_events']) {
+    for (const k of ['UNRESP', 'UNREACH', 'RNR', 'rnr_sent', 'rx_drop_duplicate', 'rx_drop_bad_checksum', 'retrans_timeout_events']) {
       t.ok((seedsWith[k] ?? 0) > 0, `the simulation exercised ${k} (${seedsWith[k] ?? 0} seeds)`);
     }
     t.ok(totals.ok > totals.msgs * 0.8, 'most messages succeed');

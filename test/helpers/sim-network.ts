@@ -50,6 +50,7 @@ export interface PacketInfo {
   txTime: number;
   /** SRD_ACK */
   cumAck: number;
+  /** SRD_ACK, SRD_NAK: the tx_time of the data packet answered. */
   echoTime: number;
   /** SRD_NAK: the WcStatus the sender is to report (10 = RNR, retry). */
   status: number;
@@ -91,6 +92,7 @@ export function describePacket(buf: Uint8Array): PacketInfo {
     } else if (info.type === PacketType.SRD_NAK) {
       info.psn = readU32(buf, 44);
       info.status = buf[48];
+      if (buf.length >= 56) info.echoTime = readU32(buf, 52);
     }
   }
   return info;
@@ -162,6 +164,8 @@ export interface SimPacket {
   info: PacketInfo;
   /** True when the fault injector flipped a bit of this copy. */
   corrupted: boolean;
+  /** The bytes as sent, kept when the fault injector corrupted `buf`. */
+  original?: Buffer;
   /** True for the second copy of a duplicated packet. */
   duplicate: boolean;
 }
@@ -443,6 +447,11 @@ export class SimNetwork {
 
   // -------------------------------------------------------------- events
 
+  /** Runs the afterEvent hook now (e.g. to poll CQs after a call made outside any event). */
+  poll(): void {
+    this.afterEvent?.(null);
+  }
+
   /** Runs `fn` at virtual time `time` (or now, if that is past). */
   at(time: number, fn: () => void): void {
     const ev = new SimEvent();
@@ -587,8 +596,20 @@ export class SimNetwork {
     }
   }
 
+  /**
+   * Delivers a copy of `pkt` (as it was sent, before any corruption) to its destination at
+   * virtual time `at`, past every fault: a duplicate held back by the network.
+   */
+  replay(pkt: SimPacket, at: number): void {
+    const from = this.node(pkt.from);
+    const to = this.node(pkt.to);
+    const copy: SimPacket = { ...pkt, buf: Buffer.from(pkt.original ?? pkt.buf), original: undefined, duplicate: true, corrupted: false };
+    this.schedulePacket(copy, to.port, from.port, at, PERFECT_LINK);
+  }
+
   private schedulePacket(pkt: SimPacket, toPort: number, fromPort: number, time: number, f: LinkFaults): void {
     if (f.corrupt > 0 && this.rng.next() < f.corrupt) {
+      pkt.original = Buffer.from(pkt.buf);
       const bit = this.rng.int(pkt.buf.length * 8);
       pkt.buf[bit >> 3] ^= 0x80 >> (bit & 7);
       pkt.corrupted = true;
@@ -618,7 +639,8 @@ export class SimNetwork {
     this.stats.delivered++;
     this.record('deliver', pkt);
     this.onDeliver?.(pkt);
-    dst.device.handleDatagram(pkt.buf, SIM_HOST, ev.fromPort);
+    // A copy: the device's decoder zeroes the CRC field in place, and hooks may keep `pkt`.
+    dst.device.handleDatagram(Buffer.from(pkt.buf), SIM_HOST, ev.fromPort);
     this.afterEvent?.(dst);
   }
 
@@ -740,4 +762,120 @@ export function patternPayload(id: number, len: number): Buffer {
     b[i] = x >>> 24;
   }
   return b;
+}
+
+// ------------------------------------------------------------------ scenario helpers
+
+/** A completion as a scenario test records it: the fields, and when it was polled. */
+export interface TimedCompletion {
+  t: number;
+  wrId: number;
+  status: number;
+  opcode: number;
+  byteLen: number;
+  qpNum: number;
+  srcQp: number;
+  immData: number;
+  wcFlags: number;
+}
+
+/** Send and receive completions of one end, polled after every simulator event. */
+export interface EndLog {
+  sends: TimedCompletion[];
+  recvs: TimedCompletion[];
+  /** Payload bytes of each successful receive, copied when polled (the slot is `wrId`). */
+  payloads: Buffer[];
+}
+
+/**
+ * Polls the CQs of `ends` after every event of `sim` (and once now), recording every
+ * completion with the virtual time it was polled; returns one log per end. Receives are
+ * read from `slot * slotSize` of the end's buffer, the slot being the receive's wrId.
+ */
+export function watchEnds(sim: SimNetwork, ends: SrdEnd[], slotSize = 8192): EndLog[] {
+  const logs: EndLog[] = ends.map(() => ({ sends: [], recvs: [], payloads: [] }));
+  const scratch: WorkCompletion[] = [];
+  const take = (end: SrdEnd, cq: CompletionQueue, into: TimedCompletion[], recv: boolean, log: EndLog): void => {
+    for (let n = end.dev.pollCq(cq, 64, scratch); n > 0; n = end.dev.pollCq(cq, 64, scratch)) {
+      for (let i = 0; i < n; i++) {
+        const wc = scratch[i];
+        into.push({ t: sim.now, wrId: wc.wrId, status: wc.status, opcode: wc.opcode, byteLen: wc.byteLen, qpNum: wc.qpNum, srcQp: wc.srcQp, immData: wc.immData, wcFlags: wc.wcFlags });
+        if (recv) {
+          const off = wc.wrId * slotSize;
+          log.payloads.push(wc.status === 0 ? Buffer.from(end.buf.subarray(off, off + wc.byteLen)) : Buffer.alloc(0));
+        }
+      }
+    }
+  };
+  const pollAllEnds = (): void => {
+    ends.forEach((end, i) => {
+      if (end.dev.closed) return;
+      take(end, end.recvCq, logs[i].recvs, true, logs[i]);
+      take(end, end.sendCq, logs[i].sends, false, logs[i]);
+    });
+  };
+  const previous = sim.afterEvent;
+  sim.afterEvent = (node) => {
+    previous?.(node);
+    pollAllEnds();
+  };
+  pollAllEnds();
+  return logs;
+}
+
+/** Transmissions (first sends and resends) of SRD data from device `from` to `to`, from the trace. */
+export function dataSends(sim: SimNetwork, from: number, to: number, psn?: number): SimTraceRecord[] {
+  if (sim.trace === null) throw new Error('dataSends: create the SimNetwork with trace: true');
+  return sim.trace.filter(
+    (r) => r.event === 'send' && r.from === from && r.to === to && r.info.type === PacketType.SRD_DATA && (psn === undefined || r.info.psn === psn),
+  );
+}
+
+/** Packets of `type` sent from `from` to `to`, from the trace. */
+export function sentOfType(sim: SimNetwork, from: number, to: number, type: number): SimTraceRecord[] {
+  if (sim.trace === null) throw new Error('sentOfType: create the SimNetwork with trace: true');
+  return sim.trace.filter((r) => r.event === 'send' && r.from === from && r.to === to && r.info.type === type);
+}
+
+export interface SrdPairOptions {
+  seed?: number;
+  srd?: Partial<SrdConfig>;
+  faults?: Partial<LinkFaults>;
+  a?: SrdEndOptions;
+  b?: SrdEndOptions;
+  /** Devices beyond a and b (each with an SRD end), for tests that need a third party. */
+  more?: number;
+  trace?: boolean;
+}
+
+export interface SrdSim {
+  sim: SimNetwork;
+  nodes: SimNode[];
+  ends: SrdEnd[];
+  /** ahs[i][j]: device i's AH (in its end's PD) for device j (indices into `ends`). */
+  ahs: AddressHandle[][];
+}
+
+/**
+ * A simulation of 2 (+ `more`) devices, each with one SRD QP in RTS, and every AH between
+ * them. Traces packets unless told otherwise.
+ */
+export async function srdSim(opts: SrdPairOptions = {}): Promise<SrdSim> {
+  const sim = new SimNetwork({ seed: opts.seed ?? 1, srd: opts.srd, faults: opts.faults, trace: opts.trace ?? true });
+  const count = 2 + (opts.more ?? 0);
+  const nodes: SimNode[] = [];
+  const ends: SrdEnd[] = [];
+  for (let i = 0; i < count; i++) nodes.push(sim.addDevice(String.fromCharCode(97 + i)));
+  for (let i = 0; i < count; i++) ends.push(await createSrdEnd(nodes[i].device, i === 0 ? opts.a : i === 1 ? opts.b : {}));
+  const ahs: AddressHandle[][] = [];
+  for (let i = 0; i < count; i++) {
+    ahs[i] = [];
+    for (let j = 0; j < count; j++) if (i !== j) ahs[i][j] = await nodes[i].device.createAh(ends[i].pd, { gid: nodes[j].device.gidText });
+  }
+  return { sim, nodes, ends, ahs };
+}
+
+/** Posts `count` receives on `end`, receive i (wrId first + i) at slot (first + i) * slotSize. */
+export function postRecvs(end: SrdEnd, count: number, slotSize = 8192, first = 0): void {
+  for (let i = first; i < first + count; i++) postSrdRecv(end, i, i * slotSize, slotSize);
 }
