@@ -10,6 +10,7 @@ import { TimerDriver } from './io/timer-driver';
 import { FaultInjector, defaultTargetKey } from './io/fault-injector';
 import { toFaultSpec, isNoFaults, type FaultSpec } from './io/fault-spec';
 import { gidDeviceIndex } from './common/gid';
+import { nextIncarnation } from './common/incarnation';
 import type { SrdConfig } from './srd/srd-config';
 
 /** Options of {@link openDevice}; each falls back to the launcher's environment variables. */
@@ -73,7 +74,8 @@ export async function openDevice(opts: OpenDeviceOptions = {}): Promise<EfaDevic
   try {
     port = await UdpPort.open({ host: opts.host, port: opts.port, logger });
     const endpoint = { host: port.host, port: port.port };
-    const lease = await client.register({ name, endpoint, rank });
+    const incarnation = nextIncarnation();
+    const lease = await client.register({ name, endpoint, rank, incarnation });
     const udp = port;
     let device: EfaDevice | null = null;
     let injector: FaultInjector | null = null;
@@ -95,6 +97,7 @@ export async function openDevice(opts: OpenDeviceOptions = {}): Promise<EfaDevic
       name,
       gid: parseGid(lease.gid),
       rank,
+      incarnation,
       attributes: opts.attributes,
       srd: opts.srd,
       timer,
@@ -119,7 +122,7 @@ export async function openDevice(opts: OpenDeviceOptions = {}): Promise<EfaDevic
     const dev = device;
     udp.onDatagram((buf, host, p) => dev.handleDatagram(buf, host, p));
     client.on('peer_down', (ev: { gid: string }) => dev.notifyPeerDown(ev.gid));
-    client.on('peer_up', (ev: { gid: string; endpoint: HostPort }) => dev.notifyPeerUp(ev.gid, ev.endpoint));
+    client.on('peer_up', (ev) => dev.notifyPeerUp(ev.gid, ev.endpoint, ev.incarnation));
     client.setStatsProvider(() => dev.statsSnapshot());
     device.logger.info({ endpoint, daemon: daemonAddr }, 'device opened');
     return device;

@@ -128,7 +128,7 @@ t.test('resolve', async (t) => {
   const reg = await a.register({ name: 'r0', endpoint: ep(9000), rank: 3 });
   const b = await client(t, d);
   const rec = await b.resolve(reg.gid);
-  t.same(rec, { name: 'r0', gid: reg.gid, ahn: reg.ahn, rank: 3, endpoint: ep(9000), up: true, lastSeenMsAgo: rec.lastSeenMsAgo, stats: null });
+  t.same(rec, { name: 'r0', gid: reg.gid, ahn: reg.ahn, rank: 3, endpoint: ep(9000), up: true, lastSeenMsAgo: rec.lastSeenMsAgo, stats: null, incarnation: 0 });
   t.ok(rec.lastSeenMsAgo >= 0);
   // GIDs are compared by value, not text.
   t.equal((await b.resolve(reg.gid.toUpperCase())).name, 'r0');
@@ -220,8 +220,9 @@ t.test('membership events', async (t) => {
 
   const b = await client(t, d);
   const upB = nextEvent<PeerUpInfo>(a, 'peer_up', (e) => e.name === 'b');
-  const regB = await b.register({ name: 'b', endpoint: ep(1001), rank: 1 });
-  t.same(await upB, { name: 'b', gid: regB.gid, endpoint: ep(1001) }, 'register -> peer_up to others');
+  const regB = await b.register({ name: 'b', endpoint: ep(1001), rank: 1, incarnation: 77 });
+  t.same(await upB, { name: 'b', gid: regB.gid, endpoint: ep(1001), incarnation: 77 }, 'register -> peer_up to others, with the incarnation');
+  t.equal((await a.resolve(regB.gid)).incarnation, 77, 'resolve reports the incarnation');
 
   const seenByB: string[] = [];
   b.on('peer_up', (e) => seenByB.push(`up:${e.name}`));

@@ -1,3 +1,4 @@
+import { SRD_DATA_HDR_LEN } from '../src/wire/srd-header';
 // SRD retransmission timeouts: a packet that gets no answer is resent after an RTO that
 // doubles on every attempt, never beyond maxRtoMs, until the unresponsive timeout fails it;
 // the RTO itself follows the measured round-trip time (RFC 6298), so a fast link drives it
@@ -41,7 +42,7 @@ t.test('on a blackholed link the RTO doubles per attempt up to maxRtoMs', async 
   t.equal(stats.retrans_pkts, times.length - 1, 'retrans_pkts counts every resend');
   t.equal(stats.retrans_timeout_events, times.length - 1, 'retrans_timeout_events counts every timeout');
   t.ok(grew, 'the counters only grew');
-  t.equal(stats.retrans_bytes, (times.length - 1) * (56 + 100), 'retrans_bytes counts whole datagrams');
+  t.equal(stats.retrans_bytes, (times.length - 1) * (SRD_DATA_HDR_LEN + 100), 'retrans_bytes counts whole datagrams');
 
   const wc = logA.sends[0];
   t.equal(wc.status, WcStatus.LOCAL_ERROR_UNREACH_REMOTE, 'in the end the send fails (the peer never answered)');

@@ -68,6 +68,8 @@ export interface PeerUpInfo {
   name: string;
   gid: string;
   endpoint: Endpoint;
+  /** The device's incarnation (0 when it registered none). */
+  incarnation: number;
 }
 
 /** Events of a {@link DaemonClient}. */
@@ -226,8 +228,9 @@ export class DaemonClient extends EventEmitter<DaemonClientEvents> {
    * Registers this connection's device and starts heartbeats. The same name always gets
    * the same GID and AH number from a daemon (and its state file). One device per client.
    */
-  async register(req: { name: string; endpoint: Endpoint; rank?: number | null }): Promise<Registration> {
+  async register(req: { name: string; endpoint: Endpoint; rank?: number | null; incarnation?: number }): Promise<Registration> {
     const args: OpArgs['register'] = { name: req.name, endpoint: { host: req.endpoint?.host, port: req.endpoint?.port }, rank: req.rank ?? null };
+    if (req.incarnation !== undefined) args.incarnation = req.incarnation;
     const res = await this.request('register', args);
     this.registerArgs = args;
     this.registration = pickRegistration(res);
@@ -264,6 +267,7 @@ export class DaemonClient extends EventEmitter<DaemonClientEvents> {
       up: r.up,
       lastSeenMsAgo: r.lastSeenMsAgo,
       stats: r.stats ?? null,
+      incarnation: typeof r.incarnation === 'number' ? r.incarnation : 0,
     };
   }
 
@@ -537,7 +541,8 @@ export class DaemonClient extends EventEmitter<DaemonClientEvents> {
     } else if (m.event === 'peer_up') {
       const ep = m.endpoint as Endpoint | undefined;
       if (!ep || typeof ep.host !== 'string' || typeof ep.port !== 'number') return;
-      this.emit('peer_up', { name: m.name, gid: m.gid, endpoint: { host: ep.host, port: ep.port } });
+      const incarnation = typeof m.incarnation === 'number' ? m.incarnation : 0;
+      this.emit('peer_up', { name: m.name, gid: m.gid, endpoint: { host: ep.host, port: ep.port }, incarnation });
     }
     // Unknown events are ignored: a newer daemon may announce more than we understand.
   }

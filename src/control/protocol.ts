@@ -31,6 +31,12 @@ export interface DeviceRecord {
   ahn: number;
   rank: number | null;
   endpoint: Endpoint;
+  /**
+   * The incarnation the device registered with (uint32, grows with every restart of the
+   * process behind the name), or 0 when it gave none. SRD stamps it into data packets so a
+   * restarted process never receives messages meant for its predecessor.
+   */
+  incarnation: number;
   /** False after a clean leave, a closed connection or a missed heartbeat deadline. */
   up: boolean;
   /** Milliseconds since the last register or heartbeat of the device. */
@@ -123,6 +129,8 @@ export interface RegisterArgs {
   name: string;
   endpoint: Endpoint;
   rank?: number | null;
+  /** uint32; see DeviceRecord.incarnation. */
+  incarnation?: number;
 }
 export interface HeartbeatArgs {
   stats?: Record<string, number>;
@@ -219,6 +227,7 @@ export interface PeerUpEvent {
   name: string;
   gid: string;
   endpoint: Endpoint;
+  incarnation: number;
 }
 export type DaemonEvent = PeerDownEvent | PeerUpEvent;
 

@@ -127,6 +127,7 @@ class Device {
   readonly deviceIndex: number;
   endpoint: Endpoint;
   rank: number | null;
+  incarnation = 0;
   up = false;
   owner: Connection | null = null;
   lastSeen = 0;
@@ -148,6 +149,7 @@ class Device {
       ahn: this.ahn,
       rank: this.rank,
       endpoint: { host: this.endpoint.host, port: this.endpoint.port },
+      incarnation: this.incarnation,
       up: this.up,
       lastSeenMsAgo: Math.max(0, Math.round(now - this.lastSeen)),
       stats: this.stats,
@@ -511,18 +513,26 @@ export class DaemonServer {
       }
       rank = rawRank;
     }
+    const rawInc = ownField(req, 'incarnation');
+    let incarnation = 0;
+    if (rawInc !== undefined && rawInc !== null) {
+      if (typeof rawInc !== 'number' || !Number.isInteger(rawInc) || rawInc < 0 || rawInc > 0xffffffff) {
+        invalid('register', 'incarnation', 'must be a 32-bit unsigned integer');
+      }
+      incarnation = rawInc;
+    }
     this.checkRegister(conn, name);
     const lease = this.store.lease(name);
     // A known name completes synchronously, so replies keep request order. A new name is
     // only announced once its lease is on disk: a GID handed out must survive a crash.
-    if (!this.store.needsSave) return this.completeRegister(conn, name, lease, endpoint, rank);
+    if (!this.store.needsSave) return this.completeRegister(conn, name, lease, endpoint, rank, incarnation);
     return this.store.save().then(
       () => {
         // Nobody to answer; the lease is kept and the device stays down.
         if (conn.closed) return {} as RegisterResult;
         // Checked again: another registration may have run while the lease was written.
         this.checkRegister(conn, name);
-        return this.completeRegister(conn, name, lease, endpoint, rank);
+        return this.completeRegister(conn, name, lease, endpoint, rank, incarnation);
       },
       (err: Error) => {
         this.log.error({ err, statePath: this.store.path }, 'cannot persist a new lease');
@@ -531,7 +541,7 @@ export class DaemonServer {
     );
   }
 
-  private completeRegister(conn: Connection, name: string, lease: Lease, endpoint: Endpoint, rank: number | null): RegisterResult {
+  private completeRegister(conn: Connection, name: string, lease: Lease, endpoint: Endpoint, rank: number | null, incarnation: number): RegisterResult {
     let dev = this.devices.get(name);
     if (!dev) {
       const gid = formatGid(makeGid(this.store.fabricId, lease.deviceIndex));
@@ -549,13 +559,14 @@ export class DaemonServer {
     dev.owner = conn;
     dev.endpoint = endpoint;
     dev.rank = rank;
+    dev.incarnation = incarnation;
     dev.up = true;
     dev.lastSeen = performance.now();
     dev.stats = null;
     conn.device = dev;
     this.stats.registrations++;
     this.log.info({ name, gid: dev.gid, ahn: dev.ahn, endpoint, rank, conn: conn.id }, 'device registered');
-    this.broadcast({ event: 'peer_up', name, gid: dev.gid, endpoint: { ...endpoint } }, conn);
+    this.broadcast({ event: 'peer_up', name, gid: dev.gid, endpoint: { ...endpoint }, incarnation }, conn);
     return {
       gid: dev.gid,
       ahn: dev.ahn,
@@ -613,7 +624,7 @@ export class DaemonServer {
     if (!dev.up) {
       dev.up = true;
       this.log.info({ name: dev.name, gid: dev.gid }, 'device up again: heartbeat resumed');
-      this.broadcast({ event: 'peer_up', name: dev.name, gid: dev.gid, endpoint: { ...dev.endpoint } }, conn);
+      this.broadcast({ event: 'peer_up', name: dev.name, gid: dev.gid, endpoint: { ...dev.endpoint }, incarnation: dev.incarnation }, conn);
     }
     return {};
   }

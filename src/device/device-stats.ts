@@ -45,6 +45,8 @@ export class DeviceStats {
   rx_drop_stale = 0;
   /** SRD packets too far ahead of the receive window. */
   rx_drop_window = 0;
+  /** SRD packets meant for an earlier incarnation of this device (a restarted process). */
+  rx_drop_wrong_incarnation = 0;
   /** Dropped by the fault injector on the way in or out. */
   rx_drop_injected = 0;
   tx_drop_injected = 0;
@@ -73,4 +75,5 @@ export type RxDropCause =
   | 'rx_drop_duplicate'
   | 'rx_drop_stale'
   | 'rx_drop_window'
+  | 'rx_drop_wrong_incarnation'
   | 'rx_drop_injected';

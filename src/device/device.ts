@@ -1,8 +1,8 @@
 import { EventEmitter } from 'node:events';
 import { ClosedError, InvalidArgumentError, ResourceBusyError, ResourceExhaustedError } from '../common/errors';
+import { nextIncarnation } from '../common/incarnation';
 import { formatGid, gidDeviceIndex, gidFabricId, parseGid, type Gid } from '../common/gid';
 import { silentLogger, type Logger } from '../common/logger';
-import { randomInt } from 'node:crypto';
 import { finishUdPacket, UD_PAYLOAD_OFFSET, udQkeyMatches, writeGrh } from '../ud/ud-packet';
 import { SrdEngine, SRD_PAYLOAD_OFFSET } from '../srd/srd-engine';
 import type { SrdConfig } from '../srd/srd-config';
@@ -60,6 +60,8 @@ export interface ResolvedGid {
   ahn: number;
   endpoint: Endpoint;
   up: boolean;
+  /** The device's incarnation, when the control plane knows it (0 or absent: unknown). */
+  incarnation?: number;
 }
 
 /** Resolves a GID (IPv6 text) through the control plane; rejects when it is unknown. */
@@ -85,8 +87,12 @@ export interface DeviceOptions {
   timer?: DeviceTimer;
   /** SRD tunables (window, RTO bounds, unresponsive timeout, ...). */
   srd?: Partial<SrdConfig>;
-  /** Source of SRD session ids (uint32); injected so simulations repeat. Default: crypto. */
-  randomU32?: () => number;
+  /**
+   * This device's incarnation (uint32, serial order): a restart of the same device (same GID)
+   * must get a larger one, so its peers tell new packets from late ones of the old process.
+   * Default: a millisecond wall-clock stamp, strictly increasing within this process.
+   */
+  incarnation?: number;
 }
 
 /** Options of `createCq`, as `ibv_create_cq`. */
@@ -176,6 +182,8 @@ export class Device extends EventEmitter {
   private readonly rxHeader = new PacketHeader();
   private readonly onClose: (() => Promise<void>) | null;
   private readonly timer: DeviceTimer | null;
+  /** This device's incarnation (see DeviceOptions.incarnation). */
+  readonly incarnation: number;
   /** The SRD transport shared by every SRD QP of the device. */
   readonly srd: SrdEngine;
   private closing: Promise<void> | null = null;
@@ -197,6 +205,7 @@ export class Device extends EventEmitter {
     this.qpnAllocator = new QpnAllocator(this.clock, opts.qpnQuarantineMs ?? 10_000);
     this.onClose = opts.onClose ?? null;
     this.timer = opts.timer ?? null;
+    this.incarnation = (opts.incarnation ?? nextIncarnation()) >>> 0;
     const srdHost: SrdHost = {
       transmit: (buf, len, host, port) => this.transmitTo(buf, len, host, port),
       deliver: (buf, hdr, off, len) => this.deliverSrd(buf, hdr, off, len),
@@ -206,7 +215,7 @@ export class Device extends EventEmitter {
       host: srdHost,
       counters: this.stats,
       localGid: this.gid,
-      newSession: opts.randomU32 ?? (() => randomInt(0, 2 ** 32 - 1)),
+      incarnation: this.incarnation,
       config: opts.srd,
     });
   }
@@ -622,6 +631,7 @@ export class Device extends EventEmitter {
       peer.host = res.endpoint.host;
       peer.port = res.endpoint.port;
     }
+    peer.incarnation = res.incarnation ?? 0;
     peer.up = res.up;
     return peer;
   }
@@ -633,13 +643,14 @@ export class Device extends EventEmitter {
     this.emitAsync({ eventType: 'PEER_DOWN', gid: gidText });
   }
 
-  /** The control plane reports a device (back) up, possibly at a new endpoint. */
-  notifyPeerUp(gidText: string, endpoint: Endpoint): void {
+  /** The control plane reports a device (back) up, possibly restarted at a new endpoint. */
+  notifyPeerUp(gidText: string, endpoint: Endpoint, incarnation = 0): void {
     const peer = this.peersByIndex.get(gidDeviceIndex(parseGid(gidText)));
     if (peer !== undefined) {
       peer.host = endpoint.host;
       peer.port = endpoint.port;
       peer.up = true;
+      if (incarnation !== 0) peer.incarnation = incarnation;
     }
     this.emitAsync({ eventType: 'PEER_UP', gid: gidText });
   }

@@ -13,6 +13,8 @@ export interface Endpoint {
 export class Peer {
   /** False while the daemon reports the device down. */
   up = true;
+  /** The remote device's incarnation as the control plane reported it (0: unknown). */
+  incarnation = 0;
 
   constructor(
     readonly gid: Gid,

@@ -1,7 +1,5 @@
 /** PSNs a receiver tracks ahead of its cumulative ack; larger than any sender window. */
 export const RX_WINDOW = 256;
-/** Sessions of one peer remembered after they were replaced, to drop their late packets. */
-const RETIRED_SESSIONS = 8;
 
 /**
  * The receiving half of SRD from one remote device: which PSNs of the sender's current
@@ -24,7 +22,6 @@ export class ReceiveContext {
    * (the sender must not mistake a lost NAK for success). Rare, so a Map.
    */
   readonly refused = new Map<number, number>();
-  private readonly retired: number[] = [];
   /** Data packets delivered since the last ack. */
   unacked = 0;
   /** tx_time of the latest data packet, echoed by the next ack. */
@@ -36,16 +33,16 @@ export class ReceiveContext {
     this.peerIndex = peerIndex;
   }
 
-  isRetired(session: number): boolean {
-    return this.retired.includes(session);
+  /**
+   * True for a session older than the current one (serial order): a late packet of an earlier
+   * incarnation of the sender, which must not replace the live one.
+   */
+  isStale(session: number): boolean {
+    return this.hasSession && ((session - this.session) | 0) < 0;
   }
 
-  /** Starts tracking a new session of the sender, beginning at its window start. */
+  /** Starts tracking a new (newer) session of the sender, beginning at its window start. */
   startSession(session: number, windowStart: number): void {
-    if (this.hasSession) {
-      this.retired.push(this.session);
-      if (this.retired.length > RETIRED_SESSIONS) this.retired.shift();
-    }
     this.session = session;
     this.hasSession = true;
     this.base = windowStart;

@@ -10,8 +10,10 @@ export class SendContext {
   readonly peerIndex: number;
   host: string;
   port: number;
-  /** Random per context: lets the receiver tell this incarnation from an earlier one. */
+  /** This device's incarnation: lets the receiver tell it from an earlier one. */
   readonly session: number;
+  /** The receiver's incarnation, from its latest acks (0: not known yet). */
+  rxIncarnation = 0;
   nextPsn = 0;
   /** Lowest PSN not yet settled; equals nextPsn when nothing is in flight. */
   windowStart = 0;

@@ -23,6 +23,8 @@ export class SendOp {
   answeredAt = 0;
   /** tx_time (µs) of the latest transmission, which acks and NAKs echo. */
   lastTxTime = 0;
+  /** The receiver incarnation stamped at launch; kept across retransmissions. */
+  destIncarnation = 0;
   deadline = Infinity;
   /** Set once fast retransmit resent it, so one SACK burst does not resend it again and again. */
   fastRetransmitted = false;
@@ -41,6 +43,7 @@ export class SendOp {
     this.retries = 0;
     this.answeredAt = 0;
     this.lastTxTime = 0;
+    this.destIncarnation = 0;
     this.deadline = Infinity;
     this.fastRetransmitted = false;
     this.rnrWaiting = false;

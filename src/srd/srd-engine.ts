@@ -1,5 +1,5 @@
 import { WcStatus } from '../common/wc-status';
-import { encodeHeader, FLAG_HAS_IMM, PacketType, sealPacket, writeU32, type PacketHeader } from '../wire/header';
+import { encodeHeader, FLAG_HAS_IMM, FLAG_RNR_LAST, OFF_FLAGS, PacketType, sealPacket, writeU32, type PacketHeader } from '../wire/header';
 import {
   decodeSrdAck,
   decodeSrdData,
@@ -17,6 +17,7 @@ import {
   writeSrdData,
   writeSrdNak,
 } from '../wire/srd-header';
+import { isNewerIncarnation } from '../common/incarnation';
 import { ReceiveContext, RX_WINDOW } from './receive-context';
 import { SendContext } from './send-context';
 import { SendOp } from './send-op';
@@ -28,6 +29,8 @@ export interface SrdPeer {
   readonly deviceIndex: number;
   readonly host: string;
   readonly port: number;
+  /** The remote device's incarnation from the control plane, 0 when unknown. */
+  readonly incarnation: number;
 }
 
 /** Offset of the payload in an SRD data packet: the device gathers the message there. */
@@ -58,7 +61,8 @@ export class SrdEngine {
   readonly config: SrdConfig;
   private readonly host: SrdHost;
   private readonly counters: SrdCounters;
-  private readonly newSession: () => number;
+  /** This device's incarnation: the session of every send context, and what acks report. */
+  readonly incarnation: number;
   private readonly localGid: Uint8Array;
   private readonly senders = new Map<number, SendContext>();
   private readonly senderList: SendContext[] = [];
@@ -69,11 +73,11 @@ export class SrdEngine {
   private readonly pool: SendOp[] = [];
   private readonly fields = new SrdFields();
 
-  constructor(opts: { host: SrdHost; counters: SrdCounters; localGid: Uint8Array; newSession: () => number; config?: Partial<SrdConfig> }) {
+  constructor(opts: { host: SrdHost; counters: SrdCounters; localGid: Uint8Array; incarnation: number; config?: Partial<SrdConfig> }) {
     this.host = opts.host;
     this.counters = opts.counters;
     this.localGid = opts.localGid;
-    this.newSession = opts.newSession;
+    this.incarnation = opts.incarnation >>> 0;
     this.config = resolveSrdConfig(opts.config);
   }
 
@@ -108,7 +112,7 @@ export class SrdEngine {
   ): void {
     let ctx = this.senders.get(peer.deviceIndex);
     if (ctx === undefined) {
-      ctx = new SendContext(peer.deviceIndex, peer.host, peer.port, this.newSession(), this.config);
+      ctx = new SendContext(peer.deviceIndex, peer.host, peer.port, this.incarnation, this.config);
       this.senders.set(peer.deviceIndex, ctx);
       this.senderList.push(ctx);
     } else {
@@ -116,6 +120,9 @@ export class SrdEngine {
       ctx.host = peer.host;
       ctx.port = peer.port;
     }
+    // Known before the first ack, the incarnation keeps even the first messages from reaching
+    // a later process under the same name.
+    if (isNewerIncarnation(peer.incarnation, ctx.rxIncarnation)) ctx.rxIncarnation = peer.incarnation;
     const hasImm = imm !== undefined;
     encodeHeader(buf, PacketType.SRD_DATA, hasImm ? FLAG_HAS_IMM : 0, SRD_DATA_HDR_LEN, srcQpn, dstQpn, payloadLen, qkey, hasImm ? imm >>> 0 : 0, this.localGid);
     const op = this.pool.pop() ?? new SendOp();
@@ -135,8 +142,9 @@ export class SrdEngine {
     const psn = ctx.nextPsn;
     ctx.nextPsn = (psn + 1) >>> 0;
     op.psn = psn;
+    op.destIncarnation = ctx.rxIncarnation;
     ctx.ring[ctx.slot(psn)] = op;
-    writeSrdData(op.buf as Buffer, ctx.session, psn, ctx.windowStart, 0);
+    writeSrdData(op.buf as Buffer, ctx.session, psn, ctx.windowStart, 0, op.destIncarnation);
     this.transmit(now, ctx, op);
   }
 
@@ -145,6 +153,10 @@ export class SrdEngine {
     writeU32(buf, OFF_WINDOW_START, ctx.windowStart);
     op.lastTxTime = microseconds(now);
     writeU32(buf, OFF_TX_TIME, op.lastTxTime);
+    // The receiver must know when an RNR answer to this copy is final, so that no copy of it
+    // is delivered after the sender has failed the send.
+    if (op.rnrRetry !== 7 && op.rnrCount >= op.rnrRetry) buf[OFF_FLAGS] |= FLAG_RNR_LAST;
+    else buf[OFF_FLAGS] &= ~FLAG_RNR_LAST;
     sealPacket(buf, op.len);
     const d = now + ctx.rto.backedOff(op.retries);
     op.deadline = d;
@@ -162,19 +174,24 @@ export class SrdEngine {
     switch (hdr.type) {
       case PacketType.SRD_DATA:
         if (decodeSrdData(buf, hdr.hdrLen, f)) this.onData(now, buf, hdr, peerIndex, fromHost, fromPort);
-        else this.counters.rx_drops++;
+        else this.dropBadHeader();
         return;
       case PacketType.SRD_ACK:
         if (decodeSrdAck(buf, hdr.hdrLen, f)) this.onAck(now, buf, peerIndex);
-        else this.counters.rx_drops++;
+        else this.dropBadHeader();
         return;
       case PacketType.SRD_NAK:
         if (decodeSrdNak(buf, hdr.hdrLen, f)) this.onNak(now, peerIndex);
-        else this.counters.rx_drops++;
+        else this.dropBadHeader();
         return;
       default:
-        this.counters.rx_drops++;
+        this.dropBadHeader();
     }
+  }
+
+  private dropBadHeader(): void {
+    this.counters.rx_drop_bad_header++;
+    this.counters.rx_drops++;
   }
 
   // ------------------------------------------------------------------ receiver
@@ -186,8 +203,18 @@ export class SrdEngine {
       rx = new ReceiveContext(peerIndex);
       this.receivers.set(peerIndex, rx);
     }
+    if (f.destIncarnation !== 0 && f.destIncarnation !== this.incarnation) {
+      // Meant for an earlier incarnation of this device (the process restarted): refusing it
+      // keeps "at most once" across restarts; the sender fails it with UNKNOWN_PEER.
+      this.counters.rx_drop_wrong_incarnation++;
+      this.counters.rx_drops++;
+      rx.host = fromHost;
+      rx.port = fromPort;
+      this.sendNakTo(fromHost, fromPort, f.session, f.psn, WcStatus.REMOTE_ERROR_UNKNOWN_PEER, f.txTime);
+      return;
+    }
     if (!rx.hasSession || rx.session !== f.session) {
-      if (rx.isRetired(f.session)) {
+      if (rx.isStale(f.session)) {
         this.counters.rx_drop_stale++;
         this.counters.rx_drops++;
         return;
@@ -200,6 +227,7 @@ export class SrdEngine {
     const psn = f.psn;
     const ahead = (psn - rx.base) | 0;
     if (ahead >= RX_WINDOW) {
+      this.counters.rx_drop_window++;
       this.counters.rx_drops++;
       return;
     }
@@ -226,6 +254,8 @@ export class SrdEngine {
       else this.scheduleAck(now, rx);
     } else if (status === RNR) {
       this.counters.rnr_sent++;
+      // The sender gives up after this answer: every later copy must get it too.
+      if ((hdr.flags & FLAG_RNR_LAST) !== 0) rx.refused.set(psn, RNR);
       this.sendNak(rx, psn, RNR, f.txTime);
     } else {
       rx.refused.set(psn, status);
@@ -244,7 +274,7 @@ export class SrdEngine {
   private sendAck(rx: ReceiveContext): void {
     const buf = Buffer.allocUnsafe(SRD_ACK_HDR_LEN);
     encodeHeader(buf, PacketType.SRD_ACK, 0, SRD_ACK_HDR_LEN, 0, 0, 0, 0, 0, this.localGid);
-    writeSrdAck(buf, rx.session, rx.base, rx.echoTime);
+    writeSrdAck(buf, rx.session, rx.base, rx.echoTime, this.incarnation);
     const base = rx.base;
     for (let i = 0; i < SACK_BITS; i++) {
       if (rx.delivered[(base + 1 + i) % RX_WINDOW] === 1) setSackBit(buf, i);
@@ -256,11 +286,15 @@ export class SrdEngine {
   }
 
   private sendNak(rx: ReceiveContext, psn: number, status: number, echoTime: number): void {
+    this.sendNakTo(rx.host, rx.port, rx.session, psn, status, echoTime);
+  }
+
+  private sendNakTo(host: string, port: number, session: number, psn: number, status: number, echoTime: number): void {
     const buf = Buffer.allocUnsafe(SRD_NAK_HDR_LEN);
     encodeHeader(buf, PacketType.SRD_NAK, 0, SRD_NAK_HDR_LEN, 0, 0, 0, 0, 0, this.localGid);
-    writeSrdNak(buf, rx.session, psn, status, echoTime);
+    writeSrdNak(buf, session, psn, status, echoTime);
     sealPacket(buf, SRD_NAK_HDR_LEN);
-    this.host.transmit(buf, SRD_NAK_HDR_LEN, rx.host, rx.port);
+    this.host.transmit(buf, SRD_NAK_HDR_LEN, host, port);
   }
 
   private flushAcks(): void {
@@ -283,6 +317,8 @@ export class SrdEngine {
     this.counters.acks_received++;
     ctx.everHeard = true;
     ctx.lastHeardAt = now;
+    // Incarnations only grow: a late ack of a dead predecessor does not win over a newer one.
+    if (isNewerIncarnation(f.incarnation, ctx.rxIncarnation)) ctx.rxIncarnation = f.incarnation;
     const echoed = (microseconds(now) - f.echoTime) >>> 0;
     if (f.echoTime !== 0 && echoed < 60_000_000) ctx.rto.sample(echoed / 1000);
     const cum = f.cumAck;
@@ -322,6 +358,9 @@ export class SrdEngine {
     const op = ctx.opAt(f.psn);
     if (op === null) return;
     if (f.status !== RNR) {
+      // The receiver restarted: what it refused was meant for its predecessor. New sends go
+      // unstamped until its acks tell the new incarnation.
+      if (f.status === WcStatus.REMOTE_ERROR_UNKNOWN_PEER && ctx.rxIncarnation === op.destIncarnation) ctx.rxIncarnation = 0;
       this.settle(ctx, op, f.status);
       this.pump(now, ctx);
       return;

@@ -31,6 +31,10 @@ export interface SrdCounters {
   rnr_retries: number;
   rx_drop_duplicate: number;
   rx_drop_stale: number;
+  rx_drop_window: number;
+  rx_drop_bad_header: number;
+  /** Packets refused because they were meant for an earlier incarnation of this device. */
+  rx_drop_wrong_incarnation: number;
   rx_drops: number;
   acks_sent: number;
   acks_received: number;

@@ -8,6 +8,8 @@ import { crc32 } from './checksum';
  *   2      1    version      WIRE_VERSION
  *   3      1    type         PacketType
  *   4      1    flags        bit 0 HAS_IMM: the imm field is valid
+ *                            bit 1 RNR_LAST (SRD data): the sender's last attempt before it
+ *                            fails the send with REMOTE_ERROR_RNR
  *   5      1    hdr_len      bytes from the start to the payload (40 + type extension)
  *   6      2    src_qpn      sender's QP number
  *   8      2    dst_qpn      receiver's QP number
@@ -38,6 +40,7 @@ export const OFF_SRC_GID = 20;
 export const OFF_CRC = 36;
 
 export const FLAG_HAS_IMM = 0x01;
+export const FLAG_RNR_LAST = 0x02;
 
 /** Packet types. Values are on the wire: never renumber. */
 export const PacketType = {

@@ -3,19 +3,25 @@ import { BASE_HEADER_LEN, readU32, writeU32 } from './header';
 /*
  * SRD extensions, between the 40-byte base header and the payload (big-endian).
  *
- * SRD_DATA (hdr_len 56)
+ * SRD_DATA (hdr_len 60)
  *  byte  size  field
- *  40     4    session       random id of the sender's send context; a new one per context
+ *  40     4    session       the sender device's incarnation: ordered (serial arithmetic), a
+ *                            restarted device has a larger one, so late packets of an earlier
+ *                            incarnation are told apart and dropped
  *  44     4    psn           packet sequence number within the session
  *  48     4    window_start  lowest PSN the sender still waits on: everything below is settled
  *                            (acknowledged or abandoned), so the receiver may forget it
  *  52     4    tx_time       sender's clock in microseconds (low 32 bits), echoed by acks for RTT
+ *  56     4    dest_incarn   the receiver incarnation the sender learned from its acks when it
+ *                            first sent this message (0: none yet); another incarnation of the
+ *                            receiver refuses the packet (NAK REMOTE_ERROR_UNKNOWN_PEER), so a
+ *                            restarted process never gets messages meant for its predecessor
  *
  * SRD_ACK (hdr_len 72, no payload)
  *  40     4    session       the session acknowledged
  *  44     4    cum_ack       every PSN below it is settled at the receiver
  *  48     4    echo_time     tx_time of the data packet that triggered this ack
- *  52     4    reserved
+ *  52     4    incarnation   the acknowledging (receiving) device's incarnation
  *  56    16    sack          bit i (MSB first) set = PSN cum_ack + 1 + i was received
  *
  * SRD_NAK (hdr_len 56, no payload)
@@ -28,7 +34,7 @@ import { BASE_HEADER_LEN, readU32, writeU32 } from './header';
  *                            attempt is not counted against the RNR retry budget again
  */
 
-export const SRD_DATA_HDR_LEN = 56;
+export const SRD_DATA_HDR_LEN = 60;
 export const SRD_ACK_HDR_LEN = 72;
 export const SRD_NAK_HDR_LEN = 56;
 
@@ -36,6 +42,8 @@ export const OFF_SESSION = 40;
 export const OFF_PSN = 44;
 export const OFF_WINDOW_START = 48;
 export const OFF_TX_TIME = 52;
+export const OFF_DEST_INCARNATION = 56;
+export const OFF_ACK_INCARNATION = 52;
 export const OFF_CUM_ACK = 44;
 export const OFF_ECHO_TIME = 48;
 export const OFF_SACK = 56;
@@ -53,6 +61,8 @@ export class SrdFields {
   cumAck = 0;
   echoTime = 0;
   status = 0;
+  destIncarnation = 0;
+  incarnation = 0;
 }
 
 /** Decodes the extension of a data packet; false when hdr_len is too short for it. */
@@ -62,6 +72,7 @@ export function decodeSrdData(buf: Uint8Array, hdrLen: number, out: SrdFields): 
   out.psn = readU32(buf, OFF_PSN);
   out.windowStart = readU32(buf, OFF_WINDOW_START);
   out.txTime = readU32(buf, OFF_TX_TIME);
+  out.destIncarnation = readU32(buf, OFF_DEST_INCARNATION);
   return true;
 }
 
@@ -70,6 +81,7 @@ export function decodeSrdAck(buf: Uint8Array, hdrLen: number, out: SrdFields): b
   out.session = readU32(buf, OFF_SESSION);
   out.cumAck = readU32(buf, OFF_CUM_ACK);
   out.echoTime = readU32(buf, OFF_ECHO_TIME);
+  out.incarnation = readU32(buf, OFF_ACK_INCARNATION);
   return true;
 }
 
@@ -87,18 +99,19 @@ export function sackBit(buf: Uint8Array, i: number): boolean {
   return (buf[OFF_SACK + (i >> 3)] & (0x80 >> (i & 7))) !== 0;
 }
 
-export function writeSrdData(buf: Uint8Array, session: number, psn: number, windowStart: number, txTime: number): void {
+export function writeSrdData(buf: Uint8Array, session: number, psn: number, windowStart: number, txTime: number, destIncarnation: number): void {
   writeU32(buf, OFF_SESSION, session);
   writeU32(buf, OFF_PSN, psn);
   writeU32(buf, OFF_WINDOW_START, windowStart);
   writeU32(buf, OFF_TX_TIME, txTime);
+  writeU32(buf, OFF_DEST_INCARNATION, destIncarnation);
 }
 
-export function writeSrdAck(buf: Uint8Array, session: number, cumAck: number, echoTime: number): void {
+export function writeSrdAck(buf: Uint8Array, session: number, cumAck: number, echoTime: number, incarnation: number): void {
   writeU32(buf, OFF_SESSION, session);
   writeU32(buf, OFF_CUM_ACK, cumAck);
   writeU32(buf, OFF_ECHO_TIME, echoTime);
-  writeU32(buf, 52, 0);
+  writeU32(buf, OFF_ACK_INCARNATION, incarnation);
   buf.fill(0, OFF_SACK, OFF_SACK + SACK_BITS / 8);
 }
 

@@ -374,14 +374,13 @@ export class SimNetwork {
   }
 
   private makeDevice(node: SimNode, extra: ExtraSimDeviceOptions): Device {
-    // A generator per device incarnation: sessions differ between devices and restarts.
-    const prng = new Prng((this.seed * 31 + node.index * 1009 + node.timerGen * 7919) >>> 0);
     const { srd, ...rest } = extra;
     return new Device({
       name: node.name,
       gid: makeGid(SIM_FABRIC_ID, node.index),
       clock: () => this.now,
-      randomU32: () => prng.nextU32(),
+      // Deterministic and growing with every restart, as a real restart's wall clock is.
+      incarnation: 1000 + node.timerGen,
       transport: { sendPacket: (buf, len, host, port) => this.send(node, buf, len, host, port) },
       resolver: (gid) => this.resolve(gid),
       timer: { arm: (deadline) => this.armTimer(node, deadline) },
@@ -442,7 +441,14 @@ export class SimNetwork {
     }
     const node = this.byGid.get(text);
     if (node === undefined) return Promise.reject(new DaemonError('ENOENT', `GID ${text} is not in the simulation`));
-    return Promise.resolve({ name: node.name, gid: text, ahn: node.index, endpoint: { host: SIM_HOST, port: node.port }, up: !node.device.closed });
+    return Promise.resolve({
+      name: node.name,
+      gid: text,
+      ahn: node.index,
+      endpoint: { host: SIM_HOST, port: node.port },
+      up: !node.device.closed,
+      incarnation: node.device.incarnation,
+    });
   }
 
   // -------------------------------------------------------------- events
