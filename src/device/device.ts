@@ -133,6 +133,9 @@ export interface AsyncEvent {
   gid?: string;
 }
 
+/** SRD packet buffers kept for reuse (a window's worth for a few peers). */
+const TX_POOL_MAX = 1024;
+
 /** MR indices fit in the 24 bits above an lkey's key byte. */
 const MR_INDEX_LIMIT = 1 << 24;
 
@@ -188,6 +191,12 @@ export class Device extends EventEmitter {
   readonly srd: SrdEngine;
   private closing: Promise<void> | null = null;
   private readonly grhScratch = Buffer.alloc(GRH_LENGTH);
+  /**
+   * SRD packet buffers of full MTU size, reused once their message is acknowledged: an 8 KiB
+   * allocation per message is beyond Node's buffer pool and costs a fresh ArrayBuffer and GC.
+   */
+  private readonly txPool: Buffer[] = [];
+  private readonly txPoolBytes: number;
 
   constructor(opts: DeviceOptions) {
     super();
@@ -205,6 +214,7 @@ export class Device extends EventEmitter {
     this.qpnAllocator = new QpnAllocator(this.clock, opts.qpnQuarantineMs ?? 10_000);
     this.onClose = opts.onClose ?? null;
     this.timer = opts.timer ?? null;
+    this.txPoolBytes = SRD_PAYLOAD_OFFSET + this.attributes.mtu;
     this.incarnation = (opts.incarnation ?? nextIncarnation()) >>> 0;
     const srdHost: SrdHost = {
       transmit: (buf, len, host, port) => this.transmitTo(buf, len, host, port),
@@ -705,8 +715,10 @@ export class Device extends EventEmitter {
     }
     const srd = qp.qpType === QpType.SRD;
     const off = srd ? SRD_PAYLOAD_OFFSET : UD_PAYLOAD_OFFSET;
-    const buf = Buffer.allocUnsafe(off + total);
+    // UD buffers are not pooled: a UD send completes at once, while the socket may still hold it.
+    const buf = srd ? (this.txPool.pop() ?? Buffer.allocUnsafeSlow(this.txPoolBytes)) : Buffer.allocUnsafe(off + total);
     if (!this.gather(qp, sgl, numSge, buf, off)) {
+      if (srd) this.txPool.push(buf);
       this.completeSend(qp, wr.wrId, WcStatus.LOCAL_ERROR_INVALID_LKEY, 0);
       return;
     }
@@ -753,6 +765,8 @@ export class Device extends EventEmitter {
   }
 
   private completeSrdSend(op: SendOp, status: number): void {
+    const buf = op.buf;
+    if (buf !== null && buf.length === this.txPoolBytes && this.txPool.length < TX_POOL_MAX) this.txPool.push(buf);
     const qp = op.owner as QueuePair;
     if (qp.destroyed) return;
     this.completeSend(qp, op.wrId, status as WcStatus, status === WcStatus.SUCCESS ? op.byteLen : 0);

@@ -148,6 +148,12 @@ export class FaultInjector {
         if (this.queue.size > 0 && this.queue.peekTime() <= now) this.queue.releaseDue(now, this.sink);
         this.sink(out, len, host, port);
       } else {
+        // A held copy must not change under us: SRD rewrites a buffer when it retransmits,
+        // and the device reuses it once the message is acknowledged.
+        if (out === buf) {
+          out = Buffer.allocUnsafe(len);
+          buf.copy(out, 0, 0, len);
+        }
         this.queue.push(at, out, len, host, port);
         queuedAny = true;
       }

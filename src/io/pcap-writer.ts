@@ -320,9 +320,15 @@ export class PcapWriter {
 
     let chunk = this.current;
     if (chunk === null || chunk.used + recLen > chunk.buf.length) {
-      this.sealCurrent();
-      chunk = this.current = this.takeChunk();
-      this.pump();
+      // A full chunk goes to the disk (sealing takes the next one); after an earlier drop
+      // there is no current chunk, and a write that finished since may have freed one.
+      if (chunk !== null) {
+        this.sealCurrent();
+        this.pump();
+      } else {
+        this.current = this.takeChunk();
+      }
+      chunk = this.current;
       if (chunk === null) {
         this.droppedCount++;
         return;
@@ -661,6 +667,9 @@ function ipv6ToBytes(s: string): Uint8Array {
 }
 
 function ipv6ToString(b: Uint8Array, o: number): string {
+  let mapped = b[o + 10] === 0xff && b[o + 11] === 0xff;
+  for (let i = 0; i < 10 && mapped; i++) if (b[o + i] !== 0) mapped = false;
+  if (mapped) return `::ffff:${b[o + 12]}.${b[o + 13]}.${b[o + 14]}.${b[o + 15]}`;
   const w: string[] = [];
   for (let i = 0; i < 8; i++) w.push(((b[o + 2 * i] << 8) | b[o + 2 * i + 1]).toString(16));
   // Compress the longest run of zero words (two or more), as RFC 5952 asks.

@@ -28,6 +28,12 @@ export class ReceiveContext {
   echoTime = 0;
   /** Queued for an ack flush. */
   ackScheduled = false;
+  /** When the oldest unacked delivery happened (ms). */
+  firstUnackedAt = 0;
+  /** Deliveries since the ack timer last looked: nonzero means the stream is still flowing. */
+  freshDeliveries = 0;
+  /** Highest PSN delivered in this session (serial), to spot new gaps. */
+  highest = 0;
 
   constructor(peerIndex: number) {
     this.peerIndex = peerIndex;
@@ -49,6 +55,8 @@ export class ReceiveContext {
     this.delivered.fill(0);
     this.refused.clear();
     this.unacked = 0;
+    this.freshDeliveries = 0;
+    this.highest = (windowStart - 1) >>> 0;
   }
 
   /** The sender settled everything below `windowStart`: forget it. */

@@ -16,7 +16,11 @@ export interface SrdConfig {
   unresponsiveTimeoutMs: number;
   /** The receiver acks at least once per this many data packets. */
   ackEvery: number;
-  /** Longest a receiver holds an ack back to coalesce it with others (0: end of this turn). */
+  /**
+   * Longest a receiver holds an ack back to coalesce it with others. Within it, an ack goes
+   * out as soon as the stream pauses (a timer turn in which nothing new arrived), so sparse
+   * traffic is acked at once and dense traffic about every `ackEvery` packets.
+   */
   ackDelayMs: number;
   /** First back-off after a receiver-not-ready reply; doubles per retry up to rnrBackoffMaxMs. */
   rnrBackoffMs: number;
@@ -37,7 +41,7 @@ export const DEFAULT_SRD_CONFIG: Readonly<SrdConfig> = Object.freeze({
   initialRtoMs: 10,
   unresponsiveTimeoutMs: 2000,
   ackEvery: 32,
-  ackDelayMs: 0,
+  ackDelayMs: 1,
   rnrBackoffMs: 1,
   rnrBackoffMaxMs: 64,
   dupThresh: 3,

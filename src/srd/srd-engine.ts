@@ -246,11 +246,16 @@ export class SrdEngine {
     }
     const status = this.host.deliver(buf, hdr, hdr.hdrLen, hdr.payloadLen);
     if (status === WcStatus.SUCCESS) {
-      const inOrder = ahead === 0;
+      // A new gap, or a hole filled, is news the sender acts on (fast retransmit, window): say
+      // it at once. Packets that simply continue the stream are acked together.
+      const d = (psn - rx.highest) | 0;
+      const news = d > 1 || d < 0;
+      if (d > 0) rx.highest = psn;
       rx.markDelivered(psn);
+      if (rx.unacked === 0) rx.firstUnackedAt = now;
       rx.unacked++;
-      // A gap (or the end of one) is news the sender can act on: say it at once.
-      if (!inOrder || rx.unacked >= this.config.ackEvery) this.sendAck(rx);
+      rx.freshDeliveries++;
+      if (news || rx.unacked >= this.config.ackEvery) this.sendAck(rx);
       else this.scheduleAck(now, rx);
     } else if (status === RNR) {
       this.counters.rnr_sent++;
@@ -267,8 +272,8 @@ export class SrdEngine {
     if (rx.ackScheduled) return;
     rx.ackScheduled = true;
     this.ackQueue.push(rx);
-    const d = now + this.config.ackDelayMs;
-    if (d < this.ackDeadline) this.ackDeadline = d;
+    // Looked at on the next timer turn: ack then unless the stream is still flowing.
+    if (now < this.ackDeadline) this.ackDeadline = now;
   }
 
   private sendAck(rx: ReceiveContext): void {
@@ -281,6 +286,7 @@ export class SrdEngine {
     }
     sealPacket(buf, SRD_ACK_HDR_LEN);
     rx.unacked = 0;
+    rx.freshDeliveries = 0;
     this.counters.acks_sent++;
     this.host.transmit(buf, SRD_ACK_HDR_LEN, rx.host, rx.port);
   }
@@ -297,15 +303,29 @@ export class SrdEngine {
     this.host.transmit(buf, SRD_NAK_HDR_LEN, host, port);
   }
 
-  private flushAcks(): void {
+  private flushAcks(now: number): void {
     const q = this.ackQueue;
+    let kept = 0;
+    let next = Infinity;
     for (let i = 0; i < q.length; i++) {
       const rx = q[i];
+      if (rx.unacked === 0) {
+        rx.ackScheduled = false;
+        continue;
+      }
+      const heldUntil = rx.firstUnackedAt + this.config.ackDelayMs;
+      if (rx.freshDeliveries > 0 && now < heldUntil) {
+        // Still flowing: look again next turn, at the latest when the hold time is up.
+        rx.freshDeliveries = 0;
+        q[kept++] = rx;
+        next = now;
+        continue;
+      }
       rx.ackScheduled = false;
-      if (rx.unacked > 0) this.sendAck(rx);
+      this.sendAck(rx);
     }
-    q.length = 0;
-    this.ackDeadline = Infinity;
+    q.length = kept;
+    this.ackDeadline = next;
   }
 
   // ------------------------------------------------------------------ sender
@@ -416,7 +436,7 @@ export class SrdEngine {
 
   /** Runs what is due: coalesced acks, retransmissions, RNR retries, and unresponsive-peer failures. */
   onTimer(now: number): void {
-    if (this.ackDeadline <= now) this.flushAcks();
+    if (this.ackDeadline <= now) this.flushAcks(now);
     if (this.earliest > now) return;
     let earliest = Infinity;
     for (let c = 0; c < this.senderList.length; c++) {

@@ -100,6 +100,8 @@ async function main(): Promise<void> {
     }
   }
   await dev.daemon.barrier(`${job}/bench/end`, 2, 600_000);
+  // EFA_EMU_BENCH_STATS=1 prints each rank's device counters, to see where the time goes.
+  if (process.env.EFA_EMU_BENCH_STATS === '1') process.stderr.write(`stats rank ${rank}: ${JSON.stringify(nonZero(dev.statsSnapshot()))}\n`);
   for (const ep of endpoints.values()) await ep.close();
   await dev.close();
 }
@@ -256,6 +258,10 @@ async function bandwidth(dev: EfaDevice, ep: BenchEndpoint, rank: number, size: 
     await dev.daemon.get(`${stepKey}/received`, 600_000);
   }
   return { ...bandwidthFigures(size, delivered, start, end, marks, markStep), delivered, send_errors: errors };
+}
+
+function nonZero(stats: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(stats).filter(([, v]) => v !== 0));
 }
 
 main().catch((err: Error & { code?: string }) => {
