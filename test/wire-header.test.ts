@@ -238,3 +238,14 @@ t.test('decode never throws on random buffers and never accepts them', async (t)
     t.ok(seen.has(e), `the corpus reached ${e}`);
   }
 });
+
+t.test('the JavaScript and native CRC-32 paths agree with zlib at every length', async (t) => {
+  const { crc32: zlibCrc } = await import('node:zlib');
+  const { crc32: ours } = await import('../src/wire/checksum');
+  let seed = 7;
+  const bytes = Buffer.alloc(1200);
+  for (let i = 0; i < bytes.length; i++) bytes[i] = (seed = (seed * 1103515245 + 12345) >>> 0) >>> 24;
+  let mismatches = 0;
+  for (let len = 0; len <= bytes.length; len++) if (ours(bytes, len) !== zlibCrc(bytes.subarray(0, len)) >>> 0) mismatches++;
+  t.equal(mismatches, 0, 'lengths 0..1200');
+});

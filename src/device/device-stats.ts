@@ -26,6 +26,8 @@ export class DeviceStats {
   rnr_retries = 0;
   acks_sent = 0;
   acks_received = 0;
+  /** Acks carried by data packets going the other way instead of packets of their own. */
+  acks_piggybacked = 0;
   cq_overruns = 0;
   /** Datagrams shorter than a header or with a wrong length field. */
   rx_drop_bad_header = 0;

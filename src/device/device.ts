@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { ClosedError, InvalidArgumentError, ResourceBusyError, ResourceExhaustedError } from '../common/errors';
 import { nextIncarnation } from '../common/incarnation';
+import { copyBytes } from '../common/copy-bytes';
 import { formatGid, gidDeviceIndex, gidFabricId, parseGid, type Gid } from '../common/gid';
 import { silentLogger, type Logger } from '../common/logger';
 import { finishUdPacket, UD_PAYLOAD_OFFSET, udQkeyMatches, writeGrh } from '../ud/ud-packet';
@@ -26,9 +27,11 @@ import {
   SendFlags,
   WcFlags,
   WcOpcode,
-  WcStatus,
   WrOpcode,
 } from './constants';
+// Imported from its home, not through constants' re-export, which compiles to a getter call
+// on every use in the hot path.
+import { WcStatus } from '../common/wc-status';
 import { DeviceStats } from './device-stats';
 import { MemoryRegion } from './memory-region';
 import { Peer, type Endpoint } from './peer';
@@ -748,7 +751,7 @@ export class Device extends EventEmitter {
       const addr = sge.addr;
       const len = sge.length;
       if (!Number.isInteger(addr) || addr < 0 || addr + len > mr.buffer.length) return false;
-      (mr.buffer as Buffer).copy(out, off, addr, addr + len);
+      copyBytes(mr.buffer as Buffer, addr, out, off, len);
       off += len;
     }
     return true;
@@ -961,7 +964,7 @@ export class Device extends EventEmitter {
             if (srcLeft === 0) break;
           }
           const k = srcLeft < room ? srcLeft : room;
-          srcBuf.copy(mr.buffer as Buffer, dst, srcOff, srcOff + k);
+          copyBytes(srcBuf, srcOff, mr.buffer as Buffer, dst, k);
           dst += k;
           room -= k;
           srcOff += k;

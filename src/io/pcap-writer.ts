@@ -391,7 +391,12 @@ export class PcapWriter {
     o += UDP_HEADER_LEN;
 
     const keep = capLen - (frameLen - len);
-    if (keep > 0) out.set(keep === buf.length ? buf : buf.subarray(0, keep), o);
+    if (keep > 0) {
+      // Pooled MTU buffers are longer than the datagram: Buffer#copy takes the range without
+      // the view object subarray() would allocate per packet.
+      if (Buffer.isBuffer(buf)) buf.copy(out, o, 0, keep);
+      else out.set(keep === buf.length ? buf : buf.subarray(0, keep), o);
+    }
     chunk.used += recLen;
     chunk.records++;
     this.packetCount++;

@@ -16,6 +16,7 @@ import {
   writeSrdAck,
   writeSrdData,
   writeSrdNak,
+  writePiggyback,
 } from '../wire/srd-header';
 import { isNewerIncarnation } from '../common/incarnation';
 import { ReceiveContext, RX_WINDOW } from './receive-context';
@@ -157,6 +158,17 @@ export class SrdEngine {
     // is delivered after the sender has failed the send.
     if (op.rnrRetry !== 7 && op.rnrCount >= op.rnrRetry) buf[OFF_FLAGS] |= FLAG_RNR_LAST;
     else buf[OFF_FLAGS] &= ~FLAG_RNR_LAST;
+    // Data going back to a peer whose messages wait for an ack carries that ack, when no
+    // hole needs a selective part: a request/response exchange then sends no ack packets.
+    const rx = this.receivers.get(ctx.peerIndex);
+    if (rx !== undefined && rx.hasSession && rx.unacked > 0 && ((rx.highest + 1) >>> 0) === rx.base) {
+      writePiggyback(buf, rx.session, rx.base, rx.echoTime);
+      rx.unacked = 0;
+      rx.freshDeliveries = 0;
+      this.counters.acks_piggybacked++;
+    } else {
+      writePiggyback(buf, 0, 0, 0);
+    }
     sealPacket(buf, op.len);
     const d = now + ctx.rto.backedOff(op.retries);
     op.deadline = d;
@@ -198,6 +210,13 @@ export class SrdEngine {
 
   private onData(now: number, buf: Buffer, hdr: PacketHeader, peerIndex: number, fromHost: string, fromPort: number): void {
     const f = this.fields;
+    if (f.pbSession !== 0) {
+      const ctx = this.senders.get(peerIndex);
+      if (ctx !== undefined && f.pbSession === ctx.session) {
+        // The session of a data packet is its sender's incarnation, as acks report it.
+        this.applyAck(now, ctx, f.pbCum, f.pbEcho, f.session, null);
+      }
+    }
     let rx = this.receivers.get(peerIndex);
     if (rx === undefined) {
       rx = new ReceiveContext(peerIndex);
@@ -335,13 +354,17 @@ export class SrdEngine {
     const ctx = this.senders.get(peerIndex);
     if (ctx === undefined || f.session !== ctx.session) return; // for an earlier incarnation
     this.counters.acks_received++;
+    this.applyAck(now, ctx, f.cumAck, f.echoTime, f.incarnation, buf);
+  }
+
+  /** Applies an ack (a packet of its own, or piggybacked without SACK bits when `sack` is null). */
+  private applyAck(now: number, ctx: SendContext, cum: number, echoTime: number, incarnation: number, sack: Buffer | null): void {
     ctx.everHeard = true;
     ctx.lastHeardAt = now;
     // Incarnations only grow: a late ack of a dead predecessor does not win over a newer one.
-    if (isNewerIncarnation(f.incarnation, ctx.rxIncarnation)) ctx.rxIncarnation = f.incarnation;
-    const echoed = (microseconds(now) - f.echoTime) >>> 0;
-    if (f.echoTime !== 0 && echoed < 60_000_000) ctx.rto.sample(echoed / 1000);
-    const cum = f.cumAck;
+    if (isNewerIncarnation(incarnation, ctx.rxIncarnation)) ctx.rxIncarnation = incarnation;
+    const echoed = (microseconds(now) - echoTime) >>> 0;
+    if (echoTime !== 0 && echoed < 60_000_000) ctx.rto.sample(echoed / 1000);
     // Everything below cum_ack is delivered.
     while (((ctx.windowStart - cum) | 0) < 0 && ctx.windowStart !== ctx.nextPsn) {
       const op = ctx.opAt(ctx.windowStart);
@@ -350,8 +373,8 @@ export class SrdEngine {
     }
     this.advanceWindow(ctx);
     let highest = -1;
-    for (let i = 0; i < SACK_BITS; i++) {
-      if (!sackBit(buf, i)) continue;
+    for (let i = 0; sack !== null && i < SACK_BITS; i++) {
+      if (!sackBit(sack, i)) continue;
       highest = i;
       const op = ctx.opAt((cum + 1 + i) >>> 0);
       if (op !== null) this.settle(ctx, op, WcStatus.SUCCESS);

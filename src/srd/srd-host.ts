@@ -38,4 +38,5 @@ export interface SrdCounters {
   rx_drops: number;
   acks_sent: number;
   acks_received: number;
+  acks_piggybacked: number;
 }

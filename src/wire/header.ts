@@ -104,8 +104,7 @@ export function decodeHeader(buf: Uint8Array, len: number, out: PacketHeader): D
   buf[OFF_CRC + 1] = 0;
   buf[OFF_CRC + 2] = 0;
   buf[OFF_CRC + 3] = 0;
-  const body = len === buf.length ? buf : buf.subarray(0, len);
-  if (crc32(body) !== wireCrc) return DecodeError.BAD_CHECKSUM;
+  if (crc32(buf, len) !== wireCrc) return DecodeError.BAD_CHECKSUM;
   out.type = type;
   out.flags = buf[OFF_FLAGS];
   out.hdrLen = hdrLen;
@@ -154,7 +153,7 @@ export function encodeHeader(
 /** Computes and stores the CRC of the first `len` bytes of a fully written packet. */
 export function sealPacket(buf: Uint8Array, len: number): void {
   writeU32(buf, OFF_CRC, 0);
-  writeU32(buf, OFF_CRC, crc32(len === buf.length ? buf : buf.subarray(0, len)));
+  writeU32(buf, OFF_CRC, crc32(buf, len));
 }
 
 export function readU32(buf: Uint8Array, off: number): number {

@@ -3,7 +3,7 @@ import { BASE_HEADER_LEN, readU32, writeU32 } from './header';
 /*
  * SRD extensions, between the 40-byte base header and the payload (big-endian).
  *
- * SRD_DATA (hdr_len 60)
+ * SRD_DATA (hdr_len 72)
  *  byte  size  field
  *  40     4    session       the sender device's incarnation: ordered (serial arithmetic), a
  *                            restarted device has a larger one, so late packets of an earlier
@@ -16,6 +16,10 @@ import { BASE_HEADER_LEN, readU32, writeU32 } from './header';
  *                            first sent this message (0: none yet); another incarnation of the
  *                            receiver refuses the packet (NAK REMOTE_ERROR_UNKNOWN_PEER), so a
  *                            restarted process never gets messages meant for its predecessor
+ *  60     4    ack_session   piggybacked ack of the reverse direction: the session it acks,
+ *                            0 when the packet carries none (a ping-pong then needs no ack packets)
+ *  64     4    ack_cum       its cumulative ack (no selective part: only sent when there is no hole)
+ *  68     4    ack_echo      its echoed tx_time
  *
  * SRD_ACK (hdr_len 72, no payload)
  *  40     4    session       the session acknowledged
@@ -34,7 +38,7 @@ import { BASE_HEADER_LEN, readU32, writeU32 } from './header';
  *                            attempt is not counted against the RNR retry budget again
  */
 
-export const SRD_DATA_HDR_LEN = 60;
+export const SRD_DATA_HDR_LEN = 72;
 export const SRD_ACK_HDR_LEN = 72;
 export const SRD_NAK_HDR_LEN = 56;
 
@@ -43,6 +47,9 @@ export const OFF_PSN = 44;
 export const OFF_WINDOW_START = 48;
 export const OFF_TX_TIME = 52;
 export const OFF_DEST_INCARNATION = 56;
+export const OFF_PB_SESSION = 60;
+export const OFF_PB_CUM = 64;
+export const OFF_PB_ECHO = 68;
 export const OFF_ACK_INCARNATION = 52;
 export const OFF_CUM_ACK = 44;
 export const OFF_ECHO_TIME = 48;
@@ -63,6 +70,9 @@ export class SrdFields {
   status = 0;
   destIncarnation = 0;
   incarnation = 0;
+  pbSession = 0;
+  pbCum = 0;
+  pbEcho = 0;
 }
 
 /** Decodes the extension of a data packet; false when hdr_len is too short for it. */
@@ -73,6 +83,9 @@ export function decodeSrdData(buf: Uint8Array, hdrLen: number, out: SrdFields): 
   out.windowStart = readU32(buf, OFF_WINDOW_START);
   out.txTime = readU32(buf, OFF_TX_TIME);
   out.destIncarnation = readU32(buf, OFF_DEST_INCARNATION);
+  out.pbSession = readU32(buf, OFF_PB_SESSION);
+  out.pbCum = readU32(buf, OFF_PB_CUM);
+  out.pbEcho = readU32(buf, OFF_PB_ECHO);
   return true;
 }
 
@@ -105,6 +118,14 @@ export function writeSrdData(buf: Uint8Array, session: number, psn: number, wind
   writeU32(buf, OFF_WINDOW_START, windowStart);
   writeU32(buf, OFF_TX_TIME, txTime);
   writeU32(buf, OFF_DEST_INCARNATION, destIncarnation);
+  writePiggyback(buf, 0, 0, 0);
+}
+
+/** Writes (or, with session 0, clears) the piggybacked ack of a data packet. */
+export function writePiggyback(buf: Uint8Array, session: number, cum: number, echo: number): void {
+  writeU32(buf, OFF_PB_SESSION, session);
+  writeU32(buf, OFF_PB_CUM, cum);
+  writeU32(buf, OFF_PB_ECHO, echo);
 }
 
 export function writeSrdAck(buf: Uint8Array, session: number, cumAck: number, echoTime: number, incarnation: number): void {
