@@ -1,0 +1,262 @@
+// The Wireshark dissector in contrib/wireshark/efa-emu.lua, checked two ways: its tables
+// (types, statuses, header lengths, flags) against the TypeScript wire definitions, always;
+// and, when tshark is installed, by decoding a capture of packets built with the project's
+// own encoders and comparing every field tshark reports with what was encoded.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { execFile, spawnSync } from 'node:child_process';
+import t from 'tap';
+import { WcStatus } from '../src/common/wc-status';
+import { PcapWriter } from '../src/io/pcap-writer';
+import { BASE_HEADER_LEN, FLAG_HAS_IMM, OFF_CRC, PacketType, readU32, WIRE_MAGIC, WIRE_VERSION } from '../src/wire/header';
+import * as srd from '../src/wire/srd-header';
+import * as header from '../src/wire/header';
+import { GID_A, GID_B, QKEY, SESSION, SESSION_B, samplePackets, writeSampleCapture, type SamplePacket } from './fixtures/make-capture';
+
+// dist/test/ -> repository root; the Lua file is not compiled, so it is read from the source tree.
+const ROOT = path.resolve(__dirname, '..', '..');
+const LUA = path.join(ROOT, 'contrib', 'wireshark', 'efa-emu.lua');
+const lua = fs.readFileSync(LUA, 'utf8');
+
+type HasTeardown = { teardown(fn: () => unknown): void };
+
+function tempdir(t: HasTeardown): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'efa-emu-wireshark-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** Why tshark cannot be used here, or null when it can (installed, with Lua). */
+function tsharkUnavailable(): string | null {
+  const r = spawnSync('tshark', ['-v'], { encoding: 'utf8', timeout: 60000 });
+  if (r.error !== undefined) return 'tshark not installed';
+  if (r.status !== 0) return `tshark -v failed (exit ${r.status})`;
+  if (/without Lua/i.test(r.stdout) || !/with Lua/i.test(r.stdout)) return 'tshark built without Lua';
+  return null;
+}
+const noTshark = tsharkUnavailable();
+
+/** Runs tshark on `file` with the dissector loaded; rejects on a non-zero exit or a Lua error. */
+function tshark(file: string, args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(
+      'tshark',
+      ['-n', '-r', file, '-X', `lua_script:${LUA}`, ...args],
+      // A private config dir: the user's preferences must not change what is decoded.
+      { encoding: 'utf8', timeout: 120000, maxBuffer: 64 * 1024 * 1024, env: { ...process.env, WIRESHARK_CONFIG_DIR: path.dirname(file) } },
+      (err, stdout, stderr) => {
+        if (err) return reject(new Error(`tshark ${args.join(' ')}: ${err.message}\n${stderr}`));
+        if (/lua.*error/i.test(stderr) || /Lua Error/.test(stdout)) return reject(new Error(`Lua error:\n${stderr}\n${stdout}`));
+        resolve(stdout);
+      },
+    );
+  });
+}
+
+const FIELDS = [
+  'efa_emu.magic',
+  'efa_emu.version',
+  'efa_emu.type',
+  'efa_emu.flags',
+  'efa_emu.flags.has_imm',
+  'efa_emu.flags.rnr_last',
+  'efa_emu.hdr_len',
+  'efa_emu.src_qpn',
+  'efa_emu.dst_qpn',
+  'efa_emu.payload_len',
+  'efa_emu.qkey',
+  'efa_emu.imm',
+  'efa_emu.src_gid',
+  'efa_emu.src_gid.device_index',
+  'efa_emu.crc',
+  'efa_emu.crc.status',
+  'efa_emu.srd.session',
+  'efa_emu.srd.psn',
+  'efa_emu.srd.window_start',
+  'efa_emu.srd.tx_time',
+  'efa_emu.srd.dest_incarnation',
+  'efa_emu.srd.piggyback.session',
+  'efa_emu.srd.piggyback.cum_ack',
+  'efa_emu.srd.piggyback.echo_time',
+  'efa_emu.srd.cum_ack',
+  'efa_emu.srd.echo_time',
+  'efa_emu.srd.incarnation',
+  'efa_emu.srd.sack',
+  'efa_emu.srd.sack_count',
+  'efa_emu.srd.sacked_psn',
+  'efa_emu.srd.sack_ranges',
+  'efa_emu.srd.nak_status',
+  'ip.checksum.status',
+  'data.len',
+  'frame.protocols',
+  '_ws.col.Info',
+] as const;
+type Row = Record<(typeof FIELDS)[number], string>;
+
+async function decodeFields(file: string, extra: string[] = []): Promise<Row[]> {
+  const args = ['-o', 'ip.check_checksum:TRUE', ...extra, '-T', 'fields', '-E', 'separator=|', '-E', 'occurrence=a', '-E', 'aggregator=,'];
+  for (const f of FIELDS) args.push('-e', f);
+  const out = await tshark(file, args);
+  return out
+    .split('\n')
+    .filter((l) => l.length > 0)
+    .map((line) => {
+      const cols = line.split('|');
+      const row = {} as Row;
+      FIELDS.forEach((f, i) => (row[f] = cols[i] ?? ''));
+      return row;
+    });
+}
+
+const hex = (v: number, width: number): string => `0x${v.toString(16).padStart(width, '0')}`;
+const gidText = (gid: Uint8Array): string => {
+  // fe80::1a2b:3c4d:0:<index> for the fixture's GIDs (index < 0x10000)
+  const w = [];
+  for (let i = 0; i < 16; i += 2) w.push(((gid[i] << 8) | gid[i + 1]).toString(16));
+  return `${w[0]}::${w.slice(4).join(':')}`;
+};
+
+t.test('the dissector knows the same types, statuses, lengths and flags as the TypeScript', async (t) => {
+  const num = (name: string): number => {
+    const m = new RegExp(`local ${name} = (0x[0-9a-fA-F]+|\\d+)`).exec(lua);
+    if (m === null) throw new Error(`${name} not found in the Lua file`);
+    return Number(m[1]);
+  };
+  t.equal(num('WIRE_MAGIC'), WIRE_MAGIC);
+  t.equal(num('WIRE_VERSION'), WIRE_VERSION);
+  t.equal(num('BASE_HEADER_LEN'), BASE_HEADER_LEN);
+  t.equal(num('SRD_DATA_HDR_LEN'), srd.SRD_DATA_HDR_LEN);
+  t.equal(num('SRD_ACK_HDR_LEN'), srd.SRD_ACK_HDR_LEN);
+  t.equal(num('SRD_NAK_HDR_LEN'), srd.SRD_NAK_HDR_LEN);
+  t.equal(num('SACK_BITS'), srd.SACK_BITS);
+  t.equal(num('FLAG_HAS_IMM'), FLAG_HAS_IMM);
+  // Every flag bit the wire defines has a field in the dissector.
+  for (const [name, value] of Object.entries(header).filter(([k]) => k.startsWith('FLAG_'))) {
+    t.equal(num(name), value, `${name} known to the dissector`);
+  }
+
+  const typeLine = /local UD_SEND, SRD_DATA, SRD_ACK, SRD_NAK = (\d+), (\d+), (\d+), (\d+)/.exec(lua);
+  t.ok(typeLine, 'type constants');
+  t.same(typeLine?.slice(1).map(Number), [PacketType.UD_SEND, PacketType.SRD_DATA, PacketType.SRD_ACK, PacketType.SRD_NAK]);
+  t.same(Object.keys(PacketType).sort(), ['SRD_ACK', 'SRD_DATA', 'SRD_NAK', 'UD_SEND'], 'no packet type the dissector lacks');
+
+  const statusBlock = /local wc_status_names = \{([\s\S]*?)\n\}/.exec(lua)?.[1] ?? '';
+  const statuses: Record<string, number> = {};
+  for (const m of statusBlock.matchAll(/\[(\d+)\] = "([A-Z_]+)"/g)) statuses[m[2]] = Number(m[1]);
+  t.same(statuses, WcStatus, 'completion status names and numbers as in DESIGN section 6');
+});
+
+t.test('tshark decodes every field of each packet type', { skip: noTshark ?? false }, async (t) => {
+  const dir = tempdir(t);
+  const file = path.join(dir, 'sample.pcap');
+  const sent = await writeSampleCapture(file);
+  const rows = await decodeFields(file);
+  t.equal(rows.length, sent.length, 'one row per packet');
+
+  sent.forEach((p: SamplePacket, i) => {
+    const r = rows[i];
+    t.test(`${p.name}`, async (t) => {
+      const corrupted = p.name.includes('corrupted');
+      t.equal(r['frame.protocols'], p.payloadLen > 0 ? 'eth:ethertype:ip:udp:efa_emu:data' : 'eth:ethertype:ip:udp:efa_emu', 'found by the heuristic, once');
+      t.equal(r['ip.checksum.status'], '1', 'IPv4 header checksum good');
+      t.equal(r['efa_emu.magic'], hex(WIRE_MAGIC, 4));
+      t.equal(r['efa_emu.version'], String(WIRE_VERSION));
+      t.equal(r['efa_emu.type'], String(p.type));
+      const flags = p.flags ?? (p.imm !== undefined ? FLAG_HAS_IMM : 0);
+      t.equal(r['efa_emu.flags'], hex(flags, 2));
+      t.equal(r['efa_emu.flags.has_imm'], flags & FLAG_HAS_IMM ? '1' : '0');
+      t.equal(r['efa_emu.flags.rnr_last'], flags & 0x02 ? '1' : '0');
+      t.equal(r['efa_emu.hdr_len'], String(p.hdrLen));
+      t.equal(r['efa_emu.src_qpn'], String(p.srcQpn));
+      t.equal(r['efa_emu.dst_qpn'], String(p.dstQpn));
+      t.equal(r['efa_emu.payload_len'], String(p.payloadLen));
+      t.equal(r['efa_emu.qkey'], hex(QKEY, 8));
+      t.equal(r['efa_emu.imm'], hex(p.imm ?? 0, 8));
+      const gid = p.src === sent[0].src ? GID_A : GID_B;
+      t.equal(r['efa_emu.src_gid'], gidText(gid), 'GID shown as IPv6');
+      t.equal(r['efa_emu.src_gid.device_index'], String(gid[15]));
+      t.equal(r['efa_emu.crc'], hex(readU32(p.buf, OFF_CRC), 8));
+      t.equal(r['efa_emu.crc.status'], corrupted ? '0' : '1', corrupted ? 'flipped bit caught' : 'CRC verified');
+      t.equal(r['data.len'], p.payloadLen > 0 ? String(p.payloadLen) : '', 'payload handed to the data dissector');
+
+      const srdField = (name: string, v: number | undefined): void => {
+        t.equal(r[`efa_emu.srd.${name}` as keyof Row], v === undefined ? '' : String(v), `srd.${name}`);
+      };
+      t.equal(r['efa_emu.srd.session'], p.type === PacketType.UD_SEND ? '' : hex(p.srcQpn === 3 && p.type === PacketType.SRD_DATA ? SESSION_B : SESSION, 8));
+      const pb = p.piggyback;
+      t.equal(r['efa_emu.srd.piggyback.session'], pb === undefined ? '' : hex(pb[0], 8), 'piggyback session');
+      t.equal(r['efa_emu.srd.piggyback.cum_ack'], pb === undefined ? '' : String(pb[1]), 'piggyback cum_ack');
+      t.equal(r['efa_emu.srd.piggyback.echo_time'], pb === undefined ? '' : String(pb[2]), 'piggyback echo_time');
+      srdField('psn', p.psn);
+      srdField('window_start', p.windowStart);
+      srdField('tx_time', p.txTime);
+      srdField('dest_incarnation', p.destIncarnation);
+      srdField('cum_ack', p.cumAck);
+      srdField('echo_time', p.echoTime);
+      srdField('incarnation', p.incarnation);
+      srdField('nak_status', p.nakStatus);
+      if (p.sacked !== undefined) {
+        t.equal(r['efa_emu.srd.sack'], p.buf.subarray(srd.OFF_SACK, srd.OFF_SACK + 16).toString('hex'), 'bitmap');
+        t.equal(r['efa_emu.srd.sack_count'], String(p.sacked.length), 'number of SACKed PSNs');
+        t.equal(r['efa_emu.srd.sacked_psn'], p.sacked.join(','), 'the SACKed PSNs');
+        t.equal(r['efa_emu.srd.sack_ranges'], '14-15,18');
+      } else {
+        t.equal(r['efa_emu.srd.sack_count'], '');
+      }
+    });
+  });
+
+  t.equal(rows[0]['_ws.col.Info'], 'UD_SEND 5->6 len=32 imm=0xdeadbeef');
+  t.equal(rows[1]['_ws.col.Info'], 'SRD_DATA psn=12 2->3 len=64');
+  t.equal(rows[2]['_ws.col.Info'], 'SRD_ACK cum_ack=13 sacked=3 3->2');
+  t.equal(rows[3]['_ws.col.Info'], 'SRD_NAK psn=12 status=REMOTE_ERROR_RNR 3->2');
+  t.equal(rows[4]['_ws.col.Info'], 'SRD_DATA psn=12 2->3 len=64 [bad CRC]');
+  const pbAck = sent[5].piggyback === undefined ? '' : ` ack=${sent[5].piggyback[1]}`;
+  t.equal(rows[5]['_ws.col.Info'], `SRD_DATA psn=40${pbAck} 3->2 len=16 [RNR_LAST]`);
+
+  // Value names as a user sees them in the tree (PDML "showname").
+  const pdml = await tshark(file, ['-T', 'pdml']);
+  const shown = (field: string): string[] => [...pdml.matchAll(new RegExp(`name="${field.replace(/\./g, '\\.')}" showname="([^"]*)"`, 'g'))].map((m) => m[1]);
+  const typeName = (v: number): string => Object.entries(PacketType).find(([, n]) => n === v)?.[0] ?? '?';
+  t.same(shown('efa_emu.type'), sent.map((p) => `Type: ${typeName(p.type)} (${p.type})`));
+  t.same(shown('efa_emu.srd.nak_status'), ['Status: REMOTE_ERROR_RNR (10)']);
+  t.same(shown('efa_emu.flags.has_imm').slice(0, 2), ['.... ...1 = HAS_IMM: Immediate data present', '.... ...0 = HAS_IMM: No immediate data']);
+});
+
+t.test('Decode As and the port preference take a port another dissector owns', { skip: noTshark ?? false }, async (t) => {
+  const dir = tempdir(t);
+  const file = path.join(dir, 'vxlan-port.pcap');
+  // 4789 is VXLAN's port: its dissector claims the datagrams before any heuristic runs.
+  const w = PcapWriter.open(file);
+  const packets = samplePackets();
+  for (const p of packets) w.write(p.buf, p.buf.length, { host: '127.0.0.1', port: 4789 }, { host: '127.0.0.1', port: 4789 });
+  await w.close();
+
+  const plain = await decodeFields(file);
+  t.ok(plain.every((r) => r['efa_emu.type'] === ''), 'not decoded without being told');
+  const viaDecodeAs = await decodeFields(file, ['-d', 'udp.port==4789,efa_emu']);
+  t.same(viaDecodeAs.map((r) => r['efa_emu.type']), packets.map((p) => String(p.type)), 'Decode As');
+  const viaPref = await decodeFields(file, ['-o', 'efa_emu.udp_port:4789']);
+  t.same(viaPref.map((r) => r['efa_emu.type']), packets.map((p) => String(p.type)), 'port preference');
+});
+
+t.test('a capture cut by a small snaplen still decodes what it holds', { skip: noTshark ?? false }, async (t) => {
+  const dir = tempdir(t);
+  const file = path.join(dir, 'snap.pcap');
+  const w = PcapWriter.open(file, { snaplen: 42 + 52 });
+  const packets = samplePackets();
+  for (const p of packets) w.write(p.buf, p.buf.length, p.src, p.dst);
+  await w.close();
+  const rows = await decodeFields(file);
+  t.same(rows.map((r) => r['efa_emu.type']), packets.map((p) => String(p.type)));
+  t.same(rows.map((r) => r['efa_emu.crc.status']), packets.map((p) => (p.buf.length > 52 ? '2' : '1')), 'CRC unverified when cut');
+  t.equal(rows[1]['efa_emu.srd.psn'], '12', 'PSN of the data packet captured');
+  t.equal(rows[1]['efa_emu.srd.tx_time'], '', 'fields past the snaplen left out');
+  t.equal(rows[2]['_ws.col.Info'], 'SRD_ACK cum_ack=13 3->2', 'ack without its SACK bitmap');
+});
+
+t.test('tshark availability is reported, not failed', async (t) => {
+  t.comment(noTshark === null ? 'tshark with Lua found: dissector checked' : `dissector checks skipped: ${noTshark}`);
+  t.pass();
+});
