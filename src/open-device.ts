@@ -11,6 +11,7 @@ import { FaultInjector, defaultTargetKey } from './io/fault-injector';
 import { toFaultSpec, isNoFaults, type FaultSpec } from './io/fault-spec';
 import { gidDeviceIndex } from './common/gid';
 import { nextIncarnation } from './common/incarnation';
+import { PcapWriter } from './io/pcap-writer';
 import type { SrdConfig } from './srd/srd-config';
 
 /** Options of {@link openDevice}; each falls back to the launcher's environment variables. */
@@ -35,6 +36,12 @@ export interface OpenDeviceOptions {
    * Each device mixes its device index into the seed, so ranks do not drop in lockstep.
    */
   faults?: string | FaultSpec | null;
+  /**
+   * Write every datagram this device sends (after fault injection: lost ones are absent,
+   * duplicates appear twice, corrupted ones with the flipped bit) and receives to this pcap
+   * file. `{rank}`, `{name}` and `{pid}` are replaced. Default: `EFA_EMU_CAPTURE`.
+   */
+  capture?: string | null;
   logger?: Logger;
 }
 
@@ -71,15 +78,28 @@ export async function openDevice(opts: OpenDeviceOptions = {}): Promise<EfaDevic
 
   const client = await DaemonClient.connect({ host: daemonAddr.host, port: daemonAddr.port, logger });
   let port: UdpPort | null = null;
+  let capture: PcapWriter | null = null;
   try {
     port = await UdpPort.open({ host: opts.host, port: opts.port, logger });
+    const capturePath = opts.capture !== undefined ? opts.capture : (process.env.EFA_EMU_CAPTURE ?? null);
+    if (capturePath !== null && capturePath !== '') {
+      capture = PcapWriter.open(expandCapturePath(capturePath, name, rank));
+    }
     const endpoint = { host: port.host, port: port.port };
     const incarnation = nextIncarnation();
     const lease = await client.register({ name, endpoint, rank, incarnation });
     const udp = port;
     let device: EfaDevice | null = null;
     let injector: FaultInjector | null = null;
-    let send = (buf: Buffer, len: number, host: string, p: number): void => udp.send(buf, len, host, p);
+    const cap = capture;
+    // Captured at the socket, after the faults: what really left.
+    let send =
+      cap === null
+        ? (buf: Buffer, len: number, host: string, p: number): void => udp.send(buf, len, host, p)
+        : (buf: Buffer, len: number, host: string, p: number): void => {
+            cap.writeUdp(buf, len, udp.host, udp.port, host, p);
+            udp.send(buf, len, host, p);
+          };
     if (!isNoFaults(faultSpec)) {
       const spec = { ...faultSpec, seed: (Math.imul(faultSpec.seed, 0x9e3779b1) + gidDeviceIndex(parseGid(lease.gid))) >>> 0 };
       const inj = new FaultInjector({
@@ -104,7 +124,7 @@ export async function openDevice(opts: OpenDeviceOptions = {}): Promise<EfaDevic
       logger,
       transport: {
         sendPacket: send,
-        stats: injector === null ? undefined : () => injectorCounters(injector as FaultInjector),
+        stats: injector === null && cap === null ? undefined : () => transportCounters(injector, cap),
       },
       resolver: (gid) => client.resolve(gid),
       onClose: async () => {
@@ -112,6 +132,7 @@ export async function openDevice(opts: OpenDeviceOptions = {}): Promise<EfaDevic
         injector?.close();
         client.setStatsProvider(null);
         await udp.close();
+        await cap?.close();
         await client.close();
       },
     });
@@ -120,7 +141,15 @@ export async function openDevice(opts: OpenDeviceOptions = {}): Promise<EfaDevic
     device.faults = injector;
     device.endpoint = endpoint;
     const dev = device;
-    udp.onDatagram((buf, host, p) => dev.handleDatagram(buf, host, p));
+    // Captured before the device decodes it: verifying the CRC zeroes its field in place.
+    udp.onDatagram(
+      cap === null
+        ? (buf, host, p) => dev.handleDatagram(buf, host, p)
+        : (buf, host, p) => {
+            cap.writeUdp(buf, buf.length, host, p, udp.host, udp.port);
+            dev.handleDatagram(buf, host, p);
+          },
+    );
     client.on('peer_down', (ev: { gid: string }) => dev.notifyPeerDown(ev.gid));
     client.on('peer_up', (ev) => dev.notifyPeerUp(ev.gid, ev.endpoint, ev.incarnation));
     client.setStatsProvider(() => dev.statsSnapshot());
@@ -128,21 +157,36 @@ export async function openDevice(opts: OpenDeviceOptions = {}): Promise<EfaDevic
     return device;
   } catch (err) {
     await port?.close();
+    await capture?.close();
     await client.close();
     throw err;
   }
 }
 
-/** The injector's drops and changes, under the device counters' names. */
-function injectorCounters(inj: FaultInjector): Record<string, number> {
-  const s = inj.stats;
-  return {
-    tx_drop_injected: s.injected_loss + s.partition_drops + s.rate_drops,
-    tx_injected_loss: s.injected_loss,
-    tx_injected_partition_drops: s.partition_drops,
-    tx_injected_rate_drops: s.rate_drops,
-    tx_injected_duplicates: s.duplicated,
-    tx_injected_reorders: s.reordered,
-    tx_injected_corruptions: s.corrupted,
-  };
+/** The injector's drops and changes and the capture's counts, under the device counters' names. */
+function transportCounters(inj: FaultInjector | null, cap: PcapWriter | null): Record<string, number> {
+  const out: Record<string, number> = {};
+  if (inj !== null) {
+    const s = inj.stats;
+    out.tx_drop_injected = s.injected_loss + s.partition_drops + s.rate_drops;
+    out.tx_injected_loss = s.injected_loss;
+    out.tx_injected_partition_drops = s.partition_drops;
+    out.tx_injected_rate_drops = s.rate_drops;
+    out.tx_injected_duplicates = s.duplicated;
+    out.tx_injected_reorders = s.reordered;
+    out.tx_injected_corruptions = s.corrupted;
+  }
+  if (cap !== null) {
+    out.capture_pkts = cap.packets;
+    out.capture_dropped = cap.dropped;
+  }
+  return out;
+}
+
+/** Fills `{rank}`, `{name}` and `{pid}` in a capture path, so each rank can write its own file. */
+export function expandCapturePath(template: string, name: string, rank: number | null): string {
+  return template
+    .replace(/\{rank\}/g, rank === null ? 'x' : String(rank))
+    .replace(/\{name\}/g, name)
+    .replace(/\{pid\}/g, String(process.pid));
 }

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Command } from 'commander';
+import { captureEnv, mergeCapture } from './capture-option';
 import { rootLogger } from '../common/logger';
 import { intOption } from './cli-options';
 import { daemonForCommand } from './embedded-daemon';
@@ -19,18 +20,19 @@ export function registerLaunchCommand(program: Command): void {
     .option('--state <file>', 'state file for the daemon this command starts')
     .option('--timeout <seconds>', 'stop every rank after this long', intOption(1, 7 * 24 * 3600))
     .option('--no-prefix', 'do not prefix output lines with the rank')
+    .option('--capture <file>', 'write every datagram the ranks send and receive to this pcap file (see contrib/wireshark)')
     .option('--log-level <level>', 'log level of the launcher and its daemon (EFA_EMU_LOG)')
     .argument('<program>', 'the program every rank runs')
     .argument('[args...]', 'arguments for the program (after --)')
     .passThroughOptions()
-    .action(async (prog: string, args: string[], o: { np: number; daemon?: string; fault?: string; state?: string; timeout?: number; prefix: boolean; logLevel?: string }) => {
+    .action(async (prog: string, args: string[], o: { np: number; daemon?: string; fault?: string; state?: string; timeout?: number; prefix: boolean; capture?: string; logLevel?: string }) => {
       const logger = rootLogger(o.logLevel);
       // A bad spec fails here, naming the flag, before any rank starts.
       if (o.fault !== undefined) parseFaultSpec(o.fault, '--fault');
       const rest = args[0] === '--' ? args.slice(1) : args;
       const daemon = await daemonForCommand(o.daemon, { statePath: o.state ?? null, logger });
       try {
-        const env: NodeJS.ProcessEnv = { [ENV_JOB_ID]: randomBytes(6).toString('hex') };
+        const env: NodeJS.ProcessEnv = { [ENV_JOB_ID]: randomBytes(6).toString('hex'), ...captureEnv(o.capture) };
         if (o.logLevel !== undefined) env.EFA_EMU_LOG = o.logLevel;
         const res = await launch({
           n: o.np,
@@ -44,6 +46,7 @@ export function registerLaunchCommand(program: Command): void {
           logger,
         });
         process.exitCode = res.exitCode;
+        await mergeCapture(o.capture);
       } finally {
         await daemon.close();
       }

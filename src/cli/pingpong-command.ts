@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import type { Command } from 'commander';
+import { captureEnv, mergeCapture } from './capture-option';
 import { rootLogger } from '../common/logger';
 import { choiceOption, intOption } from './cli-options';
 import { daemonForCommand } from './embedded-daemon';
@@ -24,8 +25,9 @@ export function registerPingPongCommand(program: Command): void {
     .option('--fault <spec>', 'fault spec for both devices')
     .option('--daemon <host:port>', 'use this daemon instead of starting one')
     .option('--json', 'print the result as one JSON line')
+    .option('--capture <file>', 'write every datagram the ranks send and receive to this pcap file (see contrib/wireshark)')
     .option('--log-level <level>', 'log level (EFA_EMU_LOG)')
-    .action(async (o: { type: string; size: number; iters: number; poll: string; timeoutMs: number; fault?: string; daemon?: string; json?: boolean; logLevel?: string }) => {
+    .action(async (o: { type: string; size: number; iters: number; poll: string; timeoutMs: number; fault?: string; daemon?: string; json?: boolean; capture?: string; logLevel?: string }) => {
       const logger = rootLogger(o.logLevel);
       // A bad spec fails here, naming the flag, before any rank starts.
       if (o.fault !== undefined) parseFaultSpec(o.fault, '--fault');
@@ -33,7 +35,7 @@ export function registerPingPongCommand(program: Command): void {
       try {
         const args = ['--size', String(o.size), '--iters', String(o.iters), '--poll', o.poll, '--timeout-ms', String(o.timeoutMs)];
         if (o.json) args.push('--json');
-        const env: NodeJS.ProcessEnv = { [ENV_JOB_ID]: `pingpong-${process.pid}-${Date.now()}` };
+        const env: NodeJS.ProcessEnv = { [ENV_JOB_ID]: `pingpong-${process.pid}-${Date.now()}`, ...captureEnv(o.capture) };
         if (o.logLevel !== undefined) env.EFA_EMU_LOG = o.logLevel;
         const res = await launch({
           n: 2,
@@ -50,6 +52,7 @@ export function registerPingPongCommand(program: Command): void {
           },
         });
         process.exitCode = res.exitCode;
+        await mergeCapture(o.capture);
       } finally {
         await daemon.close();
       }

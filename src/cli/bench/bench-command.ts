@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import type { Command } from 'commander';
+import { captureEnv, mergeCapture } from '../capture-option';
 import { rootLogger } from '../../common/logger';
 import { parseFaultSpec } from '../../io/fault-spec';
 import { choiceOption, intOption } from '../cli-options';
@@ -26,6 +27,7 @@ interface BenchOptions {
   fault?: string;
   json?: boolean;
   daemon?: string;
+  capture?: string;
   logLevel?: string;
 }
 
@@ -42,6 +44,7 @@ export function registerBenchCommand(program: Command): void {
     .option('--fault <spec>', 'faults on the devices (raw is the fault-free baseline)')
     .option('--daemon <host:port>', 'use this daemon instead of starting one')
     .option('--json', 'end with one JSON line {"results": [...]}')
+    .option('--capture <file>', 'write every datagram the ranks send and receive to this pcap file (see contrib/wireshark)')
     .option('--log-level <level>', 'log level (EFA_EMU_LOG)')
     .action(async (o: BenchOptions) => {
       const logger = rootLogger(o.logLevel);
@@ -52,7 +55,7 @@ export function registerBenchCommand(program: Command): void {
       const bar = process.stderr.isTTY ? new ProgressBar() : null;
       const daemon = await daemonForCommand(o.daemon, { logger });
       try {
-        const env: NodeJS.ProcessEnv = { [ENV_JOB_ID]: `bench-${process.pid}-${Date.now()}` };
+        const env: NodeJS.ProcessEnv = { [ENV_JOB_ID]: `bench-${process.pid}-${Date.now()}`, ...captureEnv(o.capture) };
         if (o.logLevel !== undefined) env.EFA_EMU_LOG = o.logLevel;
         const args = ['--tests', o.test, '--types', types.join(','), '--sizes', sizes.join(','), '--iters', String(o.iters), '--window', String(o.window), '--poll', o.poll];
         const res = await launch({
@@ -78,6 +81,7 @@ export function registerBenchCommand(program: Command): void {
         process.stdout.write(formatTables(results));
         if (o.json) process.stdout.write(`${JSON.stringify({ test: o.test, poll: o.poll, fault: o.fault ?? null, results })}\n`);
         process.exitCode = res.exitCode;
+        await mergeCapture(o.capture);
       } finally {
         await daemon.close();
       }

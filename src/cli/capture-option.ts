@@ -1,0 +1,33 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { PcapWriter, readPcap, type PcapRecord } from '../io/pcap-writer';
+
+/**
+ * `--capture FILE` for commands that start ranks: each rank writes its own part
+ * (`FILE.rank<N>.part`, through EFA_EMU_CAPTURE), and when the job ends the parts are merged
+ * into FILE in time order and removed.
+ */
+export function captureEnv(file: string | undefined): NodeJS.ProcessEnv {
+  return file === undefined ? {} : { EFA_EMU_CAPTURE: `${path.resolve(file)}.rank{rank}.part` };
+}
+
+/** Merges the parts the ranks wrote into `file`; returns how many packets it holds. */
+export async function mergeCapture(file: string | undefined): Promise<number> {
+  if (file === undefined) return 0;
+  const target = path.resolve(file);
+  const dir = path.dirname(target);
+  const prefix = `${path.basename(target)}.rank`;
+  const parts = fs
+    .readdirSync(dir)
+    .filter((f) => f.startsWith(prefix) && f.endsWith('.part'))
+    .map((f) => path.join(dir, f));
+  const records: PcapRecord[] = [];
+  for (const p of parts) records.push(...readPcap(p));
+  // Stable: packets with equal stamps keep each part's order.
+  records.sort((a, b) => a.tsMs - b.tsMs);
+  const out = PcapWriter.open(target);
+  for (const r of records) out.writeUdp(r.payload, r.payload.length, r.src.host, r.src.port, r.dst.host, r.dst.port, r.tsMs);
+  await out.close();
+  for (const p of parts) fs.rmSync(p, { force: true });
+  return records.length;
+}
