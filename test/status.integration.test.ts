@@ -1,0 +1,63 @@
+import t from 'tap';
+import { startDaemon } from '../src/control/server';
+import { silentLogger } from '../src/common/logger';
+import { openDevice, type EfaDevice } from '../src/open-device';
+import { AccessFlags, QpState, QpType } from '../src/device/constants';
+import { lastJsonLine, runCli } from './helpers/run-cli';
+
+interface StatusJson {
+  fabricId: number;
+  devices: Array<{ name: string; gid: string; up: boolean; rank: number | null; stats: Record<string, number> | null }>;
+}
+
+t.test('efa-emu status --json lists every device with counters that grow', async (t) => {
+  const daemon = await startDaemon({ port: 0, logger: silentLogger() });
+  t.teardown(() => daemon.close());
+  const addr = `127.0.0.1:${daemon.port}`;
+  const devs: EfaDevice[] = [];
+  for (const [i, name] of ['st0', 'st1'].entries()) {
+    const dev = await openDevice({ daemon: addr, name, rank: i, logger: silentLogger(), faults: null, capture: null });
+    t.teardown(() => dev.close());
+    devs.push(dev);
+  }
+  const [a, b] = devs;
+  const pd = await a.allocPd();
+  const cq = await a.createCq({ cqe: 64 });
+  const qp = await a.createQp(pd, { qpType: QpType.UD, sendCq: cq, recvCq: cq, cap: { maxSendWr: 64, maxRecvWr: 1 } });
+  const buf = Buffer.alloc(64);
+  const mr = await a.regMr(pd, buf, AccessFlags.LOCAL_WRITE);
+  await a.modifyQp(qp, { qpState: QpState.INIT, pkeyIndex: 0, portNum: 1, qkey: 1 });
+  await a.modifyQp(qp, { qpState: QpState.RTR });
+  await a.modifyQp(qp, { qpState: QpState.RTS, sqPsn: 0 });
+  const ah = await a.createAh(pd, { gid: b.gidText });
+  const send = (n: number): void => {
+    for (let i = 0; i < n; i++) {
+      a.postSend(qp, { wrId: i, sgList: [{ addr: 0, length: 64, lkey: mr.lkey }], ah, remoteQpn: 2, remoteQkey: 1 });
+      a.pollCq(cq, 1, []);
+    }
+  };
+  const status = async (): Promise<StatusJson> => {
+    const run = await runCli(['status', '--daemon', addr, '--json']);
+    t.equal(run.code, 0, run.stderr);
+    return lastJsonLine(run.stdout) as unknown as StatusJson;
+  };
+  // Counters reach the daemon with heartbeats (once a second): wait for them, boundedly.
+  const until = async (pred: (s: StatusJson) => boolean): Promise<StatusJson> => {
+    for (let i = 0; i < 40; i++) {
+      const s = await status();
+      if (pred(s)) return s;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    throw new Error('status never showed the expected counters');
+  };
+  send(10);
+  const tx = (s: StatusJson): number => s.devices.find((d) => d.name === 'st0')?.stats?.tx_pkts ?? 0;
+  const first = await until((s) => tx(s) >= 10);
+  t.same(first.devices.map((d) => [d.name, d.gid, d.up, d.rank]).sort(), [['st0', a.gidText, true, 0], ['st1', b.gidText, true, 1]]);
+  send(10);
+  const second = await until((s) => tx(s) >= 20);
+  t.ok(tx(second) > tx(first), `tx_pkts grew (${tx(first)} -> ${tx(second)})`);
+  const table = await runCli(['status', '--daemon', addr]);
+  t.match(table.stdout, /NAME\s+RANK\s+GID\s+ENDPOINT\s+STATE/);
+  t.match(table.stdout, /st0\s+0\s+fe80::/);
+});
