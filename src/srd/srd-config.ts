@@ -40,7 +40,7 @@ export const DEFAULT_SRD_CONFIG: Readonly<SrdConfig> = Object.freeze({
   maxRtoMs: 250,
   initialRtoMs: 10,
   unresponsiveTimeoutMs: 2000,
-  ackEvery: 32,
+  ackEvery: 16,
   ackDelayMs: 1,
   rnrBackoffMs: 1,
   rnrBackoffMaxMs: 64,
