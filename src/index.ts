@@ -7,6 +7,7 @@
  * @packageDocumentation
  */
 export { openDevice, EfaDevice, type OpenDeviceOptions } from './open-device';
+export { CompletionPoller, type PollMode, type CompletionHandler } from './completion-poller';
 export { Device, type DeviceOptions, type CqInit, type QpInit, type QpInfo, type AsyncEvent, type PacketTransport, type GidResolver, type ResolvedGid } from './device/device';
 export { DEFAULT_ATTRIBUTES, type DeviceAttributes } from './device/attributes';
 export { AdminOpcode, AdminStatus, AdminCommandError, adminOpcodeName } from './device/admin';

@@ -4,10 +4,12 @@ import { AccessFlags, GRH_LENGTH, QpState, QpType, WcOpcode, WcStatus } from '..
 import type { AddressHandle } from '../../device/address-handle';
 import type { CompletionQueue } from '../../device/completion-queue';
 import type { QueuePair } from '../../device/queue-pair';
-import { WorkCompletion } from '../../device/work-completion';
+import type { WorkCompletion } from '../../device/work-completion';
+import { CompletionPoller } from '../../completion-poller';
 
 export type BenchType = 'raw' | 'ud' | 'srd';
-export type PollMode = 'event' | 'busy';
+export type { PollMode } from '../../completion-poller';
+import type { PollMode } from '../../completion-poller';
 
 /**
  * One side of a benchmark connection, the same for bare UDP and for the verbs path, so the
@@ -112,11 +114,7 @@ export class VerbsEndpoint implements BenchEndpoint {
   private remoteQpn = 0;
   private readonly grh: number;
   private readonly slot: number;
-  private readonly wcs: WorkCompletion[] = [];
-  private running = false;
-  private busy = false;
-  private readonly spinBound = (): void => this.spin();
-  private readonly onEventBound = (): void => this.onEvent();
+  private readonly poller: CompletionPoller;
   private readonly sge = [{ addr: 0, length: 0, lkey: 0 }];
   private readonly wr: { wrId: number; sgList: { addr: number; length: number; lkey: number }[]; ah: AddressHandle; remoteQpn: number; remoteQkey: number };
   private readonly recvSge = [{ addr: 0, length: 0, lkey: 0 }];
@@ -124,13 +122,13 @@ export class VerbsEndpoint implements BenchEndpoint {
 
   private constructor(
     private readonly dev: EfaDevice,
-    private readonly cq: CompletionQueue,
+    cq: CompletionQueue,
     qp: QueuePair,
     private readonly sendBuf: Buffer,
     private readonly sendLkey: number,
     private readonly recvBuf: Buffer,
     private readonly recvLkey: number,
-    private readonly mode: PollMode,
+    mode: PollMode,
     maxSize: number,
   ) {
     this.qp = qp;
@@ -138,6 +136,7 @@ export class VerbsEndpoint implements BenchEndpoint {
     this.slot = this.grh + maxSize;
     this.sge[0].lkey = sendLkey;
     this.wr = { wrId: 0, sgList: this.sge, ah: null as unknown as AddressHandle, remoteQpn: 0, remoteQkey: QKEY };
+    this.poller = new CompletionPoller(dev, cq, mode, (wcs, n) => this.handle(wcs, n));
   }
 
   static async open(dev: EfaDevice, type: 'ud' | 'srd', maxSize: number, sendDepth: number, mode: PollMode): Promise<VerbsEndpoint> {
@@ -160,7 +159,6 @@ export class VerbsEndpoint implements BenchEndpoint {
     await dev.modifyQp(qp, { qpState: QpState.RTS, sqPsn: 0 });
     const ep = new VerbsEndpoint(dev, cq, qp, sendBuf, sendMr.lkey, recvBuf, recvMr.lkey, mode, maxSize);
     for (let i = 0; i < RECV_DEPTH; i++) ep.postRecv(i);
-    if (channel !== null) channel.on('cq', ep.onEventBound);
     return ep;
   }
 
@@ -190,52 +188,25 @@ export class VerbsEndpoint implements BenchEndpoint {
   }
 
   start(): void {
-    this.running = true;
-    if (this.mode === 'busy') {
-      if (this.busy) return;
-      this.busy = true;
-      setImmediate(this.spinBound);
-    } else {
-      this.dev.reqNotifyCq(this.cq);
-      this.drain(true);
-    }
+    this.poller.start();
   }
 
   stop(): void {
-    this.running = false;
-    this.busy = false;
+    this.poller.stop();
   }
 
-  private spin(): void {
-    if (!this.busy) return;
-    this.drain(false);
-    setImmediate(this.spinBound);
-  }
-
-  private onEvent(): void {
-    if (this.running) this.drain(true);
-  }
-
-  private drain(rearm: boolean): void {
-    for (;;) {
-      const n = this.dev.pollCq(this.cq, 32, this.wcs);
-      for (let i = 0; i < n; i++) {
-        const wc = this.wcs[i];
-        if (wc.opcode === WcOpcode.RECV) {
-          const slot = wc.wrId;
-          const ok = wc.status === WcStatus.SUCCESS;
-          const tag = ok ? this.recvBuf.readUInt32BE(slot * this.slot + this.grh) : 0;
-          this.postRecv(slot);
-          if (ok) this.onRecv(tag);
-        } else {
-          this.onSendDone(wc.status === WcStatus.SUCCESS);
-        }
+  private handle(wcs: readonly WorkCompletion[], n: number): void {
+    for (let i = 0; i < n; i++) {
+      const wc = wcs[i];
+      if (wc.opcode === WcOpcode.RECV) {
+        const slot = wc.wrId;
+        const ok = wc.status === WcStatus.SUCCESS;
+        const tag = ok ? this.recvBuf.readUInt32BE(slot * this.slot + this.grh) : 0;
+        this.postRecv(slot);
+        if (ok) this.onRecv(tag);
+      } else {
+        this.onSendDone(wc.status === WcStatus.SUCCESS);
       }
-      if (n > 0) continue;
-      if (!rearm) return;
-      // Arm, then poll once more: a completion that landed in between raises no event.
-      this.dev.reqNotifyCq(this.cq);
-      rearm = false;
     }
   }
 

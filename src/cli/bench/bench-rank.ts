@@ -12,7 +12,7 @@ import { RawEndpoint, VerbsEndpoint, type BenchEndpoint, type BenchType, type Po
 /** The receiver of a raw or UD stream acks every this many messages. */
 const ACK_EVERY = 64;
 /** UD and raw datagrams can be lost: this long without progress means "lost", never a hang. */
-const STALL_MS = 200;
+const STALL_MS = 20;
 /**
  * In a stream, a datagram lost to a full socket buffer must not idle the sender for long, or
  * one loss would dominate the figure: a short stall gives up on what is missing.
