@@ -169,7 +169,9 @@ class PingPong {
     });
     if (opts.poll === 'event') {
       channel.on('cq', () => this.drain(true));
-      dev.reqNotifyCq(this.cq);
+      // Arm and poll: the peer may have sent before we armed, and that completion raised no
+      // event (ibv_req_notify_cq only reports completions that arrive after it).
+      this.drain(true);
     } else {
       this.busyPoll();
     }

@@ -1,5 +1,6 @@
 import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { mkdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import type { Command } from 'commander';
 import { rootLogger } from '../common/logger';
 import { DEFAULT_DAEMON_PORT } from '../control/protocol';
@@ -23,6 +24,9 @@ export function registerDaemonCommand(program: Command): void {
     .action(async (o: { host: string; port: number; state?: string; heartbeatTimeout: number; logLevel?: string }) => {
       const logger = rootLogger(o.logLevel ?? process.env.EFA_EMU_LOG ?? 'info');
       const statePath = o.state === 'none' ? null : (o.state ?? defaultStatePath());
+      // The default location may not exist yet on a fresh machine; a path the user named is
+      // taken as it is, so a typo there is an error, not a new folder.
+      if (o.state === undefined && statePath !== null) mkdirSync(dirname(statePath), { recursive: true });
       const daemon = await startDaemon({ host: o.host, port: o.port, statePath, heartbeatTimeoutMs: o.heartbeatTimeout, logger });
       process.stdout.write(`efa-emu daemon listening on ${daemon.host}:${daemon.port}${statePath ? ` (state ${statePath})` : ''}\n`);
       await new Promise<void>((resolve) => {
