@@ -18,6 +18,12 @@ export const ENV_SIZE = 'EFA_EMU_SIZE';
 export const ENV_FAULTS = 'EFA_EMU_FAULTS';
 /** Device name; the daemon keeps a device's GID stable per name. */
 export const ENV_DEVICE_NAME = 'EFA_EMU_DEVICE_NAME';
+/**
+ * The control daemon's shared token: `efa-emu daemon` requires it when set, and every
+ * daemon client sends it (in a `hello`) when set. Ranks inherit it from the launcher's
+ * environment, so it is never put on a command line another user could read.
+ */
+export const ENV_TOKEN = 'EFA_EMU_TOKEN';
 /** Set to `1` by `efa-emu launch` in every rank it starts. */
 export const ENV_LAUNCHED = 'EFA_EMU_LAUNCHED';
 
@@ -151,6 +157,12 @@ export function rankEnvVars(opts: {
   };
   if (opts.faults !== undefined && opts.faults !== null) vars[ENV_FAULTS] = opts.faults;
   return vars;
+}
+
+/** The daemon token from {@link ENV_TOKEN}, or null when unset or empty. */
+export function readDaemonToken(env: NodeJS.ProcessEnv = process.env): string | null {
+  const v = env[ENV_TOKEN];
+  return v === undefined || v === '' ? null : v;
 }
 
 function nonEmpty(v: string | undefined): string | null {

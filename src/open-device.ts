@@ -20,6 +20,8 @@ export interface OpenDeviceOptions {
   name?: string;
   /** Control daemon, "host:port" or an object. Default: `EFA_EMU_DAEMON`, else 127.0.0.1:18515. */
   daemon?: string | HostPort;
+  /** The daemon's shared token, sent in a `hello` on connecting. Default: `EFA_EMU_TOKEN`; null sends none. */
+  daemonToken?: string | null;
   /** Address the device's UDP socket binds (loopback by default). */
   host?: string;
   /** UDP port (0, the default, lets the OS pick). */
@@ -76,7 +78,7 @@ export async function openDevice(opts: OpenDeviceOptions = {}): Promise<EfaDevic
   // Checked before anything is opened: a bad spec is the caller's error, named as such.
   const faultSpec = toFaultSpec(opts.faults !== undefined ? opts.faults : env.faults, faultSource);
 
-  const client = await DaemonClient.connect({ host: daemonAddr.host, port: daemonAddr.port, logger });
+  const client = await DaemonClient.connect({ host: daemonAddr.host, port: daemonAddr.port, logger, token: opts.daemonToken });
   let port: UdpPort | null = null;
   let capture: PcapWriter | null = null;
   try {

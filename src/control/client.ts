@@ -7,7 +7,8 @@
  *                   ^                         emit 'disconnected'                           │
  *                   └── emit 'reconnected' <── re-register same name/endpoint/rank <── connected
  * ```
- * While not ready, calls fail fast with `ENOTCONN` instead of queueing: the data path does
+ * With a token, `hello` is sent before anything else on each connection (also before the
+ * re-register). While not ready, calls fail fast with `ENOTCONN` instead of queueing: the data path does
  * not depend on the daemon, and a caller that needs it is better told now than left hanging.
  *
  * The socket is unref'd while nothing is pending, so a program whose only handle left is
@@ -18,6 +19,7 @@ import { EventEmitter } from 'node:events';
 import * as net from 'node:net';
 import { ClosedError, DaemonError, InvalidArgumentError } from '../common/errors';
 import { silentLogger, type Logger } from '../common/logger';
+import { readDaemonToken } from '../env';
 import { encodeLine, LineSplitter, type LineSink } from './framing';
 import {
   DEFAULT_DAEMON_PORT,
@@ -47,6 +49,12 @@ export interface DaemonClientOptions {
   heartbeatMs?: number;
   /** Reconnect (and re-register) after the connection drops. Default true. */
   reconnect?: boolean;
+  /**
+   * The daemon's shared token. When set (non-empty), the client sends `hello` with it first
+   * on every connection, the first and each reconnect. Default `process.env.EFA_EMU_TOKEN`;
+   * pass null to send none even when the variable is set.
+   */
+  token?: string | null;
 }
 
 /** What {@link DaemonClient.register} resolves to. */
@@ -166,6 +174,12 @@ export class DaemonClient extends EventEmitter<DaemonClientEvents> {
   private readonly requestTimeoutMs: number;
   private readonly heartbeatMs: number;
   private readonly reconnectEnabled: boolean;
+  private readonly token: string | null;
+  /**
+   * An error the daemon sent with id null (connection limit, idle close, auth failure) just
+   * before closing: calls that fail because the socket then closes report it, not ENOTCONN.
+   */
+  private lastRefusal: DaemonError | null = null;
   private state: State = 'disconnected';
   private socket: net.Socket | null = null;
   private readonly pending = new Map<number, Pending>();
@@ -189,12 +203,19 @@ export class DaemonClient extends EventEmitter<DaemonClientEvents> {
     this.requestTimeoutMs = positive('requestTimeoutMs', opts.requestTimeoutMs, 10000);
     this.heartbeatMs = positive('heartbeatMs', opts.heartbeatMs, DEFAULT_HEARTBEAT_MS);
     this.reconnectEnabled = opts.reconnect ?? true;
+    const token = opts.token === undefined ? readDaemonToken() : opts.token;
+    if (token !== undefined && token !== null && typeof token !== 'string') {
+      throw new InvalidArgumentError('DaemonClientOptions.token must be a string or null');
+    }
+    this.token = token ? token : null;
   }
 
   /**
    * Connects to the daemon. Rejects with DaemonError `ECONNREFUSED` or `ETIMEDOUT` (or the
-   * socket's own code, e.g. `ENOTFOUND`) naming the address. A failed first connect is not
-   * retried: reconnecting is for connections that worked once.
+   * socket's own code, e.g. `ENOTFOUND`) naming the address; with a token, rejects with the
+   * daemon's `EACCES` when the token is wrong, or `EMFILE` when the daemon is at its
+   * connection limit. A failed first connect is not retried: reconnecting is for connections
+   * that worked once.
    */
   static async connect(opts: DaemonClientOptions): Promise<DaemonClient> {
     if (typeof opts !== 'object' || opts === null) throw new InvalidArgumentError('DaemonClientOptions must be an object');
@@ -205,6 +226,15 @@ export class DaemonClient extends EventEmitter<DaemonClientEvents> {
     const client = new DaemonClient(opts);
     const socket = await openSocket(client.host, client.port, client.connectTimeoutMs, true);
     client.attach(socket);
+    if (client.token !== null) {
+      try {
+        await client.request('hello', { token: client.token }, { internal: true, holdsRef: true, timeoutMs: client.connectTimeoutMs });
+      } catch (err) {
+        client.state = 'closed';
+        socket.destroy();
+        throw err;
+      }
+    }
     client.state = 'ready';
     return client;
   }
@@ -358,6 +388,7 @@ export class DaemonClient extends EventEmitter<DaemonClientEvents> {
 
   private attach(socket: net.Socket): void {
     this.socket = socket;
+    this.lastRefusal = null;
     socket.setNoDelay(true);
     if (this.refHolders === 0) socket.unref();
     else socket.ref();
@@ -388,7 +419,13 @@ export class DaemonClient extends EventEmitter<DaemonClientEvents> {
     const wasReady = this.state === 'ready';
     this.state = 'disconnected';
     this.heartbeatInFlight = false;
-    this.rejectAll((p) => new DaemonError('ENOTCONN', `${p.op}: connection to the daemon at ${this.address} was lost`));
+    const refusal = this.lastRefusal;
+    this.lastRefusal = null;
+    this.rejectAll((p) =>
+      refusal
+        ? new DaemonError(refusal.code, `${p.op}: the daemon at ${this.address} closed the connection: ${refusal.message}`)
+        : new DaemonError('ENOTCONN', `${p.op}: connection to the daemon at ${this.address} was lost`),
+    );
     if (wasReady) {
       this.log.warn('connection to the daemon lost');
       this.emit('disconnected');
@@ -422,6 +459,16 @@ export class DaemonClient extends EventEmitter<DaemonClientEvents> {
       return;
     }
     this.attach(socket);
+    if (this.token !== null) {
+      try {
+        await this.request('hello', { token: this.token }, { internal: true, holdsRef: false });
+      } catch (err) {
+        if (this.state === 'disconnected') this.log.warn({ err }, 'hello after reconnect failed; retrying');
+        if (this.socket === socket) socket.destroy();
+        return;
+      }
+      if (this.state !== 'disconnected' || this.socket !== socket) return;
+    }
     const args = this.registerArgs;
     if (args) {
       try {
@@ -519,6 +566,7 @@ export class DaemonClient extends EventEmitter<DaemonClientEvents> {
     if (typeof id !== 'number') {
       const err = m.error as { code?: unknown; message?: unknown } | undefined;
       this.log.warn({ code: err?.code, message: err?.message }, 'daemon reported an error not tied to a request');
+      if (typeof err?.code === 'string') this.lastRefusal = new DaemonError(err.code, typeof err.message === 'string' ? err.message : err.code);
       return;
     }
     const p = this.pending.get(id);

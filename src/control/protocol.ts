@@ -13,6 +13,12 @@
  * Events carry no `id`; they are pushed to every connection that registered a device, except
  * the connection owning the device the event is about.
  *
+ * A daemon started with a token requires `{"id": 1, "op": "hello", "token": "..."}` as the
+ * first request of a connection; until then every request is answered `EACCES`, and the
+ * connection is closed after {@link MAX_AUTH_FAILURES} of them. Errors about the connection
+ * itself (connection limit `EMFILE`, idle close `ETIMEDOUT`) carry id null and are the last
+ * line before the daemon closes it.
+ *
  * This module holds only types, limits and the checks both sides share; it does no I/O.
  */
 
@@ -70,6 +76,22 @@ export const MAX_WAIT_TIMEOUT_MS = 600000;
 export const MAX_AHN = 0xfffe;
 /** Largest barrier size accepted; a guard against nonsense, far above any real job. */
 export const MAX_BARRIER_SIZE = 1 << 20;
+/** Connections the daemon serves at once unless told otherwise; one more is refused with `EMFILE`. */
+export const DEFAULT_MAX_CONNECTIONS = 1024;
+/**
+ * Device names the daemon leases in total unless told otherwise; a new name beyond it is
+ * refused with `ENOSPC`. Equal to the number of AH numbers, the hard ceiling anyway.
+ */
+export const DEFAULT_MAX_DEVICES = MAX_AHN;
+/**
+ * How long a new connection may stay without a successful request (with a token: without
+ * a successful `hello`) before the daemon closes it, unless told otherwise.
+ */
+export const DEFAULT_IDLE_TIMEOUT_MS = 60000;
+/** Failed requests before authenticating after which the daemon closes the connection. */
+export const MAX_AUTH_FAILURES = 3;
+/** Longest shared token accepted, in characters. */
+export const MAX_TOKEN_LENGTH = 1024;
 
 /** The protocol limits and defaults in one frozen object, for callers that prefer a namespace. */
 export const PROTOCOL = Object.freeze({
@@ -84,6 +106,11 @@ export const PROTOCOL = Object.freeze({
   MAX_WAIT_TIMEOUT_MS,
   MAX_AHN,
   MAX_BARRIER_SIZE,
+  DEFAULT_MAX_CONNECTIONS,
+  DEFAULT_MAX_DEVICES,
+  DEFAULT_IDLE_TIMEOUT_MS,
+  MAX_AUTH_FAILURES,
+  MAX_TOKEN_LENGTH,
 });
 
 /**
@@ -107,9 +134,25 @@ export const DAEMON_ERROR_CODES = Object.freeze({
   EALREADY: 'EALREADY',
   /** This connection has no device (heartbeat before register, or the name was taken over). */
   ENODEV: 'ENODEV',
-  /** AH numbers or device indexes are exhausted, or the key/value store is full. */
+  /**
+   * The daemon's device limit (`maxDevices`) is reached, AH numbers or device indexes are
+   * exhausted, or the key/value store is full; the message names the limit.
+   */
   ENOSPC: 'ENOSPC',
-  /** A get or barrier wait ran out of time. */
+  /**
+   * The daemon serves `maxConnections` connections already: sent with id null on the new
+   * connection, which is then closed.
+   */
+  EMFILE: 'EMFILE',
+  /**
+   * The daemon requires a token and this connection has not sent a `hello` with the right
+   * one. After {@link MAX_AUTH_FAILURES} such replies the connection is closed.
+   */
+  EACCES: 'EACCES',
+  /**
+   * A get or barrier wait ran out of time; or (id null) the connection sent no successful
+   * request within the daemon's `idleTimeoutMs` and is being closed.
+   */
   ETIMEDOUT: 'ETIMEDOUT',
   /** Too many waits outstanding on one connection. */
   EAGAIN: 'EAGAIN',
@@ -120,11 +163,19 @@ export const DAEMON_ERROR_CODES = Object.freeze({
 export type DaemonErrorCode = (typeof DAEMON_ERROR_CODES)[keyof typeof DAEMON_ERROR_CODES];
 
 /** The operations the daemon serves. */
-export const OPS = ['register', 'unregister', 'heartbeat', 'resolve', 'put', 'get', 'barrier', 'list'] as const;
+export const OPS = ['hello', 'register', 'unregister', 'heartbeat', 'resolve', 'put', 'get', 'barrier', 'list'] as const;
 export type Op = (typeof OPS)[number];
 
 // ---- requests (the `id` and `op` fields are added by the client) ----
 
+/**
+ * The first request of a connection to a daemon started with a token. The token is compared
+ * in constant time. A daemon without a token answers any hello with ok (the token, if any,
+ * is ignored), so a client may always send it.
+ */
+export interface HelloArgs {
+  token?: string;
+}
 export interface RegisterArgs {
   name: string;
   endpoint: Endpoint;
@@ -156,6 +207,7 @@ export type EmptyArgs = Record<never, never>;
 
 /** The arguments of each op. */
 export interface OpArgs {
+  hello: HelloArgs;
   register: RegisterArgs;
   unregister: EmptyArgs;
   heartbeat: HeartbeatArgs;
@@ -182,6 +234,10 @@ export interface RegisterResult {
    */
   heartbeatTimeoutMs?: number;
 }
+export interface HelloResult {
+  /** Whether this daemon requires a token (and so checked the one sent). */
+  tokenRequired: boolean;
+}
 export interface GetResult {
   value: string;
 }
@@ -192,6 +248,7 @@ export interface ListResult {
 
 /** The result of each op. */
 export interface OpResults {
+  hello: HelloResult;
   register: RegisterResult;
   unregister: EmptyArgs;
   heartbeat: EmptyArgs;

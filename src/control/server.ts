@@ -7,7 +7,13 @@
  * Robustness rules: it binds to loopback unless told otherwise, and no input from a
  * connection can crash it or make it buffer without bound. Bad requests get an error reply
  * with a stable code, are counted in {@link DaemonServer.stats}, and leave the connection up.
+ * Resources a client can claim are bounded, each limit answering with its own code and a
+ * message naming it: connections (`EMFILE`), leased names (`ENOSPC`), key/value bytes
+ * (`ENOSPC`), waits per connection (`EAGAIN`), unread replies (the connection is dropped),
+ * and connections that never make a successful request are closed after `idleTimeoutMs`
+ * (`ETIMEDOUT`). With a token, a connection must `hello` first (`EACCES` otherwise).
  */
+import { createHash, timingSafeEqual } from 'node:crypto';
 import * as net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { DaemonError, EfaError, InvalidArgumentError } from '../common/errors';
@@ -16,6 +22,12 @@ import { silentLogger, type Logger } from '../common/logger';
 import { encodeLine, LineSplitter, type LineSink } from './framing';
 import {
   DEFAULT_HEARTBEAT_TIMEOUT_MS,
+  DEFAULT_IDLE_TIMEOUT_MS,
+  DEFAULT_MAX_CONNECTIONS,
+  DEFAULT_MAX_DEVICES,
+  MAX_AHN,
+  MAX_AUTH_FAILURES,
+  MAX_TOKEN_LENGTH,
   DEFAULT_WAIT_TIMEOUT_MS,
   MAX_BARRIER_SIZE,
   MAX_KEY_LENGTH,
@@ -45,6 +57,30 @@ export interface DaemonOptions {
   statePath?: string | null;
   /** A device with no heartbeat for this long is declared down. Default 3000. */
   heartbeatTimeoutMs?: number;
+  /**
+   * Connections served at once. One more gets a single `EMFILE` error line (id null) and is
+   * closed, so a flood of sockets cannot exhaust the daemon's file descriptors. Default 1024.
+   */
+  maxConnections?: number;
+  /**
+   * Device names leased in total (a name, once leased, stays leased). A register of a new
+   * name beyond it is refused with `ENOSPC`; known names still register. Default and
+   * maximum 65534, the number of AH numbers.
+   */
+  maxDevices?: number;
+  /**
+   * A connection with no successful request (with a token: no successful `hello`) this long
+   * after it opened gets an `ETIMEDOUT` error line (id null) and is closed, so idle sockets
+   * cannot hold connection slots. Once a connection has made a successful request it is
+   * never closed for idling: a registered device proves itself by heartbeats. Default 60000.
+   */
+  idleTimeoutMs?: number;
+  /**
+   * Shared secret. When set, a connection must send `{"id":..,"op":"hello","token":..}` before
+   * anything else; other requests get `EACCES`, and after 3 failures the connection is
+   * closed. Null or absent: no token needed. The CLI takes it from `--token` or `EFA_EMU_TOKEN`.
+   */
+  token?: string | null;
   logger?: Logger;
 }
 
@@ -86,6 +122,14 @@ export class DaemonStats {
   waitsOpen = 0;
   /** Connections dropped for not reading their replies. */
   slowConnectionsDropped = 0;
+  /** Connections refused because `maxConnections` were open. */
+  connectionsRefused = 0;
+  /** Connections closed for making no successful request within `idleTimeoutMs`. */
+  idleConnectionsClosed = 0;
+  /** Requests refused with EACCES (missing or wrong token). */
+  authFailures = 0;
+  /** Connections closed after too many EACCES replies. */
+  authConnectionsClosed = 0;
 
   /** Counts an error reply. */
   countError(code: string): void {
@@ -115,6 +159,10 @@ export class DaemonStats {
       eventsSent: this.eventsSent,
       waitsOpen: this.waitsOpen,
       slowConnectionsDropped: this.slowConnectionsDropped,
+      connectionsRefused: this.connectionsRefused,
+      idleConnectionsClosed: this.idleConnectionsClosed,
+      authFailures: this.authFailures,
+      authConnectionsClosed: this.authConnectionsClosed,
     };
   }
 }
@@ -192,6 +240,12 @@ class Connection implements LineSink {
   readonly waiters = new Set<Waiter>();
   device: Device | null = null;
   closed = false;
+  /** True once a `hello` carried the right token (always true when the daemon has none). */
+  authenticated: boolean;
+  /** EACCES replies sent so far. */
+  authFailures = 0;
+  /** Closes the connection if it makes no successful request in time; null once it has. */
+  idleTimer: NodeJS.Timeout | null = null;
   private readonly server: DaemonServer;
 
   constructor(server: DaemonServer, id: number, socket: net.Socket) {
@@ -200,6 +254,7 @@ class Connection implements LineSink {
     this.socket = socket;
     this.remote = formatAddress(socket.remoteAddress ?? '?', socket.remotePort ?? 0);
     this.splitter = new LineSplitter(MAX_LINE_BYTES, this);
+    this.authenticated = !server.tokenRequired;
   }
 
   line(text: string): void {
@@ -248,6 +303,14 @@ export class DaemonServer {
   readonly stats = new DaemonStats();
   /** A device with no heartbeat for this long is declared down. */
   readonly heartbeatTimeoutMs: number;
+  /** See {@link DaemonOptions.maxConnections}. */
+  readonly maxConnections: number;
+  /** See {@link DaemonOptions.maxDevices}. */
+  readonly maxDevices: number;
+  /** See {@link DaemonOptions.idleTimeoutMs}. */
+  readonly idleTimeoutMs: number;
+  /** SHA-256 of the token, or null. Hashed so the comparison is on equal-length buffers and leaks no length. */
+  private readonly tokenDigest: Buffer | null;
   private readonly store: StateStore;
   private readonly log: Logger;
   private readonly server: net.Server;
@@ -256,6 +319,8 @@ export class DaemonServer {
   private boundHost = '';
   private boundPort = 0;
   private readonly connections = new Set<Connection>();
+  /** Sockets being closed by the daemon (refused, idle, failed auth): destroyed on close(). */
+  private readonly lingering = new Set<net.Socket>();
   private nextConnectionId = 1;
   private readonly devices = new Map<string, Device>();
   private readonly byGid = new Map<string, Device>();
@@ -272,8 +337,22 @@ export class DaemonServer {
     this.requestedHost = opts.host ?? '127.0.0.1';
     this.requestedPort = opts.port ?? 0;
     this.heartbeatTimeoutMs = opts.heartbeatTimeoutMs ?? DEFAULT_HEARTBEAT_TIMEOUT_MS;
+    this.maxConnections = opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+    this.maxDevices = opts.maxDevices ?? DEFAULT_MAX_DEVICES;
+    this.idleTimeoutMs = opts.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+    this.tokenDigest = opts.token ? digest(opts.token) : null;
     this.log = (opts.logger ?? silentLogger()).child({ component: 'daemon' });
     this.server = net.createServer((socket) => this.accept(socket));
+  }
+
+  /** True when connections must `hello` with the daemon's token first. */
+  get tokenRequired(): boolean {
+    return this.tokenDigest !== null;
+  }
+
+  /** Connections open now. */
+  get connectionCount(): number {
+    return this.connections.size;
   }
 
   /** The address the daemon listens on. */
@@ -344,6 +423,7 @@ export class DaemonServer {
       this.teardown(conn, false);
       conn.socket.destroy();
     }
+    for (const socket of [...this.lingering]) socket.destroy();
     await serverClosed;
     await this.store.flush();
     this.log.info({ address: this.address, stats: this.stats.toJSON() }, 'daemon closed');
@@ -357,6 +437,16 @@ export class DaemonServer {
       return;
     }
     socket.setNoDelay(true);
+    if (this.connections.size >= this.maxConnections) {
+      // Told why, then closed: a client sees a code naming the limit rather than a bare reset.
+      this.stats.connectionsRefused++;
+      this.stats.countError('EMFILE');
+      this.log.warn({ remote: formatAddress(socket.remoteAddress ?? '?', socket.remotePort ?? 0), maxConnections: this.maxConnections }, 'connection refused: connection limit reached');
+      socket.on('error', () => undefined);
+      const body = { code: 'EMFILE', message: `daemon connection limit reached: maxConnections=${this.maxConnections} connections are open; try again later or raise --max-connections` };
+      endSocket(socket, encodeLine({ id: null, ok: false, error: body }), this.lingering);
+      return;
+    }
     const conn = new Connection(this, this.nextConnectionId++, socket);
     this.connections.add(conn);
     this.stats.connectionsAccepted++;
@@ -365,6 +455,25 @@ export class DaemonServer {
     socket.on('data', (chunk: Buffer) => conn.splitter.push(chunk));
     socket.on('error', (err) => this.log.debug({ conn: conn.id, err }, 'connection error'));
     socket.on('close', () => this.teardown(conn, true));
+    conn.idleTimer = setTimeout(() => {
+      conn.idleTimer = null;
+      this.stats.idleConnectionsClosed++;
+      this.closeWithError(conn, 'ETIMEDOUT', `closing idle connection: no successful request within idleTimeoutMs=${this.idleTimeoutMs} ms`);
+    }, this.idleTimeoutMs);
+    conn.idleTimer.unref();
+  }
+
+  /**
+   * Sends a last error line (id null) and closes the connection. The socket is ended so the
+   * line is delivered, and destroyed shortly after in case the peer never closes its side.
+   */
+  private closeWithError(conn: Connection, code: string, message: string): void {
+    if (conn.closed) return;
+    this.stats.countError(code);
+    this.log.debug({ conn: conn.id, remote: conn.remote, code }, message);
+    const line = encodeLine({ id: null, ok: false, error: { code, message } });
+    this.teardown(conn, true);
+    endSocket(conn.socket, line, this.lingering);
   }
 
   /** Forgets a connection: its waits are dropped, its device goes down. */
@@ -372,6 +481,8 @@ export class DaemonServer {
     if (conn.closed) return;
     conn.closed = true;
     conn.splitter.stop();
+    if (conn.idleTimer) clearTimeout(conn.idleTimer);
+    conn.idleTimer = null;
     this.connections.delete(conn);
     this.stats.connectionsOpen--;
     for (const w of conn.waiters) this.dropWaiter(w);
@@ -400,7 +511,19 @@ export class DaemonServer {
   }
 
   private reply(conn: Connection, id: number, result: object): void {
+    this.markEstablished(conn);
     this.send(conn, { ...result, id, ok: true });
+  }
+
+  /**
+   * A request accepted (answered ok, or a get/barrier now waiting) makes the connection
+   * established: it is no longer idle-timed, so a long wait is not cut short.
+   */
+  private markEstablished(conn: Connection): void {
+    if (conn.idleTimer && conn.authenticated) {
+      clearTimeout(conn.idleTimer);
+      conn.idleTimer = null;
+    }
   }
 
   private replyError(conn: Connection, id: number | null, err: unknown): void {
@@ -423,6 +546,34 @@ export class DaemonServer {
   _badRequest(conn: Connection, id: number | null, code: string, message: string): void {
     this.log.debug({ conn: conn.id, code }, message);
     this.replyError(conn, id, new DaemonError(code, message));
+    // Before authenticating, garbage counts against the connection like a wrong token does.
+    if (!conn.authenticated) this.countAuthFailure(conn);
+  }
+
+  /** Constant-time comparison of a presented token with the daemon's. */
+  private tokenMatches(token: string): boolean {
+    if (!this.tokenDigest) return true;
+    return timingSafeEqual(digest(token), this.tokenDigest);
+  }
+
+  /** Replies EACCES and closes the connection once it has failed too often. */
+  private refuseUnauthenticated(conn: Connection, id: number | null, message: string): void {
+    this.stats.authFailures++;
+    const left = MAX_AUTH_FAILURES - conn.authFailures - 1;
+    const suffix = left > 0 ? '' : '; closing the connection';
+    this.replyError(conn, id, new DaemonError('EACCES', message + suffix));
+    this.countAuthFailure(conn);
+  }
+
+  private countAuthFailure(conn: Connection): void {
+    conn.authFailures++;
+    if (conn.authFailures >= MAX_AUTH_FAILURES && !conn.closed) {
+      this.stats.authConnectionsClosed++;
+      this.log.warn({ conn: conn.id, remote: conn.remote }, 'closing a connection that failed to authenticate');
+      this.teardown(conn, true);
+      // end(): the EACCES line already written is delivered before the FIN.
+      endSocket(conn.socket, null, this.lingering);
+    }
   }
 
   private broadcast(event: DaemonEvent, except: Connection | null): void {
@@ -455,13 +606,22 @@ export class DaemonServer {
     const id = rawId;
     const op = ownField(msg, 'op');
     if (typeof op !== 'string') return this._badRequest(conn, id, 'EINVAL', '"op" must be a string naming the operation');
+    if (!conn.authenticated) {
+      if (op !== 'hello') {
+        return this.refuseUnauthenticated(conn, id, `this daemon requires a token: send {"id":..,"op":"hello","token":..} first (op ${JSON.stringify(op.slice(0, 64))} refused)`);
+      }
+      const token = ownField(msg, 'token');
+      if (typeof token !== 'string' || token.length === 0) return this.refuseUnauthenticated(conn, id, 'hello: this daemon requires a token and none was given');
+      if (!this.tokenMatches(token)) return this.refuseUnauthenticated(conn, id, 'hello: wrong token');
+      conn.authenticated = true;
+    }
     let result: HandlerResult;
     try {
       result = this.dispatch(conn, id, op, msg);
     } catch (err) {
       return this.replyError(conn, id, err);
     }
-    if (result === DEFERRED) return;
+    if (result === DEFERRED) return this.markEstablished(conn);
     if (result instanceof Promise) {
       result.then(
         (r) => {
@@ -478,6 +638,10 @@ export class DaemonServer {
   // unknown, not a property of Object.prototype.
   private dispatch(conn: Connection, id: number, op: string, req: object): HandlerResult {
     switch (op) {
+      case 'hello':
+        // Reached unauthenticated only with the right token (checked in _onLine); with no
+        // daemon token the token is ignored, so clients may always send one.
+        return { tokenRequired: this.tokenRequired };
       case 'register':
         return this.opRegister(conn, req);
       case 'unregister':
@@ -522,6 +686,9 @@ export class DaemonServer {
       incarnation = rawInc;
     }
     this.checkRegister(conn, name);
+    if (this.store.get(name) === undefined && this.store.size >= this.maxDevices) {
+      throw new DaemonError('ENOSPC', `daemon device limit reached: maxDevices=${this.maxDevices} names are leased; cannot lease ${name} (known names still register)`);
+    }
     const lease = this.store.lease(name);
     // A known name completes synchronously, so replies keep request order. A new name is
     // only announced once its lease is on disk: a GID handed out must survive a crash.
@@ -773,6 +940,30 @@ export class DaemonServer {
   }
 }
 
+/** SHA-256 of a token, so tokens of any length compare as equal-length buffers. */
+function digest(token: string): Buffer {
+  return createHash('sha256').update(token, 'utf8').digest();
+}
+
+/**
+ * Writes a last line (if any) and closes: end() delivers what is queued, the timer makes sure
+ * a peer that never closes its side cannot keep the socket (and its descriptor) alive.
+ */
+function endSocket(socket: net.Socket, line: string | null, lingering: Set<net.Socket>): void {
+  if (socket.destroyed) return;
+  // Reading (and discarding) is what lets the peer's FIN be seen and the socket close; a
+  // paused socket would wait for the timer.
+  socket.removeAllListeners('data');
+  socket.resume();
+  lingering.add(socket);
+  socket.once('close', () => lingering.delete(socket));
+  if (line !== null) socket.end(line);
+  else socket.end();
+  const timer = setTimeout(() => socket.destroy(), 1000);
+  timer.unref();
+  socket.once('close', () => clearTimeout(timer));
+}
+
 function readEndpoint(v: unknown): Endpoint {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) invalid('register', 'endpoint', 'must be an object {host, port}');
   const host = ownField(v, 'host');
@@ -782,6 +973,12 @@ function readEndpoint(v: unknown): Endpoint {
   }
   if (!isValidPort(port)) invalid('register', 'endpoint.port', 'must be an integer in 1..65535');
   return { host, port };
+}
+
+function positiveInt(name: string, v: number | undefined, min: number, max: number): void {
+  if (v !== undefined && (!Number.isInteger(v) || v < min || v > max)) {
+    throw new InvalidArgumentError(`DaemonOptions.${name} must be an integer in ${min}..${max}, got ${v}`);
+  }
 }
 
 /**
@@ -798,6 +995,14 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<DaemonServe
   }
   if (opts.heartbeatTimeoutMs !== undefined && (!Number.isFinite(opts.heartbeatTimeoutMs) || opts.heartbeatTimeoutMs <= 0)) {
     throw new InvalidArgumentError(`DaemonOptions.heartbeatTimeoutMs must be a positive number, got ${opts.heartbeatTimeoutMs}`);
+  }
+  positiveInt('maxConnections', opts.maxConnections, 1, 1 << 20);
+  positiveInt('maxDevices', opts.maxDevices, 1, MAX_AHN);
+  if (opts.idleTimeoutMs !== undefined && (!Number.isFinite(opts.idleTimeoutMs) || opts.idleTimeoutMs <= 0 || opts.idleTimeoutMs > 0x7fffffff)) {
+    throw new InvalidArgumentError(`DaemonOptions.idleTimeoutMs must be a positive number of milliseconds, got ${opts.idleTimeoutMs}`);
+  }
+  if (opts.token !== undefined && opts.token !== null && (typeof opts.token !== 'string' || opts.token.length === 0 || opts.token.length > MAX_TOKEN_LENGTH)) {
+    throw new InvalidArgumentError(`DaemonOptions.token must be a string of 1..${MAX_TOKEN_LENGTH} characters, or null`);
   }
   if (opts.statePath !== undefined && opts.statePath !== null && (typeof opts.statePath !== 'string' || opts.statePath === '')) {
     throw new InvalidArgumentError('DaemonOptions.statePath must be a non-empty string or null');

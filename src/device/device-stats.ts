@@ -49,6 +49,11 @@ export class DeviceStats {
   rx_drop_window = 0;
   /** SRD packets meant for an earlier incarnation of this device (a restarted process). */
   rx_drop_wrong_incarnation = 0;
+  /**
+   * Packets whose source endpoint is not the one the fabric knows for the GID they claim
+   * (spoofed, or from a peer that moved and is being looked up again).
+   */
+  rx_drop_unknown_endpoint = 0;
   /** Dropped by the fault injector on the way in or out. */
   rx_drop_injected = 0;
   tx_drop_injected = 0;
@@ -78,4 +83,5 @@ export type RxDropCause =
   | 'rx_drop_stale'
   | 'rx_drop_window'
   | 'rx_drop_wrong_incarnation'
+  | 'rx_drop_unknown_endpoint'
   | 'rx_drop_injected';

@@ -136,6 +136,9 @@ export interface AsyncEvent {
   gid?: string;
 }
 
+/** Strangers (GIDs first seen in packets) waiting for confirmation; more are dropped. */
+const MAX_UNVERIFIED_PEERS = 256;
+
 /** SRD packet buffers kept for reuse (a window's worth for a few peers). */
 const TX_POOL_MAX = 1024;
 
@@ -177,6 +180,8 @@ export class Device extends EventEmitter {
   private qpCount = 0;
   private readonly mrs = new Map<number, MemoryRegion>();
   private readonly peersByIndex = new Map<number, Peer>();
+  /** Peers first seen through their own packets and not yet confirmed by the control plane. */
+  private unverifiedPeers = 0;
   private ahCount = 0;
   private readonly qpnAllocator: QpnAllocator;
   private nextPdn = 1;
@@ -602,7 +607,7 @@ export class Device extends EventEmitter {
         throw new AdminFailure(AdminStatus.ILLEGAL_PARAMETER, `GID ${gidText} belongs to another fabric than this device (${this.gidText})`);
       }
       let peer = this.peersByIndex.get(index);
-      if (peer === undefined || !peer.up) peer = this.learnPeer(gid, gidText, await this.resolver(gidText));
+      if (peer === undefined || !peer.up || !peer.verified) peer = this.learnPeer(gid, gidText, await this.resolver(gidText));
       this.checkPd(pd, 'pd');
       const existing = pd.ahByDeviceIndex.get(index);
       if (existing !== undefined) {
@@ -643,10 +648,64 @@ export class Device extends EventEmitter {
     } else {
       peer.host = res.endpoint.host;
       peer.port = res.endpoint.port;
+      peer.ahn = res.ahn;
+      peer.name = res.name;
     }
     peer.incarnation = res.incarnation ?? 0;
     peer.up = res.up;
+    peer.verified = true;
     return peer;
+  }
+
+  /**
+   * Accepts a datagram only from the endpoint the fabric knows for the GID it claims, so a
+   * stranger cannot inject messages or hijack a peer's SRD session. A GID not seen before is
+   * trusted on first use (a server hears from its clients before it has AHs for them) and
+   * checked with the control plane in the background; memory for such strangers is bounded.
+   */
+  private checkSource(buf: Buffer, gidOff: number, fromHost: string, fromPort: number): boolean {
+    if (fromPort === 0) return true; // a sans-IO caller that does not know the source
+    const index = gidDeviceIndex(buf, gidOff);
+    const peer = this.peersByIndex.get(index);
+    if (peer === undefined) {
+      if (this.unverifiedPeers >= MAX_UNVERIFIED_PEERS) {
+        this.stats.drop('rx_drop_unknown_endpoint');
+        return false;
+      }
+      const gid = Uint8Array.prototype.slice.call(buf, gidOff, gidOff + 16) as Uint8Array;
+      const stranger = new Peer(gid, formatGid(gid), index, fromHost, fromPort, AH_UNKNOWN, '');
+      stranger.verified = false;
+      this.unverifiedPeers++;
+      this.peersByIndex.set(index, stranger);
+      this.verifyPeer(stranger);
+      return true;
+    }
+    if (peer.port === fromPort && peer.host === fromHost) return true;
+    this.stats.drop('rx_drop_unknown_endpoint');
+    // The peer may have restarted at a new endpoint: ask again (at most one lookup at a time).
+    this.verifyPeer(peer);
+    return false;
+  }
+
+  private verifyPeer(peer: Peer): void {
+    if (peer.verifying || this.closed) return;
+    peer.verifying = true;
+    const wasVerified = peer.verified;
+    this.resolver(peer.gidText).then(
+      (res) => {
+        peer.verifying = false;
+        if (!wasVerified && !peer.verified) this.unverifiedPeers--;
+        this.learnPeer(peer.gid, peer.gidText, res);
+      },
+      () => {
+        peer.verifying = false;
+        if (peer.verified) return;
+        // The fabric does not know this GID: forget the stranger and whatever it started.
+        this.unverifiedPeers--;
+        if (this.peersByIndex.get(peer.deviceIndex) === peer) this.peersByIndex.delete(peer.deviceIndex);
+        this.srd.forgetPeer(peer.deviceIndex);
+      },
+    );
   }
 
   /** The control plane reports a device down: remembered until it comes back. */
@@ -882,6 +941,7 @@ export class Device extends EventEmitter {
       this.stats.drop('rx_drop_foreign_fabric');
       return;
     }
+    if (!this.checkSource(buf, hdr.srcGidOffset, fromHost, fromPort)) return;
     if (hdr.type === PacketType.UD_SEND) {
       this.receiveUd(buf, hdr);
       return;

@@ -7,12 +7,20 @@ export interface Endpoint {
 }
 
 /**
- * A remote device this device has resolved: its GID, UDP endpoint and fabric-wide AH number.
- * Shared by every AH (of any PD) that names the same GID.
+ * A remote device this device knows: its GID, UDP endpoint and fabric-wide AH number.
+ * Shared by every AH (of any PD) that names the same GID. Datagrams claiming its GID are
+ * accepted only from its endpoint.
  */
 export class Peer {
   /** False while the daemon reports the device down. */
   up = true;
+  /**
+   * True once the control plane confirmed the endpoint. A peer first seen through its own
+   * packets is trusted on first use and checked against the daemon in the background.
+   */
+  verified = true;
+  /** A background check against the control plane is running. */
+  verifying = false;
   /** The remote device's incarnation as the control plane reported it (0: unknown). */
   incarnation = 0;
 
@@ -22,7 +30,7 @@ export class Peer {
     readonly deviceIndex: number,
     public host: string,
     public port: number,
-    readonly ahn: number,
-    readonly name: string,
+    public ahn: number,
+    public name: string,
   ) {}
 }

@@ -260,6 +260,9 @@ export class SrdEngine {
     }
     const refused = rx.refused.get(psn);
     if (refused !== undefined) {
+      // A copy of a refused message: answered the same way, never delivered.
+      this.counters.rx_drop_duplicate++;
+      this.counters.rx_drops++;
       this.sendNak(rx, psn, refused, f.txTime);
       return;
     }
@@ -352,7 +355,12 @@ export class SrdEngine {
   private onAck(now: number, buf: Buffer, peerIndex: number): void {
     const f = this.fields;
     const ctx = this.senders.get(peerIndex);
-    if (ctx === undefined || f.session !== ctx.session) return; // for an earlier incarnation
+    if (ctx === undefined || f.session !== ctx.session) {
+      // For a send context this device no longer has (an earlier incarnation): stale.
+      this.counters.rx_drop_stale++;
+      this.counters.rx_drops++;
+      return;
+    }
     this.counters.acks_received++;
     this.applyAck(now, ctx, f.cumAck, f.echoTime, f.incarnation, buf);
   }
@@ -395,7 +403,11 @@ export class SrdEngine {
   private onNak(now: number, peerIndex: number): void {
     const f = this.fields;
     const ctx = this.senders.get(peerIndex);
-    if (ctx === undefined || f.session !== ctx.session) return;
+    if (ctx === undefined || f.session !== ctx.session) {
+      this.counters.rx_drop_stale++;
+      this.counters.rx_drops++;
+      return;
+    }
     ctx.everHeard = true;
     ctx.lastHeardAt = now;
     const op = ctx.opAt(f.psn);
@@ -522,6 +534,15 @@ export class SrdEngine {
   }
 
   // ------------------------------------------------------------------ lifetime
+
+  /** Drops the receive state kept for a remote device the fabric turned out not to know. */
+  forgetPeer(peerIndex: number): void {
+    const rx = this.receivers.get(peerIndex);
+    if (rx === undefined) return;
+    this.receivers.delete(peerIndex);
+    const i = this.ackQueue.indexOf(rx);
+    if (i >= 0) this.ackQueue.splice(i, 1);
+  }
 
   /**
    * Abandons every send of `owner` (a QP moved to ERR or destroyed): each completes with

@@ -12,6 +12,23 @@ export interface CliRun {
   stderr: string;
 }
 
+/** CLIs still running: killed if this test process is stopped (tap's timeout sends SIGTERM). */
+const running = new Set<import('node:child_process').ChildProcess>();
+let reaperInstalled = false;
+
+function installReaper(): void {
+  if (reaperInstalled) return;
+  reaperInstalled = true;
+  const killAll = (): void => {
+    for (const c of running) c.kill('SIGKILL');
+  };
+  process.once('exit', killAll);
+  process.once('SIGTERM', () => {
+    killAll();
+    process.exit(143);
+  });
+}
+
 /**
  * Runs the efa-emu CLI as a user would and collects its output. The child is killed when
  * `timeoutMs` passes, so a hang fails the test instead of stalling the suite.
@@ -23,6 +40,8 @@ export function runCli(args: string[], opts: { timeoutMs?: number; env?: NodeJS.
       env: { ...process.env, ...opts.env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
+    installReaper();
+    running.add(child);
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
@@ -30,6 +49,7 @@ export function runCli(args: string[], opts: { timeoutMs?: number; env?: NodeJS.
     const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 60_000);
     child.on('error', reject);
     child.on('close', (code, signal) => {
+      running.delete(child);
       clearTimeout(timer);
       resolve({ code, signal, stdout, stderr });
     });
