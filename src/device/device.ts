@@ -136,6 +136,9 @@ export interface AsyncEvent {
   gid?: string;
 }
 
+/** How long a failed confirmation of a peer waits before it is tried again. */
+const VERIFY_RETRY_MS = 1000;
+
 /** Strangers (GIDs first seen in packets) waiting for confirmation; more are dropped. */
 const MAX_UNVERIFIED_PEERS = 256;
 
@@ -680,7 +683,10 @@ export class Device extends EventEmitter {
       this.verifyPeer(stranger);
       return true;
     }
-    if (peer.port === fromPort && peer.host === fromHost) return true;
+    if (peer.port === fromPort && peer.host === fromHost) {
+      if (!peer.verified) this.verifyPeer(peer);
+      return true;
+    }
     this.stats.drop('rx_drop_unknown_endpoint');
     // The peer may have restarted at a new endpoint: ask again (at most one lookup at a time).
     this.verifyPeer(peer);
@@ -689,6 +695,9 @@ export class Device extends EventEmitter {
 
   private verifyPeer(peer: Peer): void {
     if (peer.verifying || this.closed) return;
+    const now = this.clock();
+    if (now < peer.nextVerifyAt) return;
+    peer.nextVerifyAt = now + VERIFY_RETRY_MS;
     peer.verifying = true;
     const wasVerified = peer.verified;
     this.resolver(peer.gidText).then(
@@ -698,12 +707,11 @@ export class Device extends EventEmitter {
         this.learnPeer(peer.gid, peer.gidText, res);
       },
       () => {
+        // Not confirmed (the daemon is down, or does not know the GID yet: it learns devices
+        // as they re-register after a restart). The stranger stays as it is, bound to the
+        // endpoint it first came from, and is asked about again later. Its receive state is
+        // kept: forgetting it could deliver a retransmission twice.
         peer.verifying = false;
-        if (peer.verified) return;
-        // The fabric does not know this GID: forget the stranger and whatever it started.
-        this.unverifiedPeers--;
-        if (this.peersByIndex.get(peer.deviceIndex) === peer) this.peersByIndex.delete(peer.deviceIndex);
-        this.srd.forgetPeer(peer.deviceIndex);
       },
     );
   }

@@ -21,6 +21,8 @@ export class Peer {
   verified = true;
   /** A background check against the control plane is running. */
   verifying = false;
+  /** Earliest time (device clock, ms) of the next check. */
+  nextVerifyAt = 0;
   /** The remote device's incarnation as the control plane reported it (0: unknown). */
   incarnation = 0;
 

@@ -535,15 +535,6 @@ export class SrdEngine {
 
   // ------------------------------------------------------------------ lifetime
 
-  /** Drops the receive state kept for a remote device the fabric turned out not to know. */
-  forgetPeer(peerIndex: number): void {
-    const rx = this.receivers.get(peerIndex);
-    if (rx === undefined) return;
-    this.receivers.delete(peerIndex);
-    const i = this.ackQueue.indexOf(rx);
-    if (i >= 0) this.ackQueue.splice(i, 1);
-  }
-
   /**
    * Abandons every send of `owner` (a QP moved to ERR or destroyed): each completes with
    * `status`, and the receiver learns through the window start to forget them.
