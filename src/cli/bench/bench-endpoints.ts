@@ -110,8 +110,6 @@ export class VerbsEndpoint implements BenchEndpoint {
   onRecv: (tag: number) => void = () => undefined;
   onSendDone: (ok: boolean) => void = () => undefined;
   readonly qp: QueuePair;
-  private ah: AddressHandle | null = null;
-  private remoteQpn = 0;
   private readonly grh: number;
   private readonly slot: number;
   private readonly poller: CompletionPoller;
@@ -125,7 +123,7 @@ export class VerbsEndpoint implements BenchEndpoint {
     cq: CompletionQueue,
     qp: QueuePair,
     private readonly sendBuf: Buffer,
-    private readonly sendLkey: number,
+    sendLkey: number,
     private readonly recvBuf: Buffer,
     private readonly recvLkey: number,
     mode: PollMode,
@@ -163,9 +161,7 @@ export class VerbsEndpoint implements BenchEndpoint {
   }
 
   async connect(gid: string, qpn: number): Promise<void> {
-    this.ah = await this.dev.createAh(this.qp.pd, { gid });
-    this.remoteQpn = qpn;
-    this.wr.ah = this.ah;
+    this.wr.ah = await this.dev.createAh(this.qp.pd, { gid });
     this.wr.remoteQpn = qpn;
   }
 
