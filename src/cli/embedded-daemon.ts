@@ -1,3 +1,6 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import type { Logger } from '../common/logger';
 import { startDaemon, type DaemonServer } from '../control/server';
 import { parseHostPort, readDaemonToken, type HostPort } from '../env';
@@ -14,11 +17,45 @@ import { parseHostPort, readDaemonToken, type HostPort } from '../env';
 export async function daemonForCommand(
   address: string | undefined,
   opts: { statePath?: string | null; logger: Logger; token?: string | null },
-): Promise<{ address: HostPort; close: () => Promise<void>; server: DaemonServer | null }> {
+): Promise<EmbeddedDaemon> {
   if (address !== undefined) {
-    return { address: parseHostPort(address, '--daemon'), close: async () => undefined, server: null };
+    return { address: parseHostPort(address, '--daemon'), close: async () => undefined, restart: async () => false };
   }
   const token = opts.token === undefined ? readDaemonToken() : opts.token;
-  const server = await startDaemon({ host: '127.0.0.1', port: 0, statePath: opts.statePath ?? null, logger: opts.logger, token });
-  return { address: { host: server.host, port: server.port }, close: () => server.close(), server };
+  // Leases go to a state file even when the user named none (a temporary one, removed at the
+  // end), so a restart of this daemon keeps every GID and AH number.
+  const tmpDir = opts.statePath ? null : fs.mkdtempSync(path.join(os.tmpdir(), 'efa-emu-daemon-'));
+  const statePath = opts.statePath ?? path.join(tmpDir as string, 'state.json');
+  const start = (port: number): Promise<DaemonServer> => startDaemon({ host: '127.0.0.1', port, statePath, logger: opts.logger, token });
+  let server: DaemonServer | null = await start(0);
+  const port = server.port;
+  let closing: Promise<void> | null = null;
+  return {
+    address: { host: server.host, port },
+    restart: async (downMs: number) => {
+      if (closing !== null || server === null) return false;
+      const s = server;
+      server = null;
+      await s.close();
+      await new Promise((r) => setTimeout(r, downMs));
+      if (closing !== null) return false;
+      server = await start(port);
+      return true;
+    },
+    close: () => {
+      closing ??= (async () => {
+        await server?.close();
+        if (tmpDir !== null) fs.rmSync(tmpDir, { recursive: true, force: true });
+      })();
+      return closing;
+    },
+  };
+}
+
+/** The daemon of a command; `restart` stops and restarts an embedded one on the same port. */
+export interface EmbeddedDaemon {
+  address: HostPort;
+  close: () => Promise<void>;
+  /** Stops the embedded daemon, waits `downMs`, starts it again (false for an external daemon). */
+  restart: (downMs: number) => Promise<boolean>;
 }

@@ -44,6 +44,15 @@ export function registerLaunchCommand(program: Command): void {
           prefix: o.prefix,
           timeoutMs: o.timeout !== undefined ? o.timeout * 1000 : null,
           logger,
+          // A rank may ask for the embedded daemon to be restarted (chaos testing):
+          // process.send({ efaEmu: 'restart-daemon', downMs }).
+          onMessage: (rank, msg) => {
+            const m = msg as { efaEmu?: unknown; downMs?: unknown };
+            if (m?.efaEmu !== 'restart-daemon') return;
+            const downMs = typeof m.downMs === 'number' && m.downMs >= 0 && m.downMs <= 60_000 ? m.downMs : 500;
+            logger.info({ rank, downMs }, 'restarting the daemon on request');
+            daemon.restart(downMs).catch((err: Error) => logger.error({ err }, 'daemon restart failed'));
+          },
         });
         process.exitCode = res.exitCode;
         await mergeCapture(o.capture);

@@ -58,6 +58,12 @@ export interface LaunchOptions {
   signal?: AbortSignal;
   /** Debug logs; silent by default. */
   logger?: Logger;
+  /**
+   * Receives the messages ranks send over their IPC channel (`process.send`), other than the
+   * launcher's own (`{ efaEmu: 'expect-exit' }`: this rank may die, e.g. a chaos test killing
+   * itself, without failing the job).
+   */
+  onMessage?: (rank: number, message: unknown) => void;
 }
 
 /** How one rank ended. */
@@ -99,6 +105,7 @@ interface Settings {
   killGraceMs: number;
   timeoutMs: number | null;
   signal: AbortSignal | null;
+  onMessage: LaunchOptions['onMessage'] | null;
 }
 
 /**
@@ -127,6 +134,8 @@ interface RankState {
   out: LineSplitter;
   err: LineSplitter;
   drainTimer: NodeJS.Timeout | null;
+  /** The rank announced that its death is expected: it does not fail the job. */
+  mayDie: boolean;
 }
 
 type StopReason = 'failure' | 'timeout' | 'signal' | 'abort';
@@ -160,6 +169,7 @@ class Job {
         out: new LineSplitter((line) => this.emit(rank, 'stdout', line)),
         err: new LineSplitter((line) => this.emit(rank, 'stderr', line)),
         drainTimer: null,
+        mayDie: false,
       });
     }
   }
@@ -222,6 +232,10 @@ class Job {
       if (child.pid === undefined) this.spawnFailed(st, err);
       else this.log.debug({ rank, err }, 'rank process error');
     });
+    child.on('message', (msg: unknown) => {
+      if (msg !== null && typeof msg === 'object' && (msg as { efaEmu?: unknown }).efaEmu === 'expect-exit') st.mayDie = true;
+      else this.s.onMessage?.(rank, msg);
+    });
     child.on('exit', (code, signal) => this.onExit(st, code, signal));
     child.on('close', () => this.onClose(st));
     this.log.debug({ rank, pid: child.pid }, 'rank started');
@@ -241,7 +255,7 @@ class Job {
     st.result.code = code;
     st.result.signal = signal;
     this.log.debug({ rank: st.result.rank, code, signal }, 'rank exited');
-    if (code !== 0 && this.stopReason === null) {
+    if (code !== 0 && this.stopReason === null && !st.mayDie) {
       this.exitCode = code ?? (signal !== null ? 128 + signalNumber(signal) : EXIT_SPAWN_FAILED);
       this.stop('failure');
     }
@@ -432,5 +446,6 @@ function validate(opts: LaunchOptions): Settings {
     killGraceMs,
     timeoutMs,
     signal,
+    onMessage: typeof opts.onMessage === 'function' ? opts.onMessage : null,
   };
 }
