@@ -14,7 +14,8 @@ import {
   QpType,
   WcOpcode,
   WcStatus,
-  WorkCompletion,
+  CompletionPoller,
+  type WorkCompletion,
   openDevice,
   type AddressHandle,
   type CompletionQueue,
@@ -112,7 +113,6 @@ class PingPong {
   private readonly slot: number;
   /** UD receive buffers begin with the 40-byte GRH; SRD ones do not. */
   private readonly grh: number;
-  private readonly wcs: WorkCompletion[] = [];
   private seq = 0;
   private completed = 0;
   private errors = 0;
@@ -120,7 +120,6 @@ class PingPong {
   private lastSendAt = 0;
   private finished = false;
   private done!: () => void;
-  private fail!: (err: Error) => void;
 
   constructor(
     private readonly dev: EfaDevice,
@@ -163,18 +162,15 @@ class PingPong {
     const pair = Math.min(this.rank, this.peerRank);
     await dev.daemon.barrier(`${job}/pingpong/${opts.qpType}/${pair}/ready`, 2, 60_000);
 
-    const finishedAll = new Promise<void>((resolve, reject) => {
+    const finishedAll = new Promise<void>((resolve) => {
       this.done = resolve;
-      this.fail = reject;
     });
-    if (opts.poll === 'event') {
-      channel.on('cq', () => this.drain(true));
-      // Arm and poll: the peer may have sent before we armed, and that completion raised no
-      // event (ibv_req_notify_cq only reports completions that arrive after it).
-      this.drain(true);
-    } else {
-      this.busyPoll();
-    }
+    // Event mode arms the CQ and polls once at start: the peer may have sent before we armed,
+    // and that completion raised no event (ibv_req_notify_cq only reports later ones).
+    const poller = new CompletionPoller(dev, this.cq, opts.poll, (wcs, n) => {
+      for (let i = 0; i < n; i++) this.handle(wcs[i]);
+    });
+    poller.start();
     const start = performance.now();
     let watchdog: NodeJS.Timeout | null = null;
     if (this.client) {
@@ -188,6 +184,7 @@ class PingPong {
     // The server echoes until the client, having every pong, meets it here.
     await dev.daemon.barrier(`${job}/pingpong/${opts.qpType}/${pair}/done`, 2, 600_000);
     this.finished = true;
+    poller.stop();
     const retransKey = `${job}/pingpong/${opts.qpType}/${pair}/server-retrans`;
     if (!this.client) {
       if (opts.qpType === QpType.SRD) await dev.daemon.put(retransKey, String(dev.stats.retrans_pkts));
@@ -242,31 +239,6 @@ class PingPong {
     if (performance.now() - this.lastSendAt >= this.opts.timeoutMs) {
       this.lost++;
       this.sendPing();
-    }
-  }
-
-  private busyPoll(): void {
-    const spin = (): void => {
-      if (this.finished) return;
-      this.drain(false);
-      setImmediate(spin);
-    };
-    setImmediate(spin);
-  }
-
-  private drain(rearm: boolean): void {
-    try {
-      for (;;) {
-        const n = this.dev.pollCq(this.cq, 16, this.wcs);
-        for (let i = 0; i < n; i++) this.handle(this.wcs[i]);
-        if (n > 0) continue;
-        if (!rearm) return;
-        // Arm, then poll once more: a completion that landed in between raises no event.
-        this.dev.reqNotifyCq(this.cq);
-        rearm = false;
-      }
-    } catch (err) {
-      this.fail?.(err as Error);
     }
   }
 
