@@ -1,14 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import type { Command } from 'commander';
-import { captureEnv, mergeCapture } from './capture-option';
-import { rootLogger } from '../common/logger';
 import { intOption } from './cli-options';
-import { daemonForCommand } from './embedded-daemon';
-import { parseFaultSpec } from '../io/fault-spec';
-import { launch, MAX_RANKS } from './launch';
+import { MAX_RANKS } from './launch';
+import { runJob } from './run-job';
 
-/** Environment variable naming one launch, so ranks can keep their keys apart on a shared daemon. */
-export const ENV_JOB_ID = 'EFA_EMU_JOB_ID';
+export { ENV_JOB_ID } from './run-job';
 
 export function registerLaunchCommand(program: Command): void {
   program
@@ -26,38 +22,22 @@ export function registerLaunchCommand(program: Command): void {
     .argument('[args...]', 'arguments for the program (after --)')
     .passThroughOptions()
     .action(async (prog: string, args: string[], o: { np: number; daemon?: string; fault?: string; state?: string; timeout?: number; prefix: boolean; capture?: string; logLevel?: string }) => {
-      const logger = rootLogger(o.logLevel);
-      // A bad spec fails here, naming the flag, before any rank starts.
-      if (o.fault !== undefined) parseFaultSpec(o.fault, '--fault');
       const rest = args[0] === '--' ? args.slice(1) : args;
-      const daemon = await daemonForCommand(o.daemon, { statePath: o.state ?? null, logger });
-      try {
-        const env: NodeJS.ProcessEnv = { [ENV_JOB_ID]: randomBytes(6).toString('hex'), ...captureEnv(o.capture) };
-        if (o.logLevel !== undefined) env.EFA_EMU_LOG = o.logLevel;
-        const res = await launch({
-          n: o.np,
-          program: prog,
-          args: rest,
-          daemon: daemon.address,
-          faults: o.fault ?? null,
-          env,
-          prefix: o.prefix,
-          timeoutMs: o.timeout !== undefined ? o.timeout * 1000 : null,
-          logger,
-          // A rank may ask for the embedded daemon to be restarted (chaos testing):
-          // process.send({ efaEmu: 'restart-daemon', downMs }).
-          onMessage: (rank, msg) => {
-            const m = msg as { efaEmu?: unknown; downMs?: unknown };
-            if (m?.efaEmu !== 'restart-daemon') return;
-            const downMs = typeof m.downMs === 'number' && m.downMs >= 0 && m.downMs <= 60_000 ? m.downMs : 500;
-            logger.info({ rank, downMs }, 'restarting the daemon on request');
-            daemon.restart(downMs).catch((err: Error) => logger.error({ err }, 'daemon restart failed'));
-          },
-        });
-        process.exitCode = res.exitCode;
-        await mergeCapture(o.capture);
-      } finally {
-        await daemon.close();
-      }
+      process.exitCode = await runJob(o, randomBytes(6).toString('hex'), (daemon, logger) => ({
+        n: o.np,
+        program: prog,
+        args: rest,
+        prefix: o.prefix,
+        timeoutMs: o.timeout !== undefined ? o.timeout * 1000 : null,
+        // A rank may ask for the embedded daemon to be restarted (chaos testing):
+        // process.send({ efaEmu: 'restart-daemon', downMs }).
+        onMessage: (rank, msg) => {
+          const m = msg as { efaEmu?: unknown; downMs?: unknown };
+          if (m?.efaEmu !== 'restart-daemon') return;
+          const downMs = typeof m.downMs === 'number' && m.downMs >= 0 && m.downMs <= 60_000 ? m.downMs : 500;
+          logger.info({ rank, downMs }, 'restarting the daemon on request');
+          daemon.restart(downMs).catch((err: Error) => logger.error({ err }, 'daemon restart failed'));
+        },
+      }));
     });
 }

@@ -1,12 +1,7 @@
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { captureEnv, mergeCapture } from './capture-option';
-import { rootLogger } from '../common/logger';
 import { choiceOption, intOption } from './cli-options';
-import { daemonForCommand } from './embedded-daemon';
-import { parseFaultSpec } from '../io/fault-spec';
-import { launch } from './launch';
-import { ENV_JOB_ID } from './launch-command';
+import { runJob } from './run-job';
 
 /** The compiled examples the command runs (built by `npm ci` / `npm run build`). */
 export function exampleProgram(name: string): string {
@@ -28,33 +23,17 @@ export function registerPingPongCommand(program: Command): void {
     .option('--capture <file>', 'write every datagram the ranks send and receive to this pcap file (see contrib/wireshark)')
     .option('--log-level <level>', 'log level (EFA_EMU_LOG)')
     .action(async (o: { type: string; size: number; iters: number; poll: string; timeoutMs: number; fault?: string; daemon?: string; json?: boolean; capture?: string; logLevel?: string }) => {
-      const logger = rootLogger(o.logLevel);
-      // A bad spec fails here, naming the flag, before any rank starts.
-      if (o.fault !== undefined) parseFaultSpec(o.fault, '--fault');
-      const daemon = await daemonForCommand(o.daemon, { logger });
-      try {
-        const args = ['--size', String(o.size), '--iters', String(o.iters), '--poll', o.poll, '--timeout-ms', String(o.timeoutMs)];
-        if (o.json) args.push('--json');
-        const env: NodeJS.ProcessEnv = { [ENV_JOB_ID]: `pingpong-${process.pid}-${Date.now()}`, ...captureEnv(o.capture) };
-        if (o.logLevel !== undefined) env.EFA_EMU_LOG = o.logLevel;
-        const res = await launch({
-          n: 2,
-          program: exampleProgram(`${o.type}-pingpong`),
-          args,
-          daemon: daemon.address,
-          faults: o.fault ?? null,
-          env,
-          logger,
-          // The client's lines are the command's output, unprefixed, so --json stays parseable.
-          onLine: (rank, stream, line) => {
-            if (stream === 'stdout' && rank === 0) process.stdout.write(`${line}\n`);
-            else process.stderr.write(`[${rank}] ${line}\n`);
-          },
-        });
-        process.exitCode = res.exitCode;
-        await mergeCapture(o.capture);
-      } finally {
-        await daemon.close();
-      }
+      const args = ['--size', String(o.size), '--iters', String(o.iters), '--poll', o.poll, '--timeout-ms', String(o.timeoutMs)];
+      if (o.json) args.push('--json');
+      process.exitCode = await runJob(o, `pingpong-${process.pid}-${Date.now()}`, () => ({
+        n: 2,
+        program: exampleProgram(`${o.type}-pingpong`),
+        args,
+        // The client's lines are the command's output, unprefixed, so --json stays parseable.
+        onLine: (rank, stream, line) => {
+          if (stream === 'stdout' && rank === 0) process.stdout.write(`${line}\n`);
+          else process.stderr.write(`[${rank}] ${line}\n`);
+        },
+      }));
     });
 }

@@ -1,12 +1,7 @@
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { captureEnv, mergeCapture } from '../capture-option';
-import { rootLogger } from '../../common/logger';
-import { parseFaultSpec } from '../../io/fault-spec';
 import { choiceOption, intOption } from '../cli-options';
-import { daemonForCommand } from '../embedded-daemon';
-import { launch } from '../launch';
-import { ENV_JOB_ID } from '../launch-command';
+import { runJob } from '../run-job';
 import { addRatios, formatTables, type BenchResult } from './bench-table';
 
 /** Message sizes of `--size all`: powers of two from 64 to the MTU, as perftest's -a. */
@@ -47,44 +42,30 @@ export function registerBenchCommand(program: Command): void {
     .option('--capture <file>', 'write every datagram the ranks send and receive to this pcap file (see contrib/wireshark)')
     .option('--log-level <level>', 'log level (EFA_EMU_LOG)')
     .action(async (o: BenchOptions) => {
-      const logger = rootLogger(o.logLevel);
-      if (o.fault !== undefined) parseFaultSpec(o.fault, '--fault');
       const sizes = o.size === 'all' ? ALL_SIZES : o.size;
       const types = o.type === 'all' ? ['raw', 'ud', 'srd'] : [o.type];
       const results: BenchResult[] = [];
       const bar = process.stderr.isTTY ? new ProgressBar() : null;
-      const daemon = await daemonForCommand(o.daemon, { logger });
-      try {
-        const env: NodeJS.ProcessEnv = { [ENV_JOB_ID]: `bench-${process.pid}-${Date.now()}`, ...captureEnv(o.capture) };
-        if (o.logLevel !== undefined) env.EFA_EMU_LOG = o.logLevel;
-        const args = ['--tests', o.test, '--types', types.join(','), '--sizes', sizes.join(','), '--iters', String(o.iters), '--window', String(o.window), '--poll', o.poll];
-        const res = await launch({
-          n: 2,
-          program: join(__dirname, 'bench-rank.js'),
-          args,
-          daemon: daemon.address,
-          faults: o.fault ?? null,
-          env,
-          logger,
-          onLine: (rank, stream, line) => {
-            if (rank === 0 && stream === 'stdout' && line.startsWith('{"bench":')) {
-              results.push((JSON.parse(line) as { bench: BenchResult }).bench);
-            } else if (rank === 0 && stream === 'stderr' && line.startsWith('{"progress":')) {
-              bar?.update((JSON.parse(line) as { progress: number }).progress);
-            } else {
-              process.stderr.write(`[${rank}] ${line}\n`);
-            }
-          },
-        });
-        bar?.clear();
-        if (o.type === 'all') addRatios(results);
-        process.stdout.write(formatTables(results));
-        if (o.json) process.stdout.write(`${JSON.stringify({ test: o.test, poll: o.poll, fault: o.fault ?? null, results })}\n`);
-        process.exitCode = res.exitCode;
-        await mergeCapture(o.capture);
-      } finally {
-        await daemon.close();
-      }
+      const args = ['--tests', o.test, '--types', types.join(','), '--sizes', sizes.join(','), '--iters', String(o.iters), '--window', String(o.window), '--poll', o.poll];
+      const exitCode = await runJob(o, `bench-${process.pid}-${Date.now()}`, () => ({
+        n: 2,
+        program: join(__dirname, 'bench-rank.js'),
+        args,
+        onLine: (rank, stream, line) => {
+          if (rank === 0 && stream === 'stdout' && line.startsWith('{"bench":')) {
+            results.push((JSON.parse(line) as { bench: BenchResult }).bench);
+          } else if (rank === 0 && stream === 'stderr' && line.startsWith('{"progress":')) {
+            bar?.update((JSON.parse(line) as { progress: number }).progress);
+          } else {
+            process.stderr.write(`[${rank}] ${line}\n`);
+          }
+        },
+      }));
+      bar?.clear();
+      if (o.type === 'all') addRatios(results);
+      process.stdout.write(formatTables(results));
+      if (o.json) process.stdout.write(`${JSON.stringify({ test: o.test, poll: o.poll, fault: o.fault ?? null, results })}\n`);
+      process.exitCode = exitCode;
     });
 }
 

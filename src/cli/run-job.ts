@@ -1,0 +1,42 @@
+import { parseFaultSpec } from '../io/fault-spec';
+import { rootLogger, type Logger } from '../common/logger';
+import { captureEnv, mergeCapture } from './capture-option';
+import { daemonForCommand, type EmbeddedDaemon } from './embedded-daemon';
+import { launch, type LaunchOptions } from './launch';
+
+/** Environment variable naming one launch, so ranks can keep their keys apart on a shared daemon. */
+export const ENV_JOB_ID = 'EFA_EMU_JOB_ID';
+
+/** The flags every rank-starting command shares. */
+export interface JobFlags {
+  daemon?: string;
+  fault?: string;
+  capture?: string;
+  logLevel?: string;
+  /** State file of the daemon the command starts. */
+  state?: string;
+}
+
+/** What a command decides about its ranks; the rest comes from the shared flags. */
+export type JobLaunch = Omit<LaunchOptions, 'daemon' | 'faults' | 'env' | 'logger'>;
+
+/**
+ * Runs ranks for a command (`launch`, `pingpong`, `bench`): checks the fault spec before any
+ * rank starts (the error names the flag), uses `--daemon` or starts one, gives the ranks the
+ * job id, log level and capture settings, merges their captures, and stops the daemon it
+ * started. Resolves with the job's exit code.
+ */
+export async function runJob(flags: JobFlags, jobId: string, build: (daemon: EmbeddedDaemon, logger: Logger) => JobLaunch): Promise<number> {
+  const logger = rootLogger(flags.logLevel);
+  if (flags.fault !== undefined) parseFaultSpec(flags.fault, '--fault');
+  const daemon = await daemonForCommand(flags.daemon, { statePath: flags.state ?? null, logger });
+  try {
+    const env: NodeJS.ProcessEnv = { [ENV_JOB_ID]: jobId, ...captureEnv(flags.capture) };
+    if (flags.logLevel !== undefined) env.EFA_EMU_LOG = flags.logLevel;
+    const res = await launch({ ...build(daemon, logger), daemon: daemon.address, faults: flags.fault ?? null, env, logger });
+    await mergeCapture(flags.capture);
+    return res.exitCode;
+  } finally {
+    await daemon.close();
+  }
+}
