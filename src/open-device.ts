@@ -126,7 +126,7 @@ export async function openDevice(opts: OpenDeviceOptions = {}): Promise<EfaDevic
       logger,
       transport: {
         sendPacket: send,
-        stats: injector === null && cap === null ? undefined : () => transportCounters(injector, cap),
+        stats: () => transportCounters(udp, injector, cap),
       },
       resolver: (gid) => client.resolve(gid),
       onClose: async () => {
@@ -165,9 +165,9 @@ export async function openDevice(opts: OpenDeviceOptions = {}): Promise<EfaDevic
   }
 }
 
-/** The injector's drops and changes and the capture's counts, under the device counters' names. */
-function transportCounters(inj: FaultInjector | null, cap: PcapWriter | null): Record<string, number> {
-  const out: Record<string, number> = {};
+/** Socket errors, the injector's drops and changes and the capture's counts, under the device counters' names. */
+function transportCounters(udp: UdpPort, inj: FaultInjector | null, cap: PcapWriter | null): Record<string, number> {
+  const out: Record<string, number> = { tx_errors: udp.sendErrors };
   if (inj !== null) {
     const s = inj.stats;
     out.tx_drop_injected = s.injected_loss + s.partition_drops + s.rate_drops;
