@@ -3,15 +3,26 @@
  * itself with SIGKILL and rank 0 has the launcher restart the control daemon. The survivors
  * must keep talking to each other with nothing lost or duplicated, their sends to the dead
  * rank must fail with LOCAL_ERROR_UNRESP_REMOTE (never hang), and everyone must re-register
- * with the restarted daemon. Rank 0 prints one JSON line:
+ * with the restarted daemon.
+ *
+ * Every survivor prints what it observed itself, counted from its own completions and events:
+ *
+ *   {"observed_by", "posted", "send_ok": {rank: n}, "send_failed": {rank: {status: n}},
+ *    "peer_down": [ranks], "daemon_disconnects", "daemon_reconnects"}
+ *
+ * and rank 0 then prints one JSON line for the whole job, from the survivors' reports:
  *
  *   {"sent", "delivered", "duplicates", "missing_from_live_peers", "unresponsive_errors",
  *    "daemon_restarts", "peer_kills", "survivors_told_peer_down", ...}
  *
+ * (`daemon_restarts`: the reconnections rank 0's daemon client went through; `peer_kills`: the
+ * ranks some survivor was told went down.) The launcher reports, on its own stderr, the
+ * restart it did and how each rank ended.
+ *
  *   npx efa-emu launch -n 4 examples/chaos.ts [-- --seconds 4]
  */
 import { parseArgs } from 'node:util';
-import { AccessFlags, QpState, QpType, WcOpcode, WcStatus, WorkCompletion, openDevice, type AddressHandle, type EfaDevice } from '../src/index';
+import { AccessFlags, QpState, QpType, WcOpcode, WcStatus, WorkCompletion, openDevice, wcStatusStr, type AddressHandle, type EfaDevice } from '../src/index';
 
 const QKEY = 0xc4a05;
 const MSG = 64;
@@ -22,11 +33,16 @@ interface Report {
   rank: number;
   posted: number;
   okTo: Record<number, number>;
+  /** Failed send completions by destination rank, then by status name. */
+  failedTo: Record<number, Record<string, number>>;
   recvFrom: Record<number, number>;
   duplicates: number;
   unresponsive: number;
   otherErrors: number;
-  peerDown: number;
+  /** Ranks the device reported down (PEER_DOWN async events), in the order it did. */
+  peerDown: number[];
+  daemonDisconnects: number;
+  daemonReconnects: number;
 }
 
 /** A daemon call that may land while the daemon is restarting: retried until it answers. */
@@ -46,8 +62,19 @@ async function withDaemon<T>(what: string, call: () => Promise<T>, limitMs = 20_
 async function main(): Promise<void> {
   const { values } = parseArgs({ args: process.argv.slice(2), options: { seconds: { type: 'string', default: '4' } } });
   const seconds = Number(values.seconds);
+  // The kill (0.8 s in) and the restart (1.5 s in) must land while the stream still runs.
+  if (!(seconds >= 2)) throw new Error(`--seconds must be at least 2, got ${values.seconds}`);
   const timeoutMs = 1000;
   const dev: EfaDevice = await openDevice({ srd: { unresponsiveTimeoutMs: timeoutMs } });
+  try {
+    await chaos(dev, seconds, timeoutMs);
+  } finally {
+    // Also on failure: an open device's socket would keep the process alive.
+    await dev.close();
+  }
+}
+
+async function chaos(dev: EfaDevice, seconds: number, timeoutMs: number): Promise<void> {
   const rank = dev.rank ?? 0;
   const world = dev.worldSize ?? 1;
   if (world < 3) throw new Error('chaos needs at least 3 ranks (one dies, two keep talking)');
@@ -68,26 +95,41 @@ async function main(): Promise<void> {
   for (let i = 0; i < RECV_DEPTH; i++) postRecv(i);
 
   await dev.daemon.put(`${job}/chaos/${rank}`, JSON.stringify({ gid: dev.gidText, qpn: qp.qpNum }));
-  const peers: Array<{ rank: number; ah: AddressHandle; qpn: number }> = [];
+  const peers: Array<{ rank: number; gid: string; ah: AddressHandle; qpn: number }> = [];
   for (let r = 0; r < world; r++) {
     if (r === rank) continue;
     const info = JSON.parse(await dev.daemon.get(`${job}/chaos/${r}`, 60_000)) as { gid: string; qpn: number };
-    peers.push({ rank: r, ah: await dev.createAh(pd, { gid: info.gid }), qpn: info.qpn });
+    peers.push({ rank: r, gid: info.gid, ah: await dev.createAh(pd, { gid: info.gid }), qpn: info.qpn });
   }
   await dev.daemon.barrier(`${job}/chaos/ready`, world, 60_000);
 
-  const report: Report = { rank, posted: 0, okTo: {}, recvFrom: {}, duplicates: 0, unresponsive: 0, otherErrors: 0, peerDown: 0 };
-  const victimGid = JSON.parse(await dev.daemon.get(`${job}/chaos/${victim}`, 60_000)).gid as string;
-  // The daemon tells the survivors when the victim's connection drops.
+  const report: Report = {
+    rank,
+    posted: 0,
+    okTo: {},
+    failedTo: {},
+    recvFrom: {},
+    duplicates: 0,
+    unresponsive: 0,
+    otherErrors: 0,
+    peerDown: [],
+    daemonDisconnects: 0,
+    daemonReconnects: 0,
+  };
+  // What the survivors report of the kill and of the restart is what reached them, not what
+  // this program planned: any peer the device is told is down counts, whoever it is.
   dev.on('async_event', (ev: { eventType: string; gid?: string }) => {
-    if (ev.eventType === 'PEER_DOWN' && ev.gid === victimGid) report.peerDown++;
+    if (ev.eventType !== 'PEER_DOWN') return;
+    const peer = peers.find((p) => p.gid === ev.gid);
+    report.peerDown.push(peer === undefined ? -1 : peer.rank);
   });
+  dev.daemon.on('disconnected', () => report.daemonDisconnects++);
+  dev.daemon.on('reconnected', () => report.daemonReconnects++);
   const seen = new Map<number, Set<number>>();
   const destOf = new Map<number, number>(); // wrId -> destination rank
   let seq = 0;
   let outstanding = 0;
   let stop = false;
-  let daemonRestarts = 0;
   const wcs: WorkCompletion[] = [];
   const start = Date.now();
 
@@ -97,10 +139,7 @@ async function main(): Promise<void> {
     setTimeout(() => process.kill(process.pid, 'SIGKILL'), 800);
   }
   if (rank === 0 && process.send) {
-    setTimeout(() => {
-      process.send?.({ efaEmu: 'restart-daemon', downMs: 500 });
-      daemonRestarts++;
-    }, 1500);
+    setTimeout(() => process.send?.({ efaEmu: 'restart-daemon', downMs: 500 }), 1500);
   }
 
   // One loop polls all along: it posts while the stream runs and keeps reposting receives
@@ -139,8 +178,14 @@ async function main(): Promise<void> {
       outstanding--;
       const dest = destOf.get(wc.wrId) as number;
       destOf.delete(wc.wrId);
-      if (wc.status === WcStatus.SUCCESS) report.okTo[dest] = (report.okTo[dest] ?? 0) + 1;
-      else if (wc.status === WcStatus.LOCAL_ERROR_UNRESP_REMOTE || wc.status === WcStatus.LOCAL_ERROR_UNREACH_REMOTE) report.unresponsive++;
+      if (wc.status === WcStatus.SUCCESS) {
+        report.okTo[dest] = (report.okTo[dest] ?? 0) + 1;
+        continue;
+      }
+      const byStatus = (report.failedTo[dest] ??= {});
+      const name = wcStatusStr(wc.status);
+      byStatus[name] = (byStatus[name] ?? 0) + 1;
+      if (wc.status === WcStatus.LOCAL_ERROR_UNRESP_REMOTE || wc.status === WcStatus.LOCAL_ERROR_UNREACH_REMOTE) report.unresponsive++;
       else report.otherErrors++;
     }
     // Sending is over once every send has its completion (the dead rank's fail after the timeout).
@@ -157,6 +202,17 @@ async function main(): Promise<void> {
   for (let k = 0; k < 20; k++) await new Promise((r) => setImmediate(r));
   finished = true;
   for (const [from, set] of seen) report.recvFrom[from] = set.size;
+  process.stdout.write(
+    `${JSON.stringify({
+      observed_by: rank,
+      posted: report.posted,
+      send_ok: report.okTo,
+      send_failed: report.failedTo,
+      peer_down: report.peerDown,
+      daemon_disconnects: report.daemonDisconnects,
+      daemon_reconnects: report.daemonReconnects,
+    })}\n`,
+  );
   await withDaemon('put', () => dev.daemon.put(`${job}/chaos/report/${rank}`, JSON.stringify(report)));
   await withDaemon('barrier', () => dev.daemon.barrier(`${job}/chaos/reported`, survivors, 60_000));
 
@@ -183,15 +239,14 @@ async function main(): Promise<void> {
       missing_from_live_peers: missing,
       unresponsive_errors: reports.reduce((a, r) => a + r.unresponsive, 0),
       other_send_errors: reports.reduce((a, r) => a + r.otherErrors, 0),
-      survivors_told_peer_down: reports.filter((r) => r.peerDown > 0).length,
-      daemon_restarts: daemonRestarts,
-      peer_kills: 1,
+      survivors_told_peer_down: reports.filter((r) => r.peerDown.includes(victim)).length,
+      daemon_restarts: report.daemonReconnects,
+      peer_kills: new Set(reports.flatMap((r) => r.peerDown)).size,
     };
     process.stdout.write(`${JSON.stringify(summary)}\n`);
     const ok = summary.duplicates === 0 && summary.missing_from_live_peers === 0 && summary.other_send_errors === 0 && summary.unresponsive_errors > 0;
     if (!ok) process.exitCode = 2;
   }
-  await dev.close();
 }
 
 main().catch((err: Error & { code?: string }) => {

@@ -6,7 +6,7 @@
  * Ranks 2k and 2k+1 pair up; the even rank prints the result.
  */
 import { QpType } from '../src/index';
-import { parsePingPongArgs, printResult, runPingPong } from './lib/pingpong';
+import { parsePingPongArgs, printResult, reportFailure, runPingPong } from './lib/pingpong';
 
 async function main(): Promise<void> {
   const opts = parsePingPongArgs(process.argv.slice(2), QpType.SRD);
@@ -14,7 +14,4 @@ async function main(): Promise<void> {
   if (res !== null) printResult(res, opts.json);
 }
 
-main().catch((err: Error & { code?: string }) => {
-  process.stderr.write(`srd-pingpong: ${err.code ? `${err.code}: ` : ''}${err.stack}\n`);
-  process.exitCode = 1;
-});
+main().catch((err: unknown) => reportFailure('srd-pingpong', err));

@@ -16,6 +16,12 @@ export const ENV_RANK = 'EFA_EMU_RANK';
 export const ENV_SIZE = 'EFA_EMU_SIZE';
 /** Fault spec applied to this process's device (same syntax as `--faults`). */
 export const ENV_FAULTS = 'EFA_EMU_FAULTS';
+/**
+ * SRD tunables for this process's device, `key=value` pairs named as in SrdConfig
+ * (`window=32,unresponsiveTimeoutMs=300`): how a simulation's failing seed is replayed with
+ * real processes.
+ */
+export const ENV_SRD = 'EFA_EMU_SRD';
 /** Device name; the daemon keeps a device's GID stable per name. */
 export const ENV_DEVICE_NAME = 'EFA_EMU_DEVICE_NAME';
 /**
@@ -53,6 +59,8 @@ export interface RankEnv {
   daemon: HostPort;
   /** Fault spec string from `EFA_EMU_FAULTS`. */
   faults: string | null;
+  /** SRD tunables from `EFA_EMU_SRD` (unparsed). */
+  srd: string | null;
   /** Device name from `EFA_EMU_DEVICE_NAME`. */
   deviceName: string | null;
   /** True when started by `efa-emu launch` (`EFA_EMU_LAUNCHED=1`). */
@@ -134,6 +142,7 @@ export function readRankEnv(env: NodeJS.ProcessEnv = process.env): RankEnv {
     size: size ? size.value : null,
     daemon,
     faults: nonEmpty(env[ENV_FAULTS]),
+    srd: nonEmpty(env[ENV_SRD]),
     deviceName: nonEmpty(env[ENV_DEVICE_NAME]),
     launched: env[ENV_LAUNCHED] === '1',
   };

@@ -4,7 +4,7 @@ import { parseGid } from './common/gid';
 import { DaemonClient } from './control/client';
 import type { DeviceAttributes } from './device/attributes';
 import { Device } from './device/device';
-import { readRankEnv, parseHostPort, type HostPort } from './env';
+import { ENV_SRD, readRankEnv, parseHostPort, type HostPort } from './env';
 import { UdpPort } from './io/udp-port';
 import { TimerDriver } from './io/timer-driver';
 import { FaultInjector, defaultTargetKey } from './io/fault-injector';
@@ -12,7 +12,7 @@ import { toFaultSpec, isNoFaults, type FaultSpec } from './io/fault-spec';
 import { gidDeviceIndex } from './common/gid';
 import { nextIncarnation } from './common/incarnation';
 import { PcapWriter } from './io/pcap-writer';
-import type { SrdConfig } from './srd/srd-config';
+import { parseSrdConfigText, resolveSrdConfig, type SrdConfig } from './srd/srd-config';
 
 /** Options of {@link openDevice}; each falls back to the launcher's environment variables. */
 export interface OpenDeviceOptions {
@@ -30,7 +30,7 @@ export interface OpenDeviceOptions {
   rank?: number | null;
   /** Overrides of the device attributes (limits, MTU). */
   attributes?: Partial<DeviceAttributes>;
-  /** SRD tunables (window, RTO bounds, `unresponsiveTimeoutMs`, ...). */
+  /** SRD tunables (window, RTO bounds, `unresponsiveTimeoutMs`, ...). Default: `EFA_EMU_SRD`. */
   srd?: Partial<SrdConfig>;
   /**
    * Faults on everything this device sends: a spec string such as
@@ -77,6 +77,7 @@ export async function openDevice(opts: OpenDeviceOptions = {}): Promise<EfaDevic
   const faultSource = opts.faults !== undefined ? 'faults' : 'EFA_EMU_FAULTS';
   // Checked before anything is opened: a bad spec is the caller's error, named as such.
   const faultSpec = toFaultSpec(opts.faults !== undefined ? opts.faults : env.faults, faultSource);
+  const srd = opts.srd ?? (env.srd === null ? undefined : resolveSrdConfig(parseSrdConfigText(env.srd, ENV_SRD)));
 
   const client = await DaemonClient.connect({ host: daemonAddr.host, port: daemonAddr.port, logger, token: opts.daemonToken });
   let port: UdpPort | null = null;
@@ -97,10 +98,10 @@ export async function openDevice(opts: OpenDeviceOptions = {}): Promise<EfaDevic
     // Captured at the socket, after the faults: what really left.
     let send =
       cap === null
-        ? (buf: Buffer, len: number, host: string, p: number): void => udp.send(buf, len, host, p)
-        : (buf: Buffer, len: number, host: string, p: number): void => {
+        ? (buf: Buffer, len: number, host: string, p: number, onSent?: (() => void) | null): void => udp.send(buf, len, host, p, onSent)
+        : (buf: Buffer, len: number, host: string, p: number, onSent?: (() => void) | null): void => {
             cap.writeUdp(buf, len, udp.host, udp.port, host, p);
-            udp.send(buf, len, host, p);
+            udp.send(buf, len, host, p, onSent);
           };
     if (!isNoFaults(faultSpec)) {
       const spec = { ...faultSpec, seed: (Math.imul(faultSpec.seed, 0x9e3779b1) + gidDeviceIndex(parseGid(lease.gid))) >>> 0 };
@@ -108,11 +109,12 @@ export async function openDevice(opts: OpenDeviceOptions = {}): Promise<EfaDevic
         spec,
         send,
         source: faultSource,
+        self: name,
         // Partitions may name a device ("efa1") as well as an endpoint ("127.0.0.1:4000").
         targetKey: (host, p) => device?.peerNameAt(host, p) ?? defaultTargetKey(host, p),
       });
       injector = inj;
-      send = (buf, len, host, p) => inj.send(buf, len, host, p);
+      send = (buf, len, host, p, onSent) => inj.send(buf, len, host, p, onSent);
     }
     const timer = new TimerDriver(performance.now.bind(performance), () => device?.onTimer());
     device = new EfaDevice({
@@ -121,7 +123,7 @@ export async function openDevice(opts: OpenDeviceOptions = {}): Promise<EfaDevic
       rank,
       incarnation,
       attributes: opts.attributes,
-      srd: opts.srd,
+      srd,
       timer,
       logger,
       transport: {
@@ -153,8 +155,17 @@ export async function openDevice(opts: OpenDeviceOptions = {}): Promise<EfaDevic
           },
     );
     client.on('peer_down', (ev: { gid: string }) => dev.notifyPeerDown(ev.gid));
-    client.on('peer_up', (ev) => dev.notifyPeerUp(ev.gid, ev.endpoint, ev.incarnation));
+    client.on('peer_up', (ev) => dev.notifyPeerUp(ev.gid, ev.endpoint, ev.incarnation, ev.name));
     client.setStatsProvider(() => dev.statsSnapshot());
+    // The devices already registered: their packets are then accepted from the first one,
+    // without a lookup (later ones arrive as peer_up events).
+    try {
+      for (const d of (await client.list()).devices) {
+        if (d.up && d.gid !== lease.gid) dev.learnEndpoint(d.gid, d.endpoint, d.incarnation, d.name);
+      }
+    } catch (err) {
+      device.logger.debug({ err }, 'device list not read; peers are confirmed as they are first heard');
+    }
     device.logger.info({ endpoint, daemon: daemonAddr }, 'device opened');
     return device;
   } catch (err) {

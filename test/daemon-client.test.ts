@@ -187,8 +187,9 @@ t.test('barrier with 3 clients releases all, and is reusable', async (t) => {
     t.equal(released, 2, `round ${round}: all released`);
   }
   t.equal(d.stats.waitsOpen, 0);
-  await cs[0].barrier('solo', 1);
-  t.pass('n = 1 returns at once');
+  // A wait timeout of 0 ms: a barrier of one that waited for anybody would time out instead.
+  await t.resolves(cs[0].barrier('solo', 1, 0), 'n = 1 returns at once, even with no time to wait');
+  t.equal(d.stats.waitsOpen, 0, 'and leaves no wait behind');
 });
 
 t.test('barrier timeout removes the caller from the round', async (t) => {
@@ -320,6 +321,8 @@ t.test('close: idempotent, rejects pending calls, later calls fail with ClosedEr
   await w.register({ name: 'w', endpoint: ep(1) });
   const c = await client(t, d);
   await c.register({ name: 'c', endpoint: ep(2) });
+  const listed = async (): Promise<unknown> => (await w.list()).devices.find((dev) => dev.name === 'c');
+  t.match(await listed(), { up: true }, 'the daemon lists the device as up before close');
   const pending = c.get('nothing', 60000);
   const down = nextEvent<PeerDownInfo>(w, 'peer_down', (e) => e.name === 'c');
   const p = c.close();
@@ -327,7 +330,7 @@ t.test('close: idempotent, rejects pending calls, later calls fail with ClosedEr
   await t.rejects(pending, { name: 'ClosedError', code: 'ECLOSED' });
   await p;
   await down;
-  t.pass('close unregistered the device');
+  t.match(await listed(), { up: false }, 'close unregistered the device: the daemon lists it down');
   await t.rejects(c.list(), { name: 'ClosedError' });
   t.notOk(c.connected);
   await c.close();

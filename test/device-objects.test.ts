@@ -361,6 +361,6 @@ t.test('close is idempotent and later commands fail ECLOSED', async (t) => {
   const err = await rejection(dev.allocPd());
   t.ok(err instanceof ClosedError, 'allocPd after close');
   t.equal(err?.code, 'ECLOSED');
-  t.doesNotThrow(() => dev.handleDatagram(Buffer.alloc(100)), 'a datagram after close is ignored');
+  t.doesNotThrow(() => dev.handleDatagram(Buffer.alloc(100), '127.0.0.1', 1), 'a datagram after close is ignored');
   t.equal(dev.stats.rx_pkts, 0, 'and not counted');
 });

@@ -41,6 +41,7 @@ t.test('an empty environment gives defaults', async (t) => {
     size: null,
     daemon: { host: '127.0.0.1', port: 18515 },
     faults: null,
+    srd: null,
     deviceName: null,
     launched: false,
   });
@@ -62,6 +63,7 @@ t.test('everything efa-emu launch sets is read back', async (t) => {
     size: 4,
     daemon: { host: '10.0.0.5', port: 9000 },
     faults: 'loss=1%,seed=3',
+    srd: null,
     deviceName: 'efa3',
     launched: true,
   });

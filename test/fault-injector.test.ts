@@ -213,6 +213,32 @@ t.test('loss and dup through the injector', async (t) => {
   t.equal(b.sent[1].buf, buf);
 });
 
+t.test('a caller told when its buffer is free is told once, and never while a copy of it may be read', async (t) => {
+  const sends: Array<{ buf: Buffer; onSent: (() => void) | null }> = [];
+  const inj = new FaultInjector({ spec: 'dup=100%,seed=3', send: (buf, _len, _h, _p, onSent) => sends.push({ buf, onSent: onSent ?? null }) });
+  const buf = packet(4);
+  let told = 0;
+  inj.send(buf, 8, 'h', 1, () => told++);
+  t.equal(sends.length, 2, 'two copies left');
+  t.equal(sends[0].buf, buf, 'the first is the caller\'s buffer');
+  t.not(sends[1].buf, buf, 'the second is a copy');
+  t.same(sends[1].buf.subarray(0, 8), buf.subarray(0, 8), 'with the same bytes');
+  t.equal(told, 0, 'not told before the socket lets go');
+  t.equal(sends.filter((s) => s.onSent !== null).length, 1, 'the socket is asked to tell once, for the caller\'s buffer');
+  sends[0].onSent?.();
+  t.equal(told, 1, 'told once the socket let go');
+
+  const held = new FaultInjector({ spec: 'delay=5ms', send: () => undefined, spinBelowMs: 0 });
+  let heldTold = 0;
+  held.send(packet(5), 8, 'h', 1, () => heldTold++);
+  t.equal(heldTold, 1, 'a delayed packet is a copy: the caller is told at once');
+  held.close();
+  const lost = new FaultInjector({ spec: 'loss=100%', send: () => undefined });
+  let lostTold = 0;
+  lost.send(packet(6), 8, 'h', 1, () => lostTold++);
+  t.equal(lostTold, 1, 'a lost packet: told at once');
+});
+
 t.test('rate limit: packets are spaced by len / rate', async (t) => {
   // 1000 bytes at 1 mbit/s = 8 ms each; the fifth cannot leave before 40 ms.
   const { inj, sent, until } = rig('rate=1mbit');

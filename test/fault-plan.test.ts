@@ -319,3 +319,42 @@ t.test('stats have toJSON and a bad spec object is refused', async (t) => {
   const decision: FaultDecision = makeFaultDecision();
   t.same(decision, { copies: 0, releaseAtMs: [0, 0], corruptBit: [-1, -1] });
 });
+
+t.test('one spec for every device: a device naming itself goes dark, SRC/DST cuts one direction of one link', async (t) => {
+  const spec = parseFaultSpec('partition=efa1@0ms+10ms,partition=efa0/efa2@0ms+10ms');
+  const d = makeFaultDecision();
+  const passes = (self: string, target: string, at: number): boolean => {
+    const p = new FaultPlan(spec, { self });
+    p.start(0);
+    p.decide(at, 64, target, d);
+    return d.copies > 0;
+  };
+  t.notOk(passes('efa0', 'efa1', 1), 'efa0 -> efa1: cut (efa1 is dark)');
+  t.notOk(passes('efa1', 'efa0', 1), 'efa1 -> efa0: cut too (efa1 names itself)');
+  t.notOk(passes('efa1', 'efa2', 1), 'efa1 -> anyone: cut');
+  t.notOk(passes('efa0', 'efa2', 1), 'efa0 -> efa2: cut by efa0/efa2');
+  t.ok(passes('efa2', 'efa0', 1), 'efa2 -> efa0: open (one direction only)');
+  t.ok(passes('efa3', 'efa2', 1), 'efa3 -> efa2: open (the window belongs to efa0)');
+  t.ok(passes('efa0', 'efa1', 11), 'after the window: open again');
+  t.ok(new FaultPlan(parseFaultSpec('partition=efa1@0ms+10ms')).hasPartitions, 'a plan without a name still has the window');
+  const anon = new FaultPlan(parseFaultSpec('partition=efa1@0ms+10ms'));
+  anon.start(0);
+  anon.decide(1, 64, 'efa0', d);
+  t.equal(d.copies, 1, 'and a plan without a name matches only its destination');
+});
+
+t.test('schedulePartition adds a window as the spec would, relative to the plan start', async (t) => {
+  const p = new FaultPlan(parseFaultSpec(''), { self: 'efa0' });
+  p.start(100);
+  p.schedulePartition('efa0/efa1', 5, 10);
+  const d = makeFaultDecision();
+  const at = (now: number, target: string): number => {
+    p.decide(now, 64, target, d);
+    return d.copies;
+  };
+  t.equal(at(104, 'efa1'), 1, 'before the window');
+  t.equal(at(106, 'efa1'), 0, 'in it');
+  t.equal(at(107, 'efa2'), 1, 'another destination is not cut');
+  t.equal(at(116, 'efa1'), 1, 'after it');
+  t.same(p.spec.partitions, [{ target: 'efa0/efa1', startMs: 5, durationMs: 10 }], 'it is part of the spec');
+});

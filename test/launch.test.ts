@@ -1,6 +1,7 @@
 import t, { type Test } from 'tap';
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { EfaError, InvalidArgumentError } from '../src/common/errors';
@@ -12,7 +13,12 @@ import {
   MAX_RANKS,
   type LaunchOptions,
   type LaunchResult,
+  type RankResult,
 } from '../src/cli/launch';
+import { describeRestart, jobSummary } from '../src/cli/launch-command';
+import { daemonForCommand } from '../src/cli/embedded-daemon';
+import { silentLogger } from '../src/common/logger';
+import { DaemonClient } from '../src/control/client';
 import { LineSplitter } from '../src/cli/line-prefixer';
 
 // Tests run from dist/test; fixtures that ranks run stay in the source tree (the .ts one is run
@@ -281,7 +287,7 @@ t.test('a rank exiting 3 stops the others, which would run forever', async (t) =
     },
   });
   t.equal(result.exitCode, 3);
-  t.same(result.ranks[2], { rank: 2, pid: result.ranks[2].pid, code: 3, signal: null });
+  t.same(result.ranks[2], { rank: 2, pid: result.ranks[2].pid, code: 3, signal: null, exitAnnounced: false });
   for (const r of [0, 1, 3]) {
     t.same([result.ranks[r].code, result.ranks[r].signal], [null, 'SIGTERM'], `rank ${r} was stopped`);
     t.same(linesOf(lines, r), [`pid=${result.ranks[r].pid}`], 'pid printed by the rank matches');
@@ -336,7 +342,37 @@ t.test('a rank killed by a signal gives 128 + its number', async (t) => {
   });
   t.equal(result.exitCode, 128 + 9);
   t.same(result.ranks[0].signal, 'SIGKILL');
+  t.equal(result.ranks[0].exitAnnounced, false, 'it had not announced its death');
   t.same(result.ranks[1].signal, 'SIGTERM');
+});
+
+t.test('a rank that announced its exit may die without failing the job', async (t) => {
+  for (const how of ['kill', '7']) {
+    // Repeated: the announcement and the death race each other in the launcher every time.
+    for (let i = 0; i < 5; i++) {
+      const messages: Array<[number, unknown]> = [];
+      const result = await launch({
+        n: 2,
+        program: fixture('announced-exit.js'),
+        args: [how],
+        daemon: DAEMON,
+        onLine: () => {},
+        onMessage: (rank, msg) => messages.push([rank, msg]),
+      });
+      const why = `${how}, run ${i}: ${JSON.stringify(result)}`;
+      t.equal(result.exitCode, 0, `the job succeeds (${why})`);
+      t.match(result.ranks[0], how === 'kill' ? { code: null, signal: 'SIGKILL', exitAnnounced: true } : { code: 7, signal: null, exitAnnounced: true }, why);
+      t.match(result.ranks[1], { code: 0, signal: null, exitAnnounced: false }, why);
+      t.same(
+        messages.sort((a, b) => a[0] - b[0]),
+        [
+          [0, { hello: 0 }],
+          [1, { hello: 1 }],
+        ],
+        'other messages reach onMessage; the announcement does not',
+      );
+    }
+  }
 });
 
 t.test('16 ranks start together and exit 0', async (t) => {
@@ -406,8 +442,8 @@ t.test('an AbortSignal stops the job early', async (t) => {
   t.same(pre, {
     exitCode: EXIT_SIGINT,
     ranks: [
-      { rank: 0, pid: null, code: null, signal: null },
-      { rank: 1, pid: null, code: null, signal: null },
+      { rank: 0, pid: null, code: null, signal: null, exitAnnounced: false },
+      { rank: 1, pid: null, code: null, signal: null, exitAnnounced: false },
     ],
     timedOut: false,
     interrupted: true,
@@ -543,4 +579,76 @@ t.test('rank-bootstrap on its own', async (t) => {
   const exits = path.join(dir, 'exits.cjs');
   fs.writeFileSync(exits, 'process.exitCode = 42;\n');
   t.equal(run([exits]).status, 42);
+});
+
+t.test('the exit summary of efa-emu launch', async (t) => {
+  const rank = (r: number, code: number | null, signal: string | null, exitAnnounced = false): RankResult => ({ rank: r, pid: 100 + r, code, signal, exitAnnounced });
+  const ok = (ranks: RankResult[]): LaunchResult => ({ exitCode: 0, ranks, timedOut: false, interrupted: false });
+  t.equal(jobSummary(ok([rank(0, 0, null), rank(1, 0, null)]), []), null, 'a job with nothing to tell stays quiet');
+  t.equal(
+    jobSummary(ok([rank(0, 0, null), rank(1, 0, null), rank(2, 0, null), rank(3, null, 'SIGKILL', true), rank(4, 0, null)]), [
+      { rank: 0, outcome: { restarted: true, downMs: 510, address: { host: '127.0.0.1', port: 4000 } } },
+      { rank: 2, outcome: { restarted: false, reason: 'busy' } },
+      { rank: 1, outcome: { error: { code: 'EADDRINUSE', message: 'port taken' } } },
+    ]),
+    'job ended, exit 0: ranks 0-2,4 exit 0; rank 3 SIGKILL (announced); daemon restarts: 3 requested, 1 done, 1 failed, 1 not done',
+  );
+  t.equal(
+    jobSummary({ exitCode: 124, ranks: [rank(0, null, 'SIGTERM'), rank(1, null, null)], timedOut: true, interrupted: false }, []),
+    'job ended, exit 124 (timed out): rank 0 SIGTERM; rank 1 never started',
+  );
+  t.equal(
+    describeRestart({ rank: 0, outcome: { restarted: true, downMs: 510, address: { host: '127.0.0.1', port: 4000 } } }),
+    "daemon restarted at rank 0's request: down 510 ms, listening again on 127.0.0.1:4000",
+  );
+  t.equal(describeRestart({ rank: 1, outcome: { restarted: false, reason: 'external' } }), 'daemon restart asked by rank 1 not done: the daemon was given with --daemon');
+  t.equal(
+    describeRestart({ rank: 1, outcome: { error: { code: 'EADDRINUSE', message: 'port taken' } } }),
+    'daemon restart asked by rank 1 failed: EADDRINUSE: port taken; the job has no daemon now',
+  );
+});
+
+/** Whether something accepts TCP connections at `port` on loopback. */
+function listening(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect({ host: '127.0.0.1', port }, () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.on('error', () => resolve(false));
+  });
+}
+
+t.test('the embedded daemon restarts on its port, once at a time, and close ends a restart', async (t) => {
+  const d = await daemonForCommand(undefined, { logger: silentLogger(), token: null });
+  t.teardown(() => d.close());
+  const c = await DaemonClient.connect({ ...d.address, heartbeatMs: 50, token: null });
+  t.teardown(() => c.close());
+  const back = new Promise<void>((resolve) => c.once('reconnected', () => resolve()));
+
+  const first = d.restart(100);
+  t.same(await d.restart(100), { restarted: false, reason: 'busy' }, 'a second request while one is under way is not done');
+  const outcome = await first;
+  t.match(outcome, { restarted: true, address: d.address }, 'restarted on the same address');
+  t.ok(outcome.restarted && outcome.downMs >= 100, `down for at least the 100 ms asked (${outcome.restarted ? outcome.downMs : '-'} ms)`);
+  await back;
+  t.equal(c.connected, true, 'a client got back to the restarted daemon');
+  await c.put('k', 'v');
+  t.equal(await c.get('k'), 'v', 'which serves it');
+  await c.close();
+
+  // Closing in the middle of the down time neither waits it out nor leaves a daemon behind.
+  const late = d.restart(30_000);
+  const started = Date.now();
+  await d.close();
+  t.ok(Date.now() - started < 10_000, `close did not wait for the 30 s down time (${Date.now() - started} ms)`);
+  t.same(await late, { restarted: false, reason: 'closing' });
+  t.equal(await listening(d.address.port), false, 'nothing listens on the port any more');
+  t.same(await d.restart(10), { restarted: false, reason: 'closing' }, 'no restart after close');
+});
+
+t.test('a daemon given with --daemon is not restarted', async (t) => {
+  const d = await daemonForCommand('127.0.0.1:1', { logger: silentLogger() });
+  t.same(await d.restart(10), { restarted: false, reason: 'external' });
+  await d.close();
 });

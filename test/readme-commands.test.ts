@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
 import { CLI, ROOT, runCli } from './helpers/run-cli';
+import { tsharkProblem } from './helpers/tshark';
 
 /** The commands of the README's ```sh blocks, comments removed. */
 function readmeCommands(): string[] {
@@ -58,7 +59,34 @@ function words(line: string): string[] {
   return out;
 }
 
+/** `port N is taken` when something else listens on the README daemon's port, else false. */
+function daemonPortProblem(port: number): string | false {
+  // A child process so the check stays synchronous: the skip is decided when tests are declared.
+  const probe = spawnSync(
+    process.execPath,
+    ['-e', `require('node:net').createServer().on('error', (e) => process.exit(e.code === 'EADDRINUSE' ? 3 : 1)).listen(${port}, '127.0.0.1', () => process.exit(0))`],
+    { encoding: 'utf8', timeout: 10_000 },
+  );
+  // Any other trouble is the daemon's to report: its test then fails with the real error.
+  return probe.status === 3 ? `port ${port} is taken on this machine` : false;
+}
+
+const isDaemonLine = (argv: string[]): boolean => argv[0] === 'npx' && argv[1] === 'efa-emu' && argv[2] === 'daemon';
+const isStatusLine = (argv: string[]): boolean => argv[0] === 'npx' && argv[1] === 'efa-emu' && argv[2] === 'status';
+
 const commands = readmeCommands();
+const hasDaemon = commands.some((line) => isDaemonLine(words(line)));
+const noDaemon = hasDaemon ? daemonPortProblem(18515) : 'the README starts no daemon';
+const noTshark = commands.some((line) => words(line)[0] === 'tshark') ? tsharkProblem() : false;
+/** Why a README command cannot run on this machine, or false when it can. */
+function skipReason(argv: string[]): string | false {
+  if (isDaemonLine(argv)) return noDaemon;
+  // The status line asks the daemon the daemon line started: it goes when that one does.
+  if (isStatusLine(argv) && noDaemon !== false) return `no daemon of this test to ask: ${noDaemon}`;
+  if (argv[0] === 'tshark') return noTshark;
+  return false;
+}
+
 const stateHome = fs.mkdtempSync(path.join(os.tmpdir(), 'efa-emu-readme-'));
 t.teardown(() => fs.rmSync(stateHome, { recursive: true, force: true }));
 // The standalone daemon keeps its state under XDG_STATE_HOME: never the user's real one.
@@ -72,8 +100,8 @@ t.ok(commands.includes('npm ci') && commands.includes('npm test'), 'the two comm
 for (const line of commands) {
   const argv = words(line);
   if (argv[0] === 'npm') continue;
-  t.test(line, async (t) => {
-    if (argv[0] === 'npx' && argv[1] === 'efa-emu' && argv[2] === 'daemon') {
+  t.test(line, { skip: skipReason(argv) }, async (t) => {
+    if (isDaemonLine(argv)) {
       daemon = spawn(process.execPath, [CLI, ...argv.slice(2)], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
       const started = await new Promise<string>((resolve) => {
         let out = '';
@@ -90,10 +118,6 @@ for (const line of commands) {
           resolve(`exited: ${out}`);
         });
       });
-      if (started.startsWith('exited') && /EADDRINUSE/.test(started + String(daemon.stderr?.read() ?? ''))) {
-        t.pass('skipped: port 18515 is taken on this machine');
-        return;
-      }
       t.match(started, /efa-emu daemon listening on 127\.0\.0\.1:18515/);
       return;
     }
@@ -105,10 +129,6 @@ for (const line of commands) {
       return;
     }
     if (argv[0] === 'tshark') {
-      if (spawnSync('tshark', ['-v']).error !== undefined) {
-        t.pass('skipped: tshark not installed');
-        return;
-      }
       const run = spawnSync(argv[0], argv.slice(1), { cwd: ROOT, encoding: 'utf8' });
       t.equal(run.status, 0, run.stderr);
       t.match(run.stdout, /SRD_DATA/);
@@ -118,11 +138,9 @@ for (const line of commands) {
   });
 }
 
-t.test('the daemon started above stops cleanly', async (t) => {
-  if (daemon === null || daemon.exitCode !== null) {
-    t.pass('no daemon running');
-    return;
-  }
+t.test('the daemon started above stops cleanly', { skip: noDaemon }, async (t) => {
+  t.ok(daemon !== null && daemon.exitCode === null && daemon.signalCode === null, 'the daemon is still running');
+  if (daemon === null || daemon.exitCode !== null || daemon.signalCode !== null) return;
   const code = await new Promise<number | null>((resolve) => {
     daemon?.on('exit', (c) => resolve(c));
     daemon?.kill('SIGTERM');

@@ -34,16 +34,19 @@ t.test('RNR for longer than the unresponsive timeout is still not a timeout (rnr
   const { sim, ends, ahs } = await srdSim({ srd: SRD, faults: { delayMs: 0.1 } });
   const [a, b] = ends;
   const [logA, logB] = watchEnds(sim, [a, b], 512);
-  for (let j = 0; j < 5; j++) postSrdSend(a, ahs[0][1], b, j, patternPayload(j, 100));
+  for (let j = 0; j < 5; j++) postSrdSend(a, ahs[0][1], b, j, patternPayload(j, 100), { immData: j });
   sim.at(3 * SRD.unresponsiveTimeoutMs, () => postRecvs(b, 5, 512));
   sim.runUntil(() => logA.sends.length === 5, 10_000);
   t.ok(logA.sends.length === 5 && logA.sends.every((w) => w.status === WcStatus.SUCCESS), 'all five SUCCESS after three timeouts of RNR');
   t.equal(logB.recvs.length, 5, 'all delivered');
   t.equal(a.dev.stats.unresponsive_remote_events + a.dev.stats.unreachable_remote_events, 0, 'no unresponsive-peer event');
-  // Back-off: the retries of one packet are spaced out up to rnrBackoffMaxMs, not sent back to back.
-  const times = dataSends(sim, 1, 2, 0).map((r) => r.t);
+  // Back-off: the retries of one message are spaced out up to rnrBackoffMaxMs, not sent back
+  // to back. Each retry goes out under a new PSN: every RNR answer is final for its PSN.
+  const tries = dataSends(sim, 1, 2).filter((r) => r.info.imm === 0);
+  const times = tries.map((r) => r.t);
   const gaps = times.slice(1).map((x, i) => x - times[i]);
-  t.ok(gaps.length > 5, `PSN 0 was retried ${gaps.length} times`);
+  t.ok(gaps.length > 5, `message 0 was retried ${gaps.length} times`);
+  t.equal(new Set(tries.map((r) => r.info.psn)).size, tries.length, 'each try under a PSN of its own');
   t.ok(gaps.every((g) => g <= SRD.rnrBackoffMaxMs + 0.2 + 1e-9), 'no gap beyond the back-off cap and a round trip');
   t.ok(gaps.at(-2)! >= SRD.rnrBackoffMaxMs, 'the back-off reached its cap');
   for (let i = 1; i < Math.min(gaps.length, 4); i++) t.ok(gaps[i] >= gaps[i - 1] - 1e-9, `back-off ${i} did not shrink`);

@@ -6,7 +6,8 @@
 import t from 'tap';
 import { WcStatus } from '../src/common/wc-status';
 import { QpState } from '../src/device/constants';
-import { patternPayload, postRecvs, postSrdSend, srdSim, watchEnds } from './helpers/sim-network';
+import { PacketType } from '../src/wire/header';
+import { patternPayload, postRecvs, postSrdSend, srdSim, watchEnds, type SimPacket } from './helpers/sim-network';
 
 const TIMEOUT = 200;
 const MAX_RTO = 20;
@@ -161,4 +162,34 @@ t.test('a peer that comes back after its sends failed is served again', async (t
     [4, 5],
     'the receiver got exactly those (the failed ones never reached it)',
   );
+});
+
+t.test('answers to copies already settled are not signs of life: the send still fails on time', async (t) => {
+  // The receiver never posts a receive (RNR, rnr_retry 7); then the data direction goes dark
+  // while old copies of earlier attempts keep reaching the receiver, which keeps answering
+  // them, and the answers do get back. They are about PSNs the sender retired: they must not
+  // keep the send alive.
+  const { sim, ends, ahs } = await srdSim({ srd: { ...SRD, rnrBackoffMaxMs: 4 }, faults: { delayMs: 0.1 } });
+  const [a, b] = ends;
+  const [logA, logB] = watchEnds(sim, [a, b]);
+  const early: SimPacket[] = [];
+  const cut = 50;
+  sim.intercept = (p) => {
+    if (p.from === 1 && p.info.type === PacketType.SRD_DATA && sim.now < cut) early.push(p);
+    return true;
+  };
+  postSrdSend(a, ahs[0][1], b, 1, patternPayload(1, 100));
+  sim.runUntil(() => false, cut);
+  t.ok(b.dev.stats.rnr_sent > 5, `refused with RNR before the cut (rnr_sent ${b.dev.stats.rnr_sent})`);
+  sim.partitionLink(1, 2, cut, Infinity, true);
+  // An old copy reaches the receiver every 10 ms from then on.
+  for (let k = 0; k < 60; k++) sim.at(cut + k * 10, () => sim.replay(early[k % early.length], sim.now));
+  const answersBefore = a.dev.stats.rnr_received + a.dev.stats.acks_received;
+  sim.runUntil(() => logA.sends.length === 1, 10_000);
+  const answers = a.dev.stats.rnr_received + a.dev.stats.acks_received - answersBefore;
+  t.ok(answers > 10, `the old copies were answered (acks of settled PSNs, RNR NAKs) and the answers arrived (${answers})`);
+  const wc = logA.sends[0];
+  t.equal(wc.status, WcStatus.LOCAL_ERROR_UNRESP_REMOTE, 'the send failed UNRESP_REMOTE');
+  t.ok(wc.t - cut <= TIMEOUT + SRD.maxRtoMs, `${(wc.t - cut).toFixed(1)} ms after the cut: within the timeout`);
+  t.equal(logB.recvs.length, 0, 'nothing was delivered');
 });

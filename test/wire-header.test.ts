@@ -177,7 +177,8 @@ t.test('wrong magic, version, type and length are each detected', async (t) => {
   t.equal(decode(mutate((b) => (b[OFF_MAGIC] = 0x45)))[0], DecodeError.BAD_MAGIC, 'magic');
   t.equal(decode(mutate((b) => b.writeUInt16BE(0xa1ef, OFF_MAGIC)))[0], DecodeError.BAD_MAGIC, 'byte-swapped magic');
   t.equal(decode(mutate((b) => (b[OFF_VERSION] = 0)))[0], DecodeError.BAD_VERSION, 'version 0');
-  t.equal(decode(mutate((b) => (b[OFF_VERSION] = 2)))[0], DecodeError.BAD_VERSION, 'version 2');
+  t.equal(decode(mutate((b) => (b[OFF_VERSION] = WIRE_VERSION + 1)))[0], DecodeError.BAD_VERSION, 'the next version');
+  t.equal(decode(mutate((b) => (b[OFF_VERSION] = WIRE_VERSION - 1)))[0], DecodeError.BAD_VERSION, 'the previous version');
   for (const type of [0, MAX_TYPE + 1, 0x81, 255]) {
     t.equal(decode(mutate((b) => (b[OFF_TYPE] = type)))[0], DecodeError.BAD_TYPE, `type ${type}`);
   }

@@ -38,6 +38,12 @@ import {
 } from '../src/wire/srd-header';
 import { createUdEnd, MemoryFabric, type UdEnd } from './helpers/memory-fabric';
 
+// One seed for every property, so a run is repeatable (and the "was exercised" checks cannot
+// flake); FC_SEED=n explores other inputs.
+const FC_SEED = Number(process.env.FC_SEED ?? 0x5eed);
+fc.configureGlobal({ seed: FC_SEED });
+t.comment(`fast-check seed ${FC_SEED} (FC_SEED=n to change)`);
+
 const u8 = fc.integer({ min: 0, max: 0xff });
 const u16 = fc.integer({ min: 0, max: 0xffff });
 const u32 = fc.integer({ min: 0, max: 0xffffffff });
@@ -68,13 +74,13 @@ const headerFields = fc.record({
 const sealedPacket = fc
   .record({
     type: fc.constantFrom(...KNOWN_TYPES),
-    extra: fc.oneof(fc.constant(0), fc.integer({ min: 0, max: 255 - SRD_DATA_HDR_LEN })),
+    extra: fc.oneof(fc.constant(0), fc.integer({ min: 0, max: 255 - SRD_ACK_HDR_LEN })),
     h: headerFields,
     ext: fc.array(u32, { minLength: 8, maxLength: 8 }),
     status: u8,
   })
   .map(({ type, extra, h, ext, status }) => {
-    const minLen = type === PacketType.UD_SEND ? BASE_HEADER_LEN : type === PacketType.SRD_NAK ? SRD_NAK_HDR_LEN : SRD_DATA_HDR_LEN;
+    const minLen = type === PacketType.UD_SEND ? BASE_HEADER_LEN : type === PacketType.SRD_NAK ? SRD_NAK_HDR_LEN : type === PacketType.SRD_ACK ? SRD_ACK_HDR_LEN : SRD_DATA_HDR_LEN;
     const hdrLen = minLen + extra;
     const len = hdrLen + h.payload.length;
     const buf = Buffer.alloc(len);
@@ -84,7 +90,7 @@ const sealedPacket = fc
       writeSrdData(buf, ext[0], ext[1], ext[2], ext[3], ext[4]);
       writePiggyback(buf, ext[5], ext[6], ext[7]);
     } else if (type === PacketType.SRD_ACK) {
-      writeSrdAck(buf, ext[0], ext[1], ext[2], ext[3]);
+      writeSrdAck(buf, ext[0], ext[1], ext[2], ext[3], ext[4]);
     } else if (type === PacketType.SRD_NAK) {
       writeSrdNak(buf, ext[0], ext[1], status, ext[2]);
     }
@@ -208,23 +214,27 @@ t.test('encode -> seal -> decode round-trips every field of every type', async (
     }),
     { numRuns: 200 },
   );
-  t.equal(SRD_ACK_HDR_LEN, 72);
+  t.equal(SRD_ACK_HDR_LEN, 76);
 });
 
 t.test('any single-bit flip of a sealed packet is rejected', async (t) => {
   const hdr = new PacketHeader();
-  fc.assert(
-    fc.property(
-      sealedPacket.chain((p) => fc.tuple(fc.constant(p), fc.integer({ min: 0, max: p.buf.length * 8 - 1 }))),
-      ([p, bit]) => {
-        const b = Buffer.from(p.buf);
-        b[bit >> 3] ^= 0x80 >> (bit & 7);
-        return decodeHeader(b, b.length, hdr) !== DecodeError.OK;
-      },
-    ),
-    { numRuns: 2000 },
+  t.doesNotThrow(
+    () =>
+      fc.assert(
+        fc.property(
+          sealedPacket.chain((p) => fc.tuple(fc.constant(p), fc.integer({ min: 0, max: p.buf.length * 8 - 1 }))),
+          ([p, bit]) => {
+            const b = Buffer.from(p.buf);
+            b[bit >> 3] ^= 0x80 >> (bit & 7);
+            return decodeHeader(b, b.length, hdr) !== DecodeError.OK;
+          },
+        ),
+        { numRuns: 2000 },
+      ),
+    'no flipped packet of 2000 decoded OK',
   );
-  t.pass('no flipped packet decoded OK');
+  
 });
 
 // ------------------------------------------------------------------ Device.handleDatagram
@@ -242,6 +252,8 @@ const DROP_CAUSES = [
   'rx_drop_stale',
   'rx_drop_window',
   'rx_drop_wrong_incarnation',
+  'rx_drop_unknown_endpoint',
+  'rx_drop_unverified',
   'rx_drop_injected',
 ] as const satisfies ReadonlyArray<keyof DeviceStats>;
 
@@ -304,7 +316,7 @@ function datagramArb(rig: Rig, incarnation: number) {
   const structured = fc
     .record({
       type: fc.oneof(fc.constantFrom(...KNOWN_TYPES), u8),
-      hdrLen: fc.oneof(fc.constantFrom(BASE_HEADER_LEN, SRD_NAK_HDR_LEN, SRD_DATA_HDR_LEN), u8),
+      hdrLen: fc.oneof(fc.constantFrom(BASE_HEADER_LEN, SRD_NAK_HDR_LEN, SRD_DATA_HDR_LEN, SRD_ACK_HDR_LEN), u8),
       payload: fc.oneof(fc.integer({ min: 0, max: 64 }), fc.integer({ min: 0, max: 2000 })),
       lengthMode: fc.constantFrom('right', 'right', 'right', 'huge', 'random'),
       claimed: u16,
@@ -337,14 +349,14 @@ function datagramArb(rig: Rig, incarnation: number) {
         r.mangle = 'none';
       }
       const len = Math.max(BASE_HEADER_LEN, r.hdrLen + r.payload);
-      const buf = Buffer.alloc(Math.max(len, SRD_DATA_HDR_LEN));
+      const buf = Buffer.alloc(Math.max(len, SRD_ACK_HDR_LEN));
       const claimed = r.lengthMode === 'right' ? len - r.hdrLen : r.lengthMode === 'huge' ? 0xffff : r.claimed;
       encodeHeader(buf, r.type as PacketType, r.flags, r.hdrLen, r.srcQpn, r.dstQpn, claimed & 0xffff, r.qkey, r.imm, makeGid(r.fabricId, r.devIndex));
       const e = r.ext;
       if (r.type === PacketType.SRD_DATA) {
         writeSrdData(buf, e[0], e[1], e[2], e[3], e[4]);
         writePiggyback(buf, e[5], e[6], e[7]);
-      } else if (r.type === PacketType.SRD_ACK) writeSrdAck(buf, e[0], e[1], e[2], rig.dev.incarnation ^ e[3]);
+      } else if (r.type === PacketType.SRD_ACK) writeSrdAck(buf, e[0], e[1], e[2], rig.dev.incarnation ^ e[3], e[4]);
       else if (r.type === PacketType.SRD_NAK) writeSrdNak(buf, e[0], e[1], r.status, e[3]);
       const out = Buffer.from(buf.subarray(0, len));
       if (r.mangle === 'magic') out[r.imm & 1] ^= 1 << (r.imm % 8);
@@ -400,9 +412,8 @@ t.test('Device.handleDatagram never throws; each packet is delivered or dropped 
         return true;
       }
       if (drops > 1) throw new Error(`one packet counted ${drops} drops`);
-      // Neither delivered nor counted: only SRD control packets the engine consumed or ignored,
-      // or a retransmitted data packet of a refused PSN (answered again with the same NAK; see
-      // the todo test below).
+      // Neither delivered nor counted: only SRD control packets the engine consumed or ignored
+      // (a copy of a refused data packet is a counted duplicate: see the test below).
       if (type === PacketType.SRD_ACK || type === PacketType.SRD_NAK) {
         silentControl++;
         return true;
@@ -429,7 +440,7 @@ function srdData(rig: Rig, opts: { from?: number; qkey?: number; session: number
   const payload = opts.payload ?? 16;
   const len = SRD_DATA_HDR_LEN + payload;
   const buf = Buffer.alloc(len);
-  encodeHeader(buf, PacketType.SRD_DATA, 0, SRD_DATA_HDR_LEN, 1, rig.srd.qp.qpNum, payload, opts.qkey ?? SRD_QKEY, 0, makeGid(rig.fabric.fabricId, opts.from ?? 7));
+  encodeHeader(buf, PacketType.SRD_DATA, 0, SRD_DATA_HDR_LEN, 1, rig.srd.qp.qpNum, payload, opts.qkey ?? SRD_QKEY, 0, makeGid(rig.fabric.fabricId, opts.from ?? rig.peerIndex));
   writeSrdData(buf, opts.session, opts.psn, opts.windowStart ?? 0, 1234, 0);
   sealPacket(buf, len);
   return buf;
@@ -439,12 +450,12 @@ t.test('a retransmission of a refused SRD packet is counted as a drop', async (t
   const rig = await makeRig();
   const s = rig.dev.stats;
   // First copy: wrong qkey, refused with REMOTE_ERROR_BAD_DEST_QPN and counted.
-  rig.dev.handleDatagram(srdData(rig, { qkey: 0xbad, session: 5, psn: 0 }), '127.0.0.1', 47009);
+  rig.dev.handleDatagram(srdData(rig, { qkey: 0xbad, session: 5, psn: 0 }), '127.0.0.1', 47002);
   t.equal(s.rx_drop_qkey_mismatch, 1, 'the first copy is counted as a qkey mismatch');
   const drops = s.rx_drops;
   rig.fabric.queued.length = 0;
   // The sender lost the NAK and retransmits the same PSN: it is refused again (NAK resent) ...
-  rig.dev.handleDatagram(srdData(rig, { qkey: 0xbad, session: 5, psn: 0 }), '127.0.0.1', 47009);
+  rig.dev.handleDatagram(srdData(rig, { qkey: 0xbad, session: 5, psn: 0 }), '127.0.0.1', 47002);
   t.equal(drain(rig), 0, 'not delivered');
   t.equal(rig.fabric.queued.filter((p) => p.buf[3] === PacketType.SRD_NAK).length, 1, 'the same NAK is sent again');
   t.equal(s.rx_drops, drops + 1, 'and the second copy is counted in rx_drops (under a cause)');
@@ -455,10 +466,11 @@ t.test('an SRD ack or NAK that matches no send context is counted as a drop', as
   const s = rig.dev.stats;
   const drops = s.rx_drops;
   const ack = Buffer.alloc(SRD_ACK_HDR_LEN);
-  encodeHeader(ack, PacketType.SRD_ACK, 0, SRD_ACK_HDR_LEN, 0, 0, 0, 0, 0, makeGid(rig.fabric.fabricId, 9));
-  writeSrdAck(ack, 1234, 5, 0, 77);
+  encodeHeader(ack, PacketType.SRD_ACK, 0, SRD_ACK_HDR_LEN, 0, 0, 0, 0, 0, makeGid(rig.fabric.fabricId, rig.peerIndex));
+  writeSrdAck(ack, 1234, 5, 0, 77, 6);
   sealPacket(ack, SRD_ACK_HDR_LEN);
-  rig.dev.handleDatagram(ack, '127.0.0.1', 47009);
+  rig.dev.handleDatagram(ack, '127.0.0.1', 47002);
   t.equal(s.rx_pkts > 0, true);
-  t.equal(s.rx_drops, drops + 1, 'an ack for a session this device never sent is counted (rx_drop_stale)');
+  t.equal(s.rx_drops, drops + 1, 'an ack for a session this device never sent is counted');
+  t.equal(s.rx_drop_stale, 1, 'as rx_drop_stale');
 });

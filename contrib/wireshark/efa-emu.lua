@@ -2,7 +2,7 @@
 --
 -- Decodes the 40-byte base header of every efa-emu datagram (src/wire/header.ts) and the SRD
 -- extensions (src/wire/srd-header.ts); the rest of the datagram is shown as data. It finds
--- the traffic by itself (heuristic on UDP: magic 0xEFA1, version 1), and can also be forced
+-- the traffic by itself (heuristic on UDP: magic 0xEFA1, version 1 or 2), and can also be forced
 -- onto a port with "Decode As... -> UDP port -> EFA_EMU" or the "UDP port" preference.
 --
 -- Load: wireshark -X lua_script:efa-emu.lua run.pcap
@@ -10,7 +10,7 @@
 --
 -- Filter fields (all under efa_emu.*):
 --   efa_emu.magic efa_emu.version efa_emu.type efa_emu.flags efa_emu.flags.has_imm
---   efa_emu.flags.rnr_last
+--   efa_emu.flags.rnr_last (version 1 only)
 --   efa_emu.hdr_len efa_emu.src_qpn efa_emu.dst_qpn efa_emu.payload_len efa_emu.qkey
 --   efa_emu.imm efa_emu.src_gid efa_emu.src_gid.fabric_id efa_emu.src_gid.device_index
 --   efa_emu.crc efa_emu.crc.status
@@ -18,7 +18,8 @@
 --   efa_emu.srd.window_start efa_emu.srd.tx_time efa_emu.srd.dest_incarnation
 --   efa_emu.srd.piggyback.session efa_emu.srd.piggyback.cum_ack efa_emu.srd.piggyback.echo_time
 --   efa_emu.srd.cum_ack efa_emu.srd.echo_time (ack and NAK) efa_emu.srd.incarnation
---   efa_emu.srd.sack efa_emu.srd.sack_count efa_emu.srd.sacked_psn efa_emu.srd.sack_ranges
+--   efa_emu.srd.sack_base efa_emu.srd.sack efa_emu.srd.sack_count efa_emu.srd.sacked_psn
+--   efa_emu.srd.sack_ranges
 --   efa_emu.srd.nak_status efa_emu.srd.reserved efa_emu.srd.ext_unknown
 --
 -- Written against the Wireshark 3.x/4.x Lua API; works with Lua 5.1 to 5.4.
@@ -29,18 +30,22 @@ local efa = Proto("efa_emu", "efa-emu Fabric (emulated EFA)")
 -- Wire constants (keep in step with src/wire/header.ts and src/wire/srd-header.ts).
 
 local WIRE_MAGIC = 0xEFA1
-local WIRE_VERSION = 1
+local WIRE_VERSION = 2
+-- Version 1 differs only in SRD: acks had no sack_base (the map started at cum_ack + 1) and
+-- data had an RNR_LAST flag. Its captures still decode.
+local WIRE_VERSION_1 = 1
 local BASE_HEADER_LEN = 40
 -- SRD_DATA grew from 56 bytes to 60 (dest_incarnation), then 72 (piggybacked ack); each
 -- part is decoded when hdr_len covers it, so captures of older emulators still read right.
 local SRD_DATA_MIN_LEN = 56
 local SRD_DATA_INCARN_LEN = 60
 local SRD_DATA_HDR_LEN = 72
-local SRD_ACK_HDR_LEN = 72
+local SRD_ACK_HDR_LEN = 76
+local SRD_ACK_V1_HDR_LEN = 72
 local SRD_NAK_HDR_LEN = 56
 local SACK_BITS = 128
 local FLAG_HAS_IMM = 0x01
-local FLAG_RNR_LAST = 0x02
+local FLAG_RNR_LAST_V1 = 0x02
 
 local UD_SEND, SRD_DATA, SRD_ACK, SRD_NAK = 1, 2, 3, 4
 local type_names = {
@@ -84,8 +89,8 @@ local f = {
     flags = ProtoField.uint8("efa_emu.flags", "Flags", base.HEX),
     has_imm = ProtoField.bool("efa_emu.flags.has_imm", "HAS_IMM", 8,
         { "Immediate data present", "No immediate data" }, FLAG_HAS_IMM),
-    rnr_last = ProtoField.bool("efa_emu.flags.rnr_last", "RNR_LAST", 8,
-        { "Last attempt before REMOTE_ERROR_RNR", "Not the last RNR attempt" }, FLAG_RNR_LAST),
+    rnr_last = ProtoField.bool("efa_emu.flags.rnr_last", "RNR_LAST (version 1)", 8,
+        { "Last attempt before REMOTE_ERROR_RNR", "Not the last RNR attempt" }, FLAG_RNR_LAST_V1),
     hdr_len = ProtoField.uint8("efa_emu.hdr_len", "Header length", base.DEC),
     src_qpn = ProtoField.uint16("efa_emu.src_qpn", "Source QPN", base.DEC),
     dst_qpn = ProtoField.uint16("efa_emu.dst_qpn", "Destination QPN", base.DEC),
@@ -111,6 +116,7 @@ local f = {
     cum_ack = ProtoField.uint32("efa_emu.srd.cum_ack", "Cumulative ack", base.DEC),
     echo_time = ProtoField.uint32("efa_emu.srd.echo_time", "Echoed TX time (us)", base.DEC),
     reserved = ProtoField.bytes("efa_emu.srd.reserved", "Reserved"),
+    sack_base = ProtoField.uint32("efa_emu.srd.sack_base", "SACK base (PSN of bit 0)", base.DEC),
     sack = ProtoField.bytes("efa_emu.srd.sack", "SACK bitmap"),
     sack_count = ProtoField.uint32("efa_emu.srd.sack_count", "SACKed PSNs", base.DEC),
     sacked_psn = ProtoField.uint32("efa_emu.srd.sacked_psn", "SACKed PSN", base.DEC),
@@ -215,9 +221,10 @@ end
 -- Dissects the SRD extension (bytes 40 .. hdr_len) into its own subtree; returns a short
 -- summary for the Info column, e.g. "psn=12". A capture with a small snaplen may hold only
 -- part of the extension: the fields that were captured are shown, the others left out.
-local function dissect_srd(tvb, root, ptype, hdr_len)
+local function dissect_srd(tvb, root, ptype, hdr_len, version)
     local caplen = tvb:len()
-    local need = ptype == SRD_ACK and SRD_ACK_HDR_LEN or (ptype == SRD_DATA and SRD_DATA_MIN_LEN or SRD_NAK_HDR_LEN)
+    local ack_len = version == WIRE_VERSION_1 and SRD_ACK_V1_HDR_LEN or SRD_ACK_HDR_LEN
+    local need = ptype == SRD_ACK and ack_len or (ptype == SRD_DATA and SRD_DATA_MIN_LEN or SRD_NAK_HDR_LEN)
     local ext_end = math.min(hdr_len, caplen)
     -- A subtree of the protocol item, not a second protocol item: the frame holds one PDU.
     local srd = root:add(tvb(BASE_HEADER_LEN, ext_end - BASE_HEADER_LEN),
@@ -271,22 +278,30 @@ local function dissect_srd(tvb, root, ptype, hdr_len)
         add(f.cum_ack, 44, 4)
         add(f.echo_time, 48, 4)
         add(f.incarnation, 52, 4)
-        if cum and fits(56, SACK_BITS / 8) then
-            local sack_item = srd:add(f.sack, tvb(56, SACK_BITS / 8))
+        -- Version 2 anchors the map at sack_base; version 1 at cum_ack + 1.
+        local map_off, sack_base = 56, cum and (cum + 1) % TWO32
+        if version ~= WIRE_VERSION_1 then
+            sack_base = u32(56)
+            add(f.sack_base, 56, 4)
+            map_off = 60
+        end
+        known = map_off + SACK_BITS / 8
+        if cum and sack_base and fits(map_off, SACK_BITS / 8) then
+            local sack_item = srd:add(f.sack, tvb(map_off, SACK_BITS / 8))
             local psns = {}
             for i = 0, SACK_BITS - 1 do
-                local byte = tvb(56 + math.floor(i / 8), 1):uint()
+                local byte = tvb(map_off + math.floor(i / 8), 1):uint()
                 if band(byte, rshift(0x80, i % 8)) ~= 0 then
-                    psns[#psns + 1] = (cum + 1 + i) % TWO32
+                    psns[#psns + 1] = (sack_base + i) % TWO32
                 end
             end
-            sack_item:add(f.sack_count, tvb(56, SACK_BITS / 8), #psns):set_generated()
+            sack_item:add(f.sack_count, tvb(map_off, SACK_BITS / 8), #psns):set_generated()
             if #psns > 0 then
                 local ranges = ranges_of(psns)
-                sack_item:add(f.sack_ranges, tvb(56, SACK_BITS / 8), ranges):set_generated()
+                sack_item:add(f.sack_ranges, tvb(map_off, SACK_BITS / 8), ranges):set_generated()
                 for _, p in ipairs(psns) do
-                    local i = (p - cum - 1) % TWO32
-                    sack_item:add(f.sacked_psn, tvb(56 + math.floor(i / 8), 1), p):set_generated()
+                    local i = (p - sack_base) % TWO32
+                    sack_item:add(f.sacked_psn, tvb(map_off + math.floor(i / 8), 1), p):set_generated()
                 end
                 sack_item:append_text(" (" .. ranges .. ")")
             end
@@ -329,6 +344,7 @@ local function dissect(tvb, pinfo, tree)
     local root = tree:add(efa, tvb(0, math.min(caplen, hdr_span)))
     root:add(f.magic, tvb(0, 2))
     root:add(f.version, tvb(2, 1))
+    local version = tvb(2, 1):uint()
     local ptype = tvb(3, 1):uint()
     local type_item = root:add(f.type, tvb(3, 1))
     local tname = type_names[ptype] or ("TYPE_" .. ptype)
@@ -340,7 +356,7 @@ local function dissect(tvb, pinfo, tree)
     local flags = tvb(4, 1):uint()
     local flags_item = root:add(f.flags, tvb(4, 1))
     flags_item:add(f.has_imm, tvb(4, 1))
-    flags_item:add(f.rnr_last, tvb(4, 1))
+    if version == WIRE_VERSION_1 then flags_item:add(f.rnr_last, tvb(4, 1)) end
     local hdr_len = tvb(5, 1):uint()
     root:add(f.hdr_len, tvb(5, 1))
     local src_qpn = tvb(6, 2):uint()
@@ -374,7 +390,7 @@ local function dissect(tvb, pinfo, tree)
     local summary = ""
     if ptype == SRD_DATA or ptype == SRD_ACK or ptype == SRD_NAK then
         if hdr_len > BASE_HEADER_LEN then
-            summary = dissect_srd(tvb, root, ptype, hdr_len)
+            summary = dissect_srd(tvb, root, ptype, hdr_len, version)
         else
             type_item:add_proto_expert_info(ex.short_ext)
         end
@@ -388,7 +404,7 @@ local function dissect(tvb, pinfo, tree)
     info[#info + 1] = src_qpn .. "->" .. dst_qpn
     if ptype == UD_SEND or ptype == SRD_DATA then info[#info + 1] = "len=" .. payload_len end
     if band(flags, FLAG_HAS_IMM) ~= 0 then info[#info + 1] = string.format("imm=0x%08x", tvb(16, 4):uint()) end
-    if band(flags, FLAG_RNR_LAST) ~= 0 then info[#info + 1] = "[RNR_LAST]" end
+    if version == WIRE_VERSION_1 and band(flags, FLAG_RNR_LAST_V1) ~= 0 then info[#info + 1] = "[RNR_LAST]" end
     if crc_ok == false then info[#info + 1] = "[bad CRC]" end
     pinfo.cols.info:set(table.concat(info, " "))
 
@@ -404,7 +420,8 @@ efa.dissector = dissect
 -- Heuristic on UDP: the magic and version are all it takes, as for the emulator's own decoder.
 local function heuristic(tvb, pinfo, tree)
     if tvb:len() < 4 or tvb:reported_len() < BASE_HEADER_LEN then return false end
-    if tvb(0, 2):uint() ~= WIRE_MAGIC or tvb(2, 1):uint() ~= WIRE_VERSION then return false end
+    local v = tvb(2, 1):uint()
+    if tvb(0, 2):uint() ~= WIRE_MAGIC or (v ~= WIRE_VERSION and v ~= WIRE_VERSION_1) then return false end
     -- The local function, not efa.dissector: reading that back gives the Dissector handle,
     -- and calling the handle would record the protocol twice in the frame's layers.
     dissect(tvb, pinfo, tree)

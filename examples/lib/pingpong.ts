@@ -4,7 +4,9 @@
  * the daemon's key/value store, and bounce a message back and forth `iters` times.
  *
  * UD may lose a packet: the client notices by a timeout, counts it as `lost` and sends the
- * same ping again; stale pongs are recognised by their sequence number and ignored.
+ * same ping again; stale pongs are recognised by their sequence number and ignored. An error
+ * completion is not a loss: like ibv_ud_pingpong, either side stops at the first one with
+ * `Failed status NAME (N) for wr_id W`, since resending cannot cure it.
  */
 import { parseArgs } from 'node:util';
 import {
@@ -14,7 +16,11 @@ import {
   QpType,
   WcOpcode,
   WcStatus,
+  wcStatusStr,
   CompletionPoller,
+  EfaError,
+  InvalidArgumentError,
+  readRankEnv,
   type WorkCompletion,
   openDevice,
   type AddressHandle,
@@ -39,6 +45,7 @@ export interface PingPongResult {
   size: number;
   iters: number;
   completed: number;
+  /** Always 0 in a result: an error completion aborts the run (kept for the JSON's readers). */
   errors: number;
   lost: number;
   seconds: number;
@@ -50,31 +57,55 @@ export interface PingPongResult {
   retransmits?: number;
 }
 
+/**
+ * An error completion ended the ping-pong. The message is ibv_ud_pingpong's line, e.g.
+ * `Failed status LOCAL_ERROR_BAD_LENGTH (6) for wr_id 0`.
+ */
+export class CompletionFailedError extends EfaError {
+  constructor(
+    /** The completion's status (EFA's numbers, see wcStatusStr). */
+    readonly status: number,
+    readonly wrId: number,
+    /** The completion's WcOpcode: which side (send or receive) failed. */
+    readonly opcode: number,
+  ) {
+    super('EWCSTATUS', `Failed status ${wcStatusStr(status)} (${status}) for wr_id ${wrId}`);
+  }
+}
+
 const QKEY = 0x11111111;
 const RECV_DEPTH = 64;
 const SEQ_BYTES = 4;
 
+/** Reads the example's flags; a bad one is an InvalidArgumentError naming it. */
 export function parsePingPongArgs(argv: string[], qpType: QpType): PingPongOptions {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      size: { type: 'string', default: '64' },
-      iters: { type: 'string', default: '1000' },
-      json: { type: 'boolean', default: false },
-      poll: { type: 'string', default: 'event' },
-      'timeout-ms': { type: 'string', default: '100' },
-    },
-    allowPositionals: false,
-  });
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: {
+        size: { type: 'string', default: '64' },
+        iters: { type: 'string', default: '1000' },
+        json: { type: 'boolean', default: false },
+        poll: { type: 'string', default: 'event' },
+        'timeout-ms': { type: 'string', default: '100' },
+      },
+      allowPositionals: false,
+    }));
+  } catch (err) {
+    // node:util's own message names the flag; its stack would say nothing more.
+    throw new InvalidArgumentError((err as Error).message);
+  }
   const int = (name: string, text: string, min: number, max: number): number => {
     const v = Number(text);
-    if (!Number.isInteger(v) || v < min || v > max) throw new Error(`--${name} must be an integer in ${min}..${max}, got ${text}`);
+    if (!Number.isInteger(v) || v < min || v > max) throw new InvalidArgumentError(`--${name} must be an integer in ${min}..${max}, got ${text}`);
     return v;
   };
   const poll = values.poll;
-  if (poll !== 'event' && poll !== 'busy') throw new Error(`--poll must be event or busy, got ${poll}`);
+  if (poll !== 'event' && poll !== 'busy') throw new InvalidArgumentError(`--poll must be event or busy, got ${String(poll)}`);
   return {
     qpType,
+    // The upper bound is the device's MTU, checked once the device is open (runPingPong).
     size: int('size', values.size as string, SEQ_BYTES, 65000),
     iters: int('iters', values.iters as string, 1, 100_000_000),
     json: values.json as boolean,
@@ -83,21 +114,45 @@ export function parsePingPongArgs(argv: string[], qpType: QpType): PingPongOptio
   };
 }
 
-/** Runs one rank of the ping-pong; resolves with the client's result (null on a server or an idle rank). */
+/**
+ * Runs one rank of the ping-pong; resolves with the client's result (null on a server or an
+ * idle rank). Rejects with {@link CompletionFailedError} on an error completion.
+ */
 export async function runPingPong(opts: PingPongOptions): Promise<PingPongResult | null> {
+  // A lone rank would wait a minute for a partner that cannot exist: refuse it at once.
+  const world = readRankEnv().size ?? 1;
+  if (world < 2) throw new InvalidArgumentError(`the ping-pong needs 2 ranks or more (efa-emu launch -n 2 ...), the world size is ${world}`);
   const dev = await openDevice();
+  // Closed on every way out: an open device (its UDP socket) keeps the process alive.
   try {
     const rank = dev.rank ?? 0;
-    const world = dev.worldSize ?? 1;
     const peerRank = rank ^ 1;
     if (peerRank >= world) {
-      if (world > 1) process.stderr.write(`rank ${rank}: no partner (odd world size ${world}), idle\n`);
+      process.stderr.write(`rank ${rank}: no partner (odd world size ${world}), idle\n`);
       return null;
+    }
+    // As ibv_ud_pingpong checks the port MTU: a larger send could only fail (no segmentation).
+    const attrs = await dev.queryDevice();
+    if (opts.size > attrs.maxMsgSize) {
+      throw new InvalidArgumentError(`--size ${opts.size}: larger than the device MTU (${attrs.mtu} bytes)`);
     }
     return await new PingPong(dev, opts, rank, peerRank).run();
   } finally {
     await dev.close();
   }
+}
+
+/**
+ * Prints why a ping-pong program failed and sets exit status 1: an error completion as
+ * ibv_ud_pingpong's one line, the library's other errors as one line with their code, and
+ * anything else (a bug) with its stack.
+ */
+export function reportFailure(program: string, err: unknown): void {
+  const e = err as Error & { code?: string };
+  if (err instanceof CompletionFailedError) process.stderr.write(`${err.message}\n`);
+  else if (err instanceof EfaError) process.stderr.write(`${program}: ${e.code}: ${e.message}\n`);
+  else process.stderr.write(`${program}: ${e.code ? `${e.code}: ` : ''}${e.stack ?? String(err)}\n`);
+  process.exitCode = 1;
 }
 
 class PingPong {
@@ -115,11 +170,16 @@ class PingPong {
   private readonly grh: number;
   private seq = 0;
   private completed = 0;
-  private errors = 0;
   private lost = 0;
   private lastSendAt = 0;
   private finished = false;
   private done!: () => void;
+  private poller: CompletionPoller | null = null;
+  /** The first error completion, once one came. */
+  private failure: CompletionFailedError | null = null;
+  private fail!: (err: CompletionFailedError) => void;
+  /** Rejects with the first error completion; every wait of the run races it. */
+  private readonly failed: Promise<never>;
 
   constructor(
     private readonly dev: EfaDevice,
@@ -130,6 +190,24 @@ class PingPong {
     this.client = rank % 2 === 0;
     this.grh = opts.qpType === QpType.UD ? GRH_LENGTH : 0;
     this.slot = this.grh + opts.size;
+    this.failed = new Promise<never>((_, reject) => {
+      this.fail = reject;
+    });
+    // Handled by whichever wait races it; this keeps a failure between waits from being unhandled.
+    this.failed.catch(() => undefined);
+  }
+
+  /** Waits for `p`, or rejects as soon as a completion fails. */
+  private orFail<T>(p: Promise<T>): Promise<T> {
+    return Promise.race([p, this.failed]);
+  }
+
+  /** Stops at the first error completion; the wait under way rejects with it. */
+  private abort(wc: WorkCompletion): void {
+    if (this.failure !== null) return;
+    this.failure = new CompletionFailedError(wc.status, wc.wrId, wc.opcode);
+    this.poller?.stop();
+    this.fail(this.failure);
   }
 
   async run(): Promise<PingPongResult | null> {
@@ -168,23 +246,30 @@ class PingPong {
     // Event mode arms the CQ and polls once at start: the peer may have sent before we armed,
     // and that completion raised no event (ibv_req_notify_cq only reports later ones).
     const poller = new CompletionPoller(dev, this.cq, opts.poll, (wcs, n) => {
-      for (let i = 0; i < n; i++) this.handle(wcs[i]);
+      for (let i = 0; i < n && this.failure === null; i++) this.handle(wcs[i]);
     });
+    this.poller = poller;
     poller.start();
     const start = performance.now();
+    let end = start;
     let watchdog: NodeJS.Timeout | null = null;
-    if (this.client) {
-      this.sendPing();
-      // UD loses packets and only a timeout tells; SRD recovers by itself.
-      if (opts.qpType === QpType.UD) watchdog = setInterval(() => this.checkTimeout(), Math.max(1, Math.floor(opts.timeoutMs / 4)));
-      await finishedAll;
+    // The watchdog and the poller stop on every way out, an error completion included.
+    try {
+      if (this.client) {
+        this.sendPing();
+        // UD loses packets and only a timeout tells; SRD recovers by itself.
+        if (opts.qpType === QpType.UD) watchdog = setInterval(() => this.checkTimeout(), Math.max(1, Math.floor(opts.timeoutMs / 4)));
+        await this.orFail(finishedAll);
+      }
+      end = performance.now();
+      if (watchdog !== null) clearInterval(watchdog);
+      // The server echoes until the client, having every pong, meets it here.
+      await this.orFail(dev.daemon.barrier(`${job}/pingpong/${opts.qpType}/${pair}/done`, 2, 600_000));
+    } finally {
+      if (watchdog !== null) clearInterval(watchdog);
+      this.finished = true;
+      poller.stop();
     }
-    const end = performance.now();
-    if (watchdog !== null) clearInterval(watchdog);
-    // The server echoes until the client, having every pong, meets it here.
-    await dev.daemon.barrier(`${job}/pingpong/${opts.qpType}/${pair}/done`, 2, 600_000);
-    this.finished = true;
-    poller.stop();
     const retransKey = `${job}/pingpong/${opts.qpType}/${pair}/server-retrans`;
     if (!this.client) {
       if (opts.qpType === QpType.SRD) await dev.daemon.put(retransKey, String(dev.stats.retrans_pkts));
@@ -198,7 +283,7 @@ class PingPong {
       size: opts.size,
       iters: opts.iters,
       completed: this.completed,
-      errors: this.errors,
+      errors: 0,
       lost: this.lost,
       seconds: round(seconds, 6),
       usec_per_iter: round((seconds * 1e6) / opts.iters, 3),
@@ -235,7 +320,7 @@ class PingPong {
   }
 
   private checkTimeout(): void {
-    if (this.completed >= this.opts.iters) return;
+    if (this.completed >= this.opts.iters || this.failure !== null) return;
     if (performance.now() - this.lastSendAt >= this.opts.timeoutMs) {
       this.lost++;
       this.sendPing();
@@ -243,18 +328,16 @@ class PingPong {
   }
 
   private handle(wc: WorkCompletion): void {
-    if (wc.opcode !== WcOpcode.RECV) {
-      if (wc.status !== WcStatus.SUCCESS) this.errors++;
+    // Any failure, FLUSHED included: completions are only polled while the run is under way,
+    // when nothing moves the QP to ERR.
+    if (wc.status !== WcStatus.SUCCESS) {
+      this.abort(wc);
       return;
     }
+    if (wc.opcode !== WcOpcode.RECV) return;
     const slot = wc.wrId;
-    const status = wc.status;
-    const seq = status === WcStatus.SUCCESS ? this.recvBuf.readUInt32BE(slot * this.slot + this.grh) : -1;
+    const seq = this.recvBuf.readUInt32BE(slot * this.slot + this.grh);
     if (!this.finished && !this.dev.closed) this.postRecv(slot);
-    if (status !== WcStatus.SUCCESS) {
-      if (status !== WcStatus.FLUSHED) this.errors++;
-      return;
-    }
     if (!this.client) {
       this.send(seq);
       return;
@@ -281,6 +364,6 @@ export function printResult(res: PingPongResult, json: boolean): void {
   const bytes = res.size * res.iters * 2;
   process.stdout.write(`${bytes} bytes in ${res.seconds.toFixed(2)} seconds = ${res.mbit_per_sec.toFixed(2)} Mbit/sec\n`);
   process.stdout.write(`${res.iters} iters in ${res.seconds.toFixed(2)} seconds = ${res.usec_per_iter.toFixed(2)} usec/iter\n`);
-  if (res.lost > 0 || res.errors > 0) process.stdout.write(`lost ${res.lost}, errors ${res.errors}\n`);
+  if (res.lost > 0) process.stdout.write(`lost ${res.lost}\n`);
   if (res.retransmits !== undefined && res.retransmits > 0) process.stdout.write(`retransmits ${res.retransmits}\n`);
 }

@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { performance } from 'node:perf_hooks';
 import type { Logger } from '../common/logger';
 import { startDaemon, type DaemonServer } from '../control/server';
 import { parseHostPort, readDaemonToken, type HostPort } from '../env';
@@ -19,7 +20,11 @@ export async function daemonForCommand(
   opts: { statePath?: string | null; logger: Logger; token?: string | null },
 ): Promise<EmbeddedDaemon> {
   if (address !== undefined) {
-    return { address: parseHostPort(address, '--daemon'), close: async () => undefined, restart: async () => false };
+    return {
+      address: parseHostPort(address, '--daemon'),
+      close: async () => undefined,
+      restart: async () => ({ restarted: false, reason: 'external' }),
+    };
   }
   const token = opts.token === undefined ? readDaemonToken() : opts.token;
   // Leases go to a state file even when the user named none (a temporary one, removed at the
@@ -30,21 +35,58 @@ export async function daemonForCommand(
   let server: DaemonServer | null = await start(0);
   const port = server.port;
   let closing: Promise<void> | null = null;
+  // close() waits for a restart under way: otherwise the restart could start a daemon after
+  // close() returned, and that listening socket would keep the command from exiting.
+  let restarting: Promise<RestartOutcome> | null = null;
+  // Ends a restart's down time early when the command closes, so closing never waits it out.
+  let endDownTime: (() => void) | null = null;
+
+  const restartOnce = async (downMs: number): Promise<RestartOutcome> => {
+    const s = server as DaemonServer;
+    server = null;
+    const downSince = performance.now();
+    await s.close();
+    // close() may have come while the old daemon was stopping: then there is no down time to
+    // end, and none is started. Between this check and the timer there is no await.
+    if (closing === null) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, downMs);
+        endDownTime = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      endDownTime = null;
+    }
+    if (closing !== null) return { restarted: false, reason: 'closing' };
+    const next = await start(port);
+    if (closing !== null) {
+      await next.close();
+      return { restarted: false, reason: 'closing' };
+    }
+    server = next;
+    return { restarted: true, downMs: Math.round(performance.now() - downSince), address: { host: next.host, port: next.port } };
+  };
+
   return {
     address: { host: server.host, port },
-    restart: async (downMs: number) => {
-      if (closing !== null || server === null) return false;
-      const s = server;
-      server = null;
-      await s.close();
-      await new Promise((r) => setTimeout(r, downMs));
-      if (closing !== null) return false;
-      server = await start(port);
-      return true;
+    restart: (downMs: number) => {
+      if (closing !== null) return Promise.resolve({ restarted: false, reason: 'closing' });
+      if (restarting !== null) return Promise.resolve({ restarted: false, reason: 'busy' });
+      if (server === null) return Promise.resolve({ restarted: false, reason: 'gone' });
+      const p = restartOnce(downMs).finally(() => {
+        restarting = null;
+      });
+      restarting = p;
+      return p;
     },
     close: () => {
       closing ??= (async () => {
+        endDownTime?.();
+        // A failed restart has already left no daemon behind; only its outcome is ignored here.
+        await restarting?.catch(() => undefined);
         await server?.close();
+        server = null;
         if (tmpDir !== null) fs.rmSync(tmpDir, { recursive: true, force: true });
       })();
       return closing;
@@ -52,10 +94,33 @@ export async function daemonForCommand(
   };
 }
 
+/** What {@link EmbeddedDaemon.restart} did. */
+export type RestartOutcome =
+  | {
+      restarted: true;
+      /** Measured time from stopping the old daemon to the new one listening. */
+      downMs: number;
+      /** Where the new daemon listens (the old daemon's address). */
+      address: HostPort;
+    }
+  | {
+      restarted: false;
+      /**
+       * `external`: the daemon was given with `--daemon` and is not this process's to restart;
+       * `busy`: a restart is already under way; `gone`: an earlier restart failed, so there is
+       * no daemon left to restart; `closing`: the command is ending.
+       */
+      reason: 'external' | 'busy' | 'gone' | 'closing';
+    };
+
 /** The daemon of a command; `restart` stops and restarts an embedded one on the same port. */
 export interface EmbeddedDaemon {
   address: HostPort;
   close: () => Promise<void>;
-  /** Stops the embedded daemon, waits `downMs`, starts it again (false for an external daemon). */
-  restart: (downMs: number) => Promise<boolean>;
+  /**
+   * Stops the embedded daemon, waits `downMs`, starts it again on the same port with the same
+   * state file. Rejects with the daemon's error (e.g. `EADDRINUSE` when another process took
+   * the port meanwhile); the command then has no daemon until it ends.
+   */
+  restart: (downMs: number) => Promise<RestartOutcome>;
 }

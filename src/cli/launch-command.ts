@@ -1,10 +1,23 @@
 import { randomBytes } from 'node:crypto';
 import type { Command } from 'commander';
 import { intOption } from './cli-options';
-import { MAX_RANKS } from './launch';
+import type { RestartOutcome } from './embedded-daemon';
+import { MAX_RANKS, type LaunchResult, type RankResult } from './launch';
 import { runJob } from './run-job';
 
 export { ENV_JOB_ID } from './run-job';
+
+/** Longest down time a rank may ask for in a restart request. */
+const MAX_RESTART_DOWN_MS = 60_000;
+/** Down time of a restart request that names none (or an invalid one). */
+const DEFAULT_RESTART_DOWN_MS = 500;
+
+/** What became of one `restart-daemon` request of a rank. */
+export interface RestartRecord {
+  rank: number;
+  /** The outcome, or the error the restart failed with. */
+  outcome: RestartOutcome | { error: { code: string; message: string } };
+}
 
 export function registerLaunchCommand(program: Command): void {
   program
@@ -23,21 +36,103 @@ export function registerLaunchCommand(program: Command): void {
     .passThroughOptions()
     .action(async (prog: string, args: string[], o: { np: number; daemon?: string; fault?: string; state?: string; timeout?: number; prefix: boolean; capture?: string; logLevel?: string }) => {
       const rest = args[0] === '--' ? args.slice(1) : args;
-      process.exitCode = await runJob(o, randomBytes(6).toString('hex'), (daemon, logger) => ({
-        n: o.np,
-        program: prog,
-        args: rest,
-        prefix: o.prefix,
-        timeoutMs: o.timeout !== undefined ? o.timeout * 1000 : null,
-        // A rank may ask for the embedded daemon to be restarted (chaos testing):
-        // process.send({ efaEmu: 'restart-daemon', downMs }).
-        onMessage: (rank, msg) => {
-          const m = msg as { efaEmu?: unknown; downMs?: unknown };
-          if (m?.efaEmu !== 'restart-daemon') return;
-          const downMs = typeof m.downMs === 'number' && m.downMs >= 0 && m.downMs <= 60_000 ? m.downMs : 500;
-          logger.info({ rank, downMs }, 'restarting the daemon on request');
-          daemon.restart(downMs).catch((err: Error) => logger.error({ err }, 'daemon restart failed'));
+      const restarts: RestartRecord[] = [];
+      const pending: Promise<void>[] = [];
+      // Reported as it happens, on the launcher's own stream (rank output is prefixed), so a
+      // test or a user can tell what the launcher did from what the ranks say.
+      const note = (rec: RestartRecord): void => {
+        restarts.push(rec);
+        process.stderr.write(`efa-emu launch: ${describeRestart(rec)}\n`);
+      };
+      process.exitCode = await runJob(
+        o,
+        randomBytes(6).toString('hex'),
+        (daemon, logger) => ({
+          n: o.np,
+          program: prog,
+          args: rest,
+          prefix: o.prefix,
+          timeoutMs: o.timeout !== undefined ? o.timeout * 1000 : null,
+          // A rank may ask for the embedded daemon to be restarted (chaos testing):
+          // process.send({ efaEmu: 'restart-daemon', downMs }).
+          onMessage: (rank, msg) => {
+            const m = msg as { efaEmu?: unknown; downMs?: unknown } | null;
+            if (m?.efaEmu !== 'restart-daemon') return;
+            const downMs = typeof m.downMs === 'number' && m.downMs >= 0 && m.downMs <= MAX_RESTART_DOWN_MS ? m.downMs : DEFAULT_RESTART_DOWN_MS;
+            logger.debug({ rank, downMs }, 'restarting the daemon on request');
+            pending.push(
+              daemon.restart(downMs).then(
+                (outcome) => note({ rank, outcome }),
+                (err: Error & { code?: string }) => note({ rank, outcome: { error: { code: err.code ?? 'EUNKNOWN', message: err.message } } }),
+              ),
+            );
+          },
+        }),
+        async (result) => {
+          // runJob stopped the daemon first, which ends a restart under way: all have settled.
+          await Promise.all(pending);
+          const summary = jobSummary(result, restarts);
+          if (summary !== null) process.stderr.write(`efa-emu launch: ${summary}\n`);
         },
-      }));
+      );
     });
+}
+
+/** One line on a daemon restart a rank asked for. */
+export function describeRestart(rec: RestartRecord): string {
+  const o = rec.outcome;
+  if ('error' in o) return `daemon restart asked by rank ${rec.rank} failed: ${o.error.code}: ${o.error.message}; the job has no daemon now`;
+  if (o.restarted) return `daemon restarted at rank ${rec.rank}'s request: down ${o.downMs} ms, listening again on ${o.address.host}:${o.address.port}`;
+  const why = {
+    external: 'the daemon was given with --daemon',
+    busy: 'a restart was already under way',
+    gone: 'an earlier restart failed, there is no daemon to restart',
+    closing: 'the job was ending',
+  }[o.reason];
+  return `daemon restart asked by rank ${rec.rank} not done: ${why}`;
+}
+
+/**
+ * The launcher's exit summary: how each rank ended (ranks alike grouped) and what became of
+ * the daemon restarts asked for. Null for a job with nothing to tell (every rank exited 0 on
+ * its own, no rank announced its exit, no restart asked for), which stays quiet.
+ */
+export function jobSummary(result: LaunchResult, restarts: RestartRecord[]): string | null {
+  const eventful = result.exitCode !== 0 || restarts.length > 0 || result.ranks.some((r) => r.exitAnnounced || r.code !== 0);
+  if (!eventful) return null;
+  const groups = new Map<string, number[]>();
+  for (const r of result.ranks) {
+    const how = rankOutcome(r);
+    const ranks = groups.get(how);
+    if (ranks === undefined) groups.set(how, [r.rank]);
+    else ranks.push(r.rank);
+  }
+  const parts = [...groups].map(([how, ranks]) => `${ranks.length === 1 ? 'rank' : 'ranks'} ${rankList(ranks)} ${how}`);
+  const cause = result.timedOut ? ' (timed out)' : result.interrupted ? ' (interrupted)' : '';
+  let text = `job ended, exit ${result.exitCode}${cause}: ${parts.join('; ')}`;
+  if (restarts.length > 0) {
+    const done = restarts.filter((r) => !('error' in r.outcome) && r.outcome.restarted).length;
+    const failed = restarts.filter((r) => 'error' in r.outcome).length;
+    text += `; daemon restarts: ${restarts.length} requested, ${done} done`;
+    if (failed > 0) text += `, ${failed} failed`;
+    if (restarts.length - done - failed > 0) text += `, ${restarts.length - done - failed} not done`;
+  }
+  return text;
+}
+
+function rankOutcome(r: RankResult): string {
+  const how = r.code !== null ? `exit ${r.code}` : r.signal !== null ? r.signal : 'never started';
+  return r.exitAnnounced ? `${how} (announced)` : how;
+}
+
+/** `0-2,5,7-8`: ranks in order, runs shortened. */
+function rankList(ranks: number[]): string {
+  const out: string[] = [];
+  for (let i = 0; i < ranks.length; ) {
+    let j = i;
+    while (j + 1 < ranks.length && ranks[j + 1] === ranks[j] + 1) j++;
+    out.push(j === i ? String(ranks[i]) : `${ranks[i]}-${ranks[j]}`);
+    i = j + 1;
+  }
+  return out.join(',');
 }

@@ -75,6 +75,11 @@ export interface RankResult {
   code: number | null;
   /** Name of the signal that ended it, such as `SIGTERM`. */
   signal: string | null;
+  /**
+   * The rank announced, before it ended, that it may die (`{ efaEmu: 'expect-exit' }` over its
+   * IPC channel), so its exit, whatever it was, did not fail the job.
+   */
+  exitAnnounced: boolean;
 }
 
 /** How a launch ended. */
@@ -136,6 +141,8 @@ interface RankState {
   drainTimer: NodeJS.Timeout | null;
   /** The rank announced that its death is expected: it does not fail the job. */
   mayDie: boolean;
+  /** Its exit has been weighed (failed the job or not); done once. */
+  judged: boolean;
 }
 
 type StopReason = 'failure' | 'timeout' | 'signal' | 'abort';
@@ -162,7 +169,7 @@ class Job {
     this.open = s.n;
     for (let rank = 0; rank < s.n; rank++) {
       this.ranks.push({
-        result: { rank, pid: null, code: null, signal: null },
+        result: { rank, pid: null, code: null, signal: null, exitAnnounced: false },
         child: null,
         exited: false,
         closed: false,
@@ -170,6 +177,7 @@ class Job {
         err: new LineSplitter((line) => this.emit(rank, 'stderr', line)),
         drainTimer: null,
         mayDie: false,
+        judged: false,
       });
     }
   }
@@ -237,6 +245,8 @@ class Job {
       else this.s.onMessage?.(rank, msg);
     });
     child.on('exit', (code, signal) => this.onExit(st, code, signal));
+    // Messages still in the IPC pipe when the child exits are delivered before this.
+    child.on('disconnect', () => this.judge(st));
     child.on('close', () => this.onClose(st));
     this.log.debug({ rank, pid: child.pid }, 'rank started');
   }
@@ -255,10 +265,10 @@ class Job {
     st.result.code = code;
     st.result.signal = signal;
     this.log.debug({ rank: st.result.rank, code, signal }, 'rank exited');
-    if (code !== 0 && this.stopReason === null && !st.mayDie) {
-      this.exitCode = code ?? (signal !== null ? 128 + signalNumber(signal) : EXIT_SPAWN_FAILED);
-      this.stop('failure');
-    }
+    // 'exit' can come before the last IPC messages are read: a rank that announces its death
+    // and dies at once would otherwise fail the job. So the exit is weighed once the channel
+    // is drained ('disconnect'), or at once when there is no channel left.
+    if (!st.child?.connected) this.judge(st);
     if (!st.closed && st.child) {
       // Output is complete once the pipes close, which normally follows the exit at once; a
       // grandchild that inherited the pipes could hold them open forever, so stop waiting
@@ -274,8 +284,23 @@ class Job {
     }
   }
 
+  /** Decides whether an exited rank fails the job. */
+  private judge(st: RankState): void {
+    if (!st.exited || st.judged) return;
+    st.judged = true;
+    st.result.exitAnnounced = st.mayDie;
+    const { code, signal } = st.result;
+    if (code !== 0 && this.stopReason === null && !st.mayDie) {
+      this.exitCode = code ?? (signal !== null ? 128 + signalNumber(signal as NodeJS.Signals) : EXIT_SPAWN_FAILED);
+      this.stop('failure');
+    }
+  }
+
   private onClose(st: RankState): void {
     if (st.closed) return;
+    // Normally judged on 'disconnect' already; a channel that never reported its end still
+    // must not leave the exit unweighed.
+    this.judge(st);
     st.closed = true;
     if (st.drainTimer) clearTimeout(st.drainTimer);
     st.drainTimer = null;

@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { choiceOption, intOption } from './cli-options';
+import { choiceOption, DEVICE_MTU, intOption, messageSizeOption, NO_SEGMENTATION, refuseOversize } from './cli-options';
 import { runJob } from './run-job';
 
 /** The compiled examples the command runs (built by `npm ci` / `npm run build`). */
@@ -13,7 +13,7 @@ export function registerPingPongCommand(program: Command): void {
     .command('pingpong')
     .description('run a ping-pong between two ranks of its own (like ibv_ud_pingpong)')
     .option('--type <type>', 'QP type: ud or srd', choiceOption(['ud', 'srd'] as const), 'ud')
-    .option('--size <bytes>', 'message size', intOption(4, 65000), 64)
+    .option('--size <bytes>', `message size (at most the device MTU, ${DEVICE_MTU})`, messageSizeOption, 64)
     .option('--iters <n>', 'round trips', intOption(1, 100_000_000), 1000)
     .option('--poll <mode>', 'event: sleep until a completion event; busy: spin on pollCq', choiceOption(['event', 'busy'] as const), 'event')
     .option('--timeout-ms <ms>', 'resend a ping whose pong has not come back after this long', intOption(1, 600_000), 100)
@@ -23,6 +23,7 @@ export function registerPingPongCommand(program: Command): void {
     .option('--capture <file>', 'write every datagram the ranks send and receive to this pcap file (see contrib/wireshark)')
     .option('--log-level <level>', 'log level (EFA_EMU_LOG)')
     .action(async (o: { type: string; size: number; iters: number; poll: string; timeoutMs: number; fault?: string; daemon?: string; json?: boolean; capture?: string; logLevel?: string }) => {
+      refuseOversize('--size', [o.size], DEVICE_MTU, 'the device MTU', NO_SEGMENTATION);
       const args = ['--size', String(o.size), '--iters', String(o.iters), '--poll', o.poll, '--timeout-ms', String(o.timeoutMs)];
       if (o.json) args.push('--json');
       process.exitCode = await runJob(o, `pingpong-${process.pid}-${Date.now()}`, () => ({

@@ -2,7 +2,7 @@ import { parseFaultSpec } from '../io/fault-spec';
 import { rootLogger, type Logger } from '../common/logger';
 import { captureEnv, mergeCapture } from './capture-option';
 import { daemonForCommand, type EmbeddedDaemon } from './embedded-daemon';
-import { launch, type LaunchOptions } from './launch';
+import { launch, type LaunchOptions, type LaunchResult } from './launch';
 
 /** Environment variable naming one launch, so ranks can keep their keys apart on a shared daemon. */
 export const ENV_JOB_ID = 'EFA_EMU_JOB_ID';
@@ -25,18 +25,28 @@ export type JobLaunch = Omit<LaunchOptions, 'daemon' | 'faults' | 'env' | 'logge
  * rank starts (the error names the flag), uses `--daemon` or starts one, gives the ranks the
  * job id, log level and capture settings, merges their captures, and stops the daemon it
  * started. Resolves with the job's exit code.
+ *
+ * `onEnd` gets the launch's result once the daemon is stopped, so whatever the command did to
+ * the daemon during the job (a restart asked for by a rank) has settled when it reports.
  */
-export async function runJob(flags: JobFlags, jobId: string, build: (daemon: EmbeddedDaemon, logger: Logger) => JobLaunch): Promise<number> {
+export async function runJob(
+  flags: JobFlags,
+  jobId: string,
+  build: (daemon: EmbeddedDaemon, logger: Logger) => JobLaunch,
+  onEnd?: (result: LaunchResult) => void | Promise<void>,
+): Promise<number> {
   const logger = rootLogger(flags.logLevel);
   if (flags.fault !== undefined) parseFaultSpec(flags.fault, '--fault');
   const daemon = await daemonForCommand(flags.daemon, { statePath: flags.state ?? null, logger });
+  let res: LaunchResult;
   try {
     const env: NodeJS.ProcessEnv = { [ENV_JOB_ID]: jobId, ...captureEnv(flags.capture) };
     if (flags.logLevel !== undefined) env.EFA_EMU_LOG = flags.logLevel;
-    const res = await launch({ ...build(daemon, logger), daemon: daemon.address, faults: flags.fault ?? null, env, logger });
+    res = await launch({ ...build(daemon, logger), daemon: daemon.address, faults: flags.fault ?? null, env, logger });
     await mergeCapture(flags.capture);
-    return res.exitCode;
   } finally {
     await daemon.close();
   }
+  await onEnd?.(res);
+  return res.exitCode;
 }

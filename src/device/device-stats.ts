@@ -54,6 +54,13 @@ export class DeviceStats {
    * (spoofed, or from a peer that moved and is being looked up again).
    */
   rx_drop_unknown_endpoint = 0;
+  /**
+   * From a GID first seen in its own packets, before the control plane confirmed its endpoint
+   * (SRD: the sender retransmits; UD: more than the few held meanwhile, or never confirmed).
+   */
+  rx_drop_unverified = 0;
+  /** UD datagrams held while their sender's endpoint was being confirmed (then delivered or dropped). */
+  rx_held_unverified = 0;
   /** Dropped by the fault injector on the way in or out. */
   rx_drop_injected = 0;
   tx_drop_injected = 0;
@@ -84,4 +91,5 @@ export type RxDropCause =
   | 'rx_drop_window'
   | 'rx_drop_wrong_incarnation'
   | 'rx_drop_unknown_endpoint'
+  | 'rx_drop_unverified'
   | 'rx_drop_injected';

@@ -44,8 +44,13 @@ import type { WorkCompletion } from './work-completion';
 
 /** Sends datagrams for the device; the io layer implements it over a UDP socket. */
 export interface PacketTransport {
-  /** Sends the first `len` bytes of `buf`. The transport owns `buf` from here on. */
-  sendPacket(buf: Buffer, len: number, host: string, port: number): void;
+  /**
+   * Sends the first `len` bytes of `buf`. Without `onSent` the transport owns `buf` from here
+   * on. With it, the caller keeps `buf` and the transport calls `onSent` exactly once, when it
+   * no longer reads it (at once, or when a queued socket send completed); until then the
+   * caller neither changes nor reuses it.
+   */
+  sendPacket(buf: Buffer, len: number, host: string, port: number, onSent?: (() => void) | null): void;
   /** Counters of the transport (the fault injector's drops), merged into the device's. */
   stats?: () => Record<string, number>;
 }
@@ -67,8 +72,11 @@ export interface ResolvedGid {
   incarnation?: number;
 }
 
-/** Resolves a GID (IPv6 text) through the control plane; rejects when it is unknown. */
-export type GidResolver = (gid: string) => Promise<ResolvedGid>;
+/**
+ * Resolves a GID (IPv6 text) through the control plane; rejects (or throws) when it is
+ * unknown. An in-memory control plane may answer synchronously.
+ */
+export type GidResolver = (gid: string) => Promise<ResolvedGid> | ResolvedGid;
 
 export interface DeviceOptions {
   /** The device name (as `ibv_get_device_name`), e.g. `efa0`. */
@@ -142,6 +150,10 @@ const VERIFY_RETRY_MS = 1000;
 /** Strangers (GIDs first seen in packets) waiting for confirmation; more are dropped. */
 const MAX_UNVERIFIED_PEERS = 256;
 
+/** UD datagrams held per stranger, and for all strangers together, until it is confirmed. */
+const MAX_HELD_PER_PEER = 8;
+const MAX_HELD_TOTAL = 256;
+
 /** SRD packet buffers kept for reuse (a window's worth for a few peers). */
 const TX_POOL_MAX = 1024;
 
@@ -176,6 +188,8 @@ export class Device extends EventEmitter {
   private readonly resolver: GidResolver;
   private readonly clock: () => number;
   private readonly fabricId: number;
+  /** This device's index (GID low 32 bits): a datagram claiming it comes from an impostor. */
+  private readonly ownIndex: number;
   private readonly pds = new Set<ProtectionDomain>();
   private readonly cqs = new Set<CompletionQueue>();
   private readonly channels = new Set<CompletionChannel>();
@@ -185,6 +199,10 @@ export class Device extends EventEmitter {
   private readonly peersByIndex = new Map<number, Peer>();
   /** Peers first seen through their own packets and not yet confirmed by the control plane. */
   private unverifiedPeers = 0;
+  /** UD datagrams held for strangers, all of them together. */
+  private heldDatagrams = 0;
+  /** Strangers the control plane did not confirm, oldest first: the first to go when room is needed. */
+  private readonly unconfirmed = new Set<Peer>();
   private ahCount = 0;
   private readonly qpnAllocator: QpnAllocator;
   private nextPdn = 1;
@@ -203,8 +221,9 @@ export class Device extends EventEmitter {
   private closing: Promise<void> | null = null;
   private readonly grhScratch = Buffer.alloc(GRH_LENGTH);
   /**
-   * SRD packet buffers of full MTU size, reused once their message is acknowledged: an 8 KiB
-   * allocation per message is beyond Node's buffer pool and costs a fresh ArrayBuffer and GC.
+   * SRD packet buffers of full MTU size, reused once their message completed and the socket
+   * let go of them: an 8 KiB allocation per message is beyond Node's buffer pool and costs a
+   * fresh ArrayBuffer and GC.
    */
   private readonly txPool: Buffer[] = [];
   private readonly txPoolBytes: number;
@@ -216,6 +235,7 @@ export class Device extends EventEmitter {
     this.gid = parseGid(opts.gid, 'gid');
     this.gidText = formatGid(this.gid);
     this.fabricId = gidFabricId(this.gid);
+    this.ownIndex = gidDeviceIndex(this.gid);
     this.rank = opts.rank ?? null;
     this.attributes = resolveAttributes(opts.attributes);
     this.transport = opts.transport;
@@ -228,9 +248,12 @@ export class Device extends EventEmitter {
     this.txPoolBytes = SRD_PAYLOAD_OFFSET + this.attributes.mtu;
     this.incarnation = (opts.incarnation ?? nextIncarnation()) >>> 0;
     const srdHost: SrdHost = {
-      transmit: (buf, len, host, port) => this.transmitTo(buf, len, host, port),
+      transmit: (buf, len, host, port, onSent) => this.transmitTo(buf, len, host, port, onSent),
       deliver: (buf, hdr, off, len) => this.deliverSrd(buf, hdr, off, len),
       completeSend: (op, status) => this.completeSrdSend(op, status),
+      releaseBuffer: (buf) => {
+        if (buf.length === this.txPoolBytes && this.txPool.length < TX_POOL_MAX) this.txPool.push(buf);
+      },
     };
     this.srd = new SrdEngine({
       host: srdHost,
@@ -547,7 +570,7 @@ export class Device extends EventEmitter {
     qp.destroyed = true;
     // Its sends are abandoned without completions (the QP is gone); the receivers learn to
     // forget them through the window start.
-    if (qp.qpType === QpType.SRD) this.srd.abandonOwner(qp, WcStatus.FLUSHED);
+    if (qp.qpType === QpType.SRD) this.srd.abandonOwner(this.clock(), qp, WcStatus.FLUSHED);
     qp.state = QpState.RESET;
     qp.rq.clear();
     qp.sendCq.detachOwner(qp);
@@ -563,7 +586,7 @@ export class Device extends EventEmitter {
   /** Moving to ERR completes every posted receive and outstanding send with FLUSHED. */
   private flushQp(qp: QueuePair): void {
     if (qp.qpType === QpType.SRD) {
-      this.srd.abandonOwner(qp, WcStatus.FLUSHED);
+      this.srd.abandonOwner(this.clock(), qp, WcStatus.FLUSHED);
       this.kickTimer();
     }
     const rq = qp.rq;
@@ -610,7 +633,7 @@ export class Device extends EventEmitter {
         throw new AdminFailure(AdminStatus.ILLEGAL_PARAMETER, `GID ${gidText} belongs to another fabric than this device (${this.gidText})`);
       }
       let peer = this.peersByIndex.get(index);
-      if (peer === undefined || !peer.up || !peer.verified) peer = this.learnPeer(gid, gidText, await this.resolver(gidText));
+      if (peer === undefined || !peer.up || !peer.verified || peer.ahn === AH_UNKNOWN) peer = this.learnPeer(gid, gidText, await this.resolver(gidText));
       this.checkPd(pd, 'pd');
       const existing = pd.ahByDeviceIndex.get(index);
       if (existing !== undefined) {
@@ -649,31 +672,55 @@ export class Device extends EventEmitter {
       peer = new Peer(gid, gidText, index, res.endpoint.host, res.endpoint.port, res.ahn, res.name);
       this.peersByIndex.set(index, peer);
     } else {
-      peer.host = res.endpoint.host;
-      peer.port = res.endpoint.port;
+      this.confirmEndpoint(peer, res.endpoint);
       peer.ahn = res.ahn;
       peer.name = res.name;
     }
     peer.incarnation = res.incarnation ?? 0;
     peer.up = res.up;
-    peer.verified = true;
     return peer;
   }
 
   /**
-   * Accepts a datagram only from the endpoint the fabric knows for the GID it claims, so a
-   * stranger cannot inject messages or hijack a peer's SRD session. A GID not seen before is
-   * trusted on first use (a server hears from its clients before it has AHs for them) and
-   * checked with the control plane in the background; memory for such strangers is bounded.
+   * The control plane says where `peer` is. A stranger becomes a confirmed peer; the UD
+   * datagrams held for it are delivered if they came from that endpoint, else dropped.
    */
-  private checkSource(buf: Buffer, gidOff: number, fromHost: string, fromPort: number): boolean {
-    if (fromPort === 0) return true; // a sans-IO caller that does not know the source
+  private confirmEndpoint(peer: Peer, endpoint: Endpoint): void {
+    const same = peer.host === endpoint.host && peer.port === endpoint.port;
+    peer.host = endpoint.host;
+    peer.port = endpoint.port;
+    if (peer.verified) return;
+    peer.verified = true;
+    this.unverifiedPeers--;
+    this.releaseHeld(peer, same);
+  }
+
+  private releaseHeld(peer: Peer, deliver: boolean): void {
+    const held = peer.held;
+    if (held.length === 0) return;
+    peer.held = [];
+    this.heldDatagrams -= held.length;
+    for (const h of held) {
+      if (deliver && !this.closed) this.receiveUd(h.buf, h.hdr);
+      else this.stats.drop('rx_drop_unverified');
+    }
+  }
+
+  /**
+   * The peer a datagram comes from, when it comes from the endpoint the fabric knows for the
+   * GID it claims, so a stranger cannot inject messages or hijack a peer's SRD session. A GID
+   * not seen before gets a record bound to its endpoint and is checked with the control plane
+   * (a server hears from its clients before it has AHs for them); until the check succeeds,
+   * the caller delivers nothing from it. Memory for such strangers is bounded.
+   */
+  private sourcePeer(buf: Buffer, gidOff: number, fromHost: string, fromPort: number): Peer | null {
     const index = gidDeviceIndex(buf, gidOff);
     const peer = this.peersByIndex.get(index);
     if (peer === undefined) {
-      if (this.unverifiedPeers >= MAX_UNVERIFIED_PEERS) {
+      if (this.unverifiedPeers >= MAX_UNVERIFIED_PEERS) this.evictUnconfirmed();
+      if (this.unverifiedPeers >= MAX_UNVERIFIED_PEERS || index === this.ownIndex) {
         this.stats.drop('rx_drop_unknown_endpoint');
-        return false;
+        return null;
       }
       const gid = Uint8Array.prototype.slice.call(buf, gidOff, gidOff + 16) as Uint8Array;
       const stranger = new Peer(gid, formatGid(gid), index, fromHost, fromPort, AH_UNKNOWN, '');
@@ -681,16 +728,49 @@ export class Device extends EventEmitter {
       this.unverifiedPeers++;
       this.peersByIndex.set(index, stranger);
       this.verifyPeer(stranger);
-      return true;
+      return stranger;
     }
     if (peer.port === fromPort && peer.host === fromHost) {
       if (!peer.verified) this.verifyPeer(peer);
-      return true;
+      return peer;
     }
     this.stats.drop('rx_drop_unknown_endpoint');
     // The peer may have restarted at a new endpoint: ask again (at most one lookup at a time).
     this.verifyPeer(peer);
-    return false;
+    return null;
+  }
+
+  /**
+   * Forgets the oldest stranger the control plane did not confirm, once its retry time came:
+   * a flood of made-up GIDs cannot lock out a real newcomer, nor make us ask the daemon more
+   * than once per VERIFY_RETRY_MS for each GID we keep.
+   */
+  private evictUnconfirmed(): void {
+    const now = this.clock();
+    for (const peer of this.unconfirmed) {
+      if (peer.nextVerifyAt > now) return;
+      this.unconfirmed.delete(peer);
+      if (peer.verified || peer.verifying || this.peersByIndex.get(peer.deviceIndex) !== peer) continue;
+      this.peersByIndex.delete(peer.deviceIndex);
+      this.unverifiedPeers--;
+      return;
+    }
+  }
+
+  /**
+   * A datagram from a stranger not confirmed yet: UD is held (a few) while the control plane
+   * is being asked, SRD dropped (it is resent).
+   */
+  private holdOrDrop(peer: Peer, buf: Buffer, hdr: PacketHeader): void {
+    if (hdr.type !== PacketType.UD_SEND || !peer.verifying || peer.held.length >= MAX_HELD_PER_PEER || this.heldDatagrams >= MAX_HELD_TOTAL) {
+      this.stats.drop('rx_drop_unverified');
+      return;
+    }
+    const copy = new PacketHeader();
+    Object.assign(copy, hdr);
+    peer.held.push({ buf, hdr: copy });
+    this.heldDatagrams++;
+    this.stats.rx_held_unverified++;
   }
 
   private verifyPeer(peer: Peer): void {
@@ -699,21 +779,34 @@ export class Device extends EventEmitter {
     if (now < peer.nextVerifyAt) return;
     peer.nextVerifyAt = now + VERIFY_RETRY_MS;
     peer.verifying = true;
-    const wasVerified = peer.verified;
-    this.resolver(peer.gidText).then(
-      (res) => {
-        peer.verifying = false;
-        if (!wasVerified && !peer.verified) this.unverifiedPeers--;
-        this.learnPeer(peer.gid, peer.gidText, res);
-      },
-      () => {
-        // Not confirmed (the daemon is down, or does not know the GID yet: it learns devices
-        // as they re-register after a restart). The stranger stays as it is, bound to the
-        // endpoint it first came from, and is asked about again later. Its receive state is
-        // kept: forgetting it could deliver a retransmission twice.
-        peer.verifying = false;
-      },
-    );
+    const confirmed = (res: ResolvedGid): void => {
+      peer.verifying = false;
+      this.unconfirmed.delete(peer);
+      if (this.closed) return;
+      this.learnPeer(peer.gid, peer.gidText, res);
+    };
+    const failed = (): void => {
+      // Not confirmed (the daemon is down, or does not know the GID yet: it learns devices
+      // as they re-register after a restart). The stranger stays bound to the endpoint it
+      // first came from and is asked about again later; what it sent meanwhile is not
+      // delivered. Its SRD receive state is kept: forgetting it could deliver a
+      // retransmission twice.
+      peer.verifying = false;
+      if (!peer.verified) {
+        this.unconfirmed.delete(peer);
+        this.unconfirmed.add(peer);
+      }
+      this.releaseHeld(peer, false);
+    };
+    let answer: Promise<ResolvedGid> | ResolvedGid;
+    try {
+      answer = this.resolver(peer.gidText);
+    } catch {
+      failed();
+      return;
+    }
+    if (answer instanceof Promise) answer.then(confirmed, failed);
+    else confirmed(answer);
   }
 
   /** The control plane reports a device down: remembered until it comes back. */
@@ -723,16 +816,35 @@ export class Device extends EventEmitter {
     this.emitAsync({ eventType: 'PEER_DOWN', gid: gidText });
   }
 
-  /** The control plane reports a device (back) up, possibly restarted at a new endpoint. */
-  notifyPeerUp(gidText: string, endpoint: Endpoint, incarnation = 0): void {
-    const peer = this.peersByIndex.get(gidDeviceIndex(parseGid(gidText)));
+  /**
+   * The control plane reports a device (back) up, possibly restarted at a new endpoint. The
+   * control plane is the authority on endpoints, so a device of this fabric not known yet is
+   * learnt now: its first packets are then accepted without a lookup.
+   */
+  notifyPeerUp(gidText: string, endpoint: Endpoint, incarnation = 0, name = ''): void {
+    this.learnEndpoint(gidText, endpoint, incarnation, name);
+    this.emitAsync({ eventType: 'PEER_UP', gid: gidText });
+  }
+
+  /**
+   * Records where the control plane says a device of this fabric is (its registration, a
+   * restart at a new endpoint, or the device list read at open), so that its first packets
+   * are accepted without a lookup.
+   */
+  learnEndpoint(gidText: string, endpoint: Endpoint, incarnation = 0, name = ''): void {
+    const gid = parseGid(gidText);
+    const index = gidDeviceIndex(gid);
+    let peer = this.peersByIndex.get(index);
+    if (peer === undefined && gidFabricId(gid) === this.fabricId && index !== this.ownIndex) {
+      peer = new Peer(gid, formatGid(gid), index, endpoint.host, endpoint.port, AH_UNKNOWN, name);
+      this.peersByIndex.set(index, peer);
+    }
     if (peer !== undefined) {
-      peer.host = endpoint.host;
-      peer.port = endpoint.port;
+      this.confirmEndpoint(peer, endpoint);
       peer.up = true;
+      if (name !== '') peer.name = name;
       if (incarnation !== 0) peer.incarnation = incarnation;
     }
-    this.emitAsync({ eventType: 'PEER_UP', gid: gidText });
   }
 
   // ---------------------------------------------------------------- data path
@@ -800,7 +912,7 @@ export class Device extends EventEmitter {
       return;
     }
     const len = finishUdPacket(buf, total, qp.qpNum, remoteQpn, wr.remoteQkey >>> 0, imm, this.gid);
-    this.transmit(buf, len, ah.peer);
+    this.transmitTo(buf, len, ah.peer.host, ah.peer.port, null);
     this.completeSend(qp, wr.wrId, WcStatus.SUCCESS, total);
   }
 
@@ -824,19 +936,13 @@ export class Device extends EventEmitter {
     return true;
   }
 
-  private transmit(buf: Buffer, len: number, peer: Peer): void {
-    this.transmitTo(buf, len, peer.host, peer.port);
-  }
-
-  private transmitTo(buf: Buffer, len: number, host: string, port: number): void {
+  private transmitTo(buf: Buffer, len: number, host: string, port: number, onSent: (() => void) | null): void {
     this.stats.tx_pkts++;
     this.stats.tx_bytes += len;
-    this.transport.sendPacket(buf, len, host, port);
+    this.transport.sendPacket(buf, len, host, port, onSent);
   }
 
   private completeSrdSend(op: SendOp, status: number): void {
-    const buf = op.buf;
-    if (buf !== null && buf.length === this.txPoolBytes && this.txPool.length < TX_POOL_MAX) this.txPool.push(buf);
     const qp = op.owner as QueuePair;
     if (qp.destroyed) return;
     this.completeSend(qp, op.wrId, status as WcStatus, status === WcStatus.SUCCESS ? op.byteLen : 0);
@@ -933,7 +1039,7 @@ export class Device extends EventEmitter {
    * Feeds one received datagram to the device. Never throws: a packet that is malformed,
    * corrupted, foreign or unwanted is dropped and counted by cause.
    */
-  handleDatagram(buf: Buffer, fromHost = '', fromPort = 0): void {
+  handleDatagram(buf: Buffer, fromHost: string, fromPort: number): void {
     if (this.closed) return;
     this.stats.rx_pkts++;
     this.stats.rx_bytes += buf.length;
@@ -949,12 +1055,22 @@ export class Device extends EventEmitter {
       this.stats.drop('rx_drop_foreign_fabric');
       return;
     }
-    if (!this.checkSource(buf, hdr.srcGidOffset, fromHost, fromPort)) return;
+    const peer = this.sourcePeer(buf, hdr.srcGidOffset, fromHost, fromPort);
+    if (peer === null) return;
+    if (!peer.verified) {
+      this.holdOrDrop(peer, buf, hdr);
+      return;
+    }
+    if (peer.port !== fromPort || peer.host !== fromHost) {
+      // Just confirmed, at another endpoint than this datagram came from.
+      this.stats.drop('rx_drop_unknown_endpoint');
+      return;
+    }
     if (hdr.type === PacketType.UD_SEND) {
       this.receiveUd(buf, hdr);
       return;
     }
-    this.srd.onPacket(this.clock(), buf, hdr, gidDeviceIndex(buf, hdr.srcGidOffset), fromHost, fromPort);
+    this.srd.onPacket(this.clock(), buf, hdr, peer);
     this.kickTimer();
   }
 

@@ -1,4 +1,12 @@
 import type { Gid } from '../common/gid';
+import type { SrdChannel, SrdPeer } from '../srd/srd-channel';
+import type { PacketHeader } from '../wire/header';
+
+/** A UD datagram kept until its sender's endpoint is confirmed, with its decoded header. */
+export interface HeldDatagram {
+  buf: Buffer;
+  hdr: PacketHeader;
+}
 
 /** Where a remote device is reached on the emulated fabric. */
 export interface Endpoint {
@@ -9,9 +17,10 @@ export interface Endpoint {
 /**
  * A remote device this device knows: its GID, UDP endpoint and fabric-wide AH number.
  * Shared by every AH (of any PD) that names the same GID. Datagrams claiming its GID are
- * accepted only from its endpoint.
+ * accepted only from its endpoint, and only once the control plane confirmed that endpoint.
+ * It also holds the SRD engine's state for the peer, so a packet costs one lookup.
  */
-export class Peer {
+export class Peer implements SrdPeer {
   /** False while the daemon reports the device down. */
   up = true;
   /**
@@ -25,6 +34,13 @@ export class Peer {
   nextVerifyAt = 0;
   /** The remote device's incarnation as the control plane reported it (0: unknown). */
   incarnation = 0;
+  /** The SRD engine's state for this peer (null until SRD first talks to it). */
+  srd: SrdChannel | null = null;
+  /**
+   * UD datagrams that arrived before the endpoint was confirmed, delivered once it is (and
+   * dropped if it is not): a bounded number, so a stranger cannot make us hold much.
+   */
+  held: HeldDatagram[] = [];
 
   constructor(
     readonly gid: Gid,

@@ -5,8 +5,11 @@
  * out in the order they were pushed.
  */
 
-/** Where released packets go; the signature of UdpPort.send. */
-export type PacketSink = (buf: Buffer, len: number, host: string, port: number) => void;
+/**
+ * Where released packets go; the signature of UdpPort.send. With `onSent`, the sink calls it
+ * once it no longer reads `buf`.
+ */
+export type PacketSink = (buf: Buffer, len: number, host: string, port: number, onSent?: (() => void) | null) => void;
 
 export class DelayQueue {
   private capacity: number;

@@ -34,6 +34,11 @@ export interface FaultInjectorOptions {
   spinBelowMs?: number;
   /** Prefix of error messages about the spec (`--fault`, `EFA_EMU_FAULTS`). Default `fault spec`. */
   source?: string;
+  /**
+   * The name of the device the injector sits in: a partition naming it cuts off all its
+   * traffic, and `SRC/DST` partitions apply only where SRC is this name (see FaultPlan).
+   */
+  self?: string;
 }
 
 /** `host:port`, with an IPv6 host in brackets so the port stays unambiguous. */
@@ -107,7 +112,7 @@ export class FaultInjector {
     this.clock = opts.clock ?? (() => performance.now());
     this.customKey = opts.targetKey ?? null;
     this.spinBelowMs = spin;
-    this.plan = new FaultPlan(toFaultSpec(opts.spec, this.source));
+    this.plan = new FaultPlan(toFaultSpec(opts.spec, this.source), { self: opts.self });
     // Partition windows in the spec count from here, not from the first packet.
     this.plan.start(this.clock());
     this.updateFastPath();
@@ -123,30 +128,48 @@ export class FaultInjector {
     return this.queue.size;
   }
 
-  /** Sends `len` bytes of `buf` to `host:port` through the faults. Never throws for a fault. */
-  send(buf: Buffer, len: number, host: string, port: number): void {
+  /**
+   * Sends `len` bytes of `buf` to `host:port` through the faults. Never throws for a fault.
+   * With `onSent`, it is called exactly once, when neither the injector nor the socket reads
+   * `buf` any more (copies the injector holds or corrupts are its own).
+   */
+  send(buf: Buffer, len: number, host: string, port: number, onSent?: (() => void) | null): void {
     if (this.passThrough) {
-      this.sink(buf, len, host, port);
+      this.sink(buf, len, host, port, onSent);
       return;
     }
-    if (this.closed) return;
+    let release = onSent ?? null;
+    const tracked = release !== null;
+    if (this.closed) {
+      release?.();
+      return;
+    }
     const now = this.clock();
     const d = this.decision;
     this.plan.decide(now, len, this.plan.hasPartitions ? this.keyOf(host, port) : '', d);
     let queuedAny = false;
+    let sentOriginal = false;
     for (let i = 0; i < d.copies; i++) {
       let out = buf;
       const bit = d.corruptBit[i];
-      if (bit >= 0) {
+      // A caller that reuses its buffer once told may not be told while a second send of it
+      // is still queued: that one gets a copy.
+      if (bit >= 0 || (sentOriginal && tracked)) {
         out = Buffer.allocUnsafe(len);
         buf.copy(out, 0, 0, len);
-        out[bit >> 3] ^= 1 << (bit & 7);
+        if (bit >= 0) out[bit >> 3] ^= 1 << (bit & 7);
       }
       const at = d.releaseAtMs[i];
       if (at <= now) {
         // Whatever is already due goes first, or a late timer would let this packet overtake.
         if (this.queue.size > 0 && this.queue.peekTime() <= now) this.queue.releaseDue(now, this.sink);
-        this.sink(out, len, host, port);
+        if (out === buf && !sentOriginal) {
+          sentOriginal = true;
+          this.sink(out, len, host, port, release);
+          release = null;
+        } else {
+          this.sink(out, len, host, port);
+        }
       } else {
         // A held copy must not change under us: SRD rewrites a buffer when it retransmits,
         // and the device reuses it once the message is acknowledged.
@@ -159,6 +182,7 @@ export class FaultInjector {
       }
     }
     if (queuedAny) this.arm(now);
+    release?.();
   }
 
   /**

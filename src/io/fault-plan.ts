@@ -66,18 +66,45 @@ export class FaultStats {
 /** A partition set through the API: from now until `untilMs` (absolute, plan clock). */
 interface ApiWindow {
   target: string;
+  /** The sender the window is limited to (`SRC/DST`), or null for any. */
+  source: string | null;
+  dest: string;
   untilMs: number;
 }
 
 /** A partition from the spec, relative to the plan's start. */
 interface SpecWindow {
   target: string;
+  source: string | null;
+  dest: string;
   startMs: number;
   endMs: number;
 }
 
 /** Matches every target in a partition. */
 export const ANY_TARGET = '*';
+
+/** Separates the sender from the destination in a partition target (`efa1/efa2`). */
+export const SOURCE_SEPARATOR = '/';
+
+/**
+ * A partition target as `SRC/DST` (only the device named SRC drops traffic to DST) or `DST`
+ * (every device does).
+ */
+export function splitPartitionTarget(target: string): { source: string | null; dest: string } {
+  const i = target.indexOf(SOURCE_SEPARATOR);
+  return i < 0 ? { source: null, dest: target } : { source: target.slice(0, i), dest: target.slice(i + 1) };
+}
+
+/** Options of a {@link FaultPlan}. */
+export interface FaultPlanOptions {
+  /**
+   * The name of the device whose traffic the plan decides. A partition naming it cuts off all
+   * its traffic (the device goes dark, both ways when every device runs the same spec), and
+   * `SRC/DST` partitions apply only where SRC is this name.
+   */
+  self?: string;
+}
 
 /**
  * Decides the fate of each packet from a {@link FaultSpec}.
@@ -127,9 +154,12 @@ export class FaultPlan {
   private apiWindows: ApiWindow[] = [];
   private anyPartition = false;
 
+  private readonly self: string | null;
+
   /** @throws FaultSpecError when a field of `spec` is out of range. */
-  constructor(spec: Readonly<FaultSpec>) {
+  constructor(spec: Readonly<FaultSpec>, opts: FaultPlanOptions = {}) {
     checkFaultSpec(spec);
+    this.self = opts.self ?? null;
     this.current = cloneFaultSpec(spec);
     this.prng = new Prng(spec.seed);
     this.apply(this.current);
@@ -174,8 +204,18 @@ export class FaultPlan {
     }
     const existing = this.apiWindows.find((w) => w.target === target);
     if (existing !== undefined) existing.untilMs = untilMs;
-    else this.apiWindows.push({ target, untilMs });
+    else this.apiWindows.push({ target, ...splitPartitionTarget(target), untilMs });
     this.anyPartition = true;
+  }
+
+  /**
+   * Adds a partition of `target` from `startMs` to `startMs + durationMs` after the plan's
+   * start, as a `partition=` item of the spec would (it is part of the spec from now on).
+   */
+  schedulePartition(target: string, startMs: number, durationMs: number): void {
+    const spec = cloneFaultSpec(this.current);
+    spec.partitions.push({ target, startMs, durationMs });
+    this.setSpec(spec);
   }
 
   /**
@@ -229,7 +269,7 @@ export class FaultPlan {
     const capacity = this.msPerByte > 0 ? Math.max(this.limit, this.ringCount) : 0;
     if (capacity !== this.ring.length) this.resizeRing(capacity);
 
-    this.specWindows = spec.partitions.map((p) => ({ target: p.target, startMs: p.startMs, endMs: p.startMs + p.durationMs }));
+    this.specWindows = spec.partitions.map((p) => ({ target: p.target, ...splitPartitionTarget(p.target), startMs: p.startMs, endMs: p.startMs + p.durationMs }));
     this.anyPartition = this.apiWindows.length > 0 || this.specWindows.length > 0;
   }
 
@@ -322,14 +362,20 @@ export class FaultPlan {
     const api = this.apiWindows;
     for (let i = 0; i < api.length; i++) {
       const w = api[i];
-      if ((w.target === target || w.target === ANY_TARGET) && nowMs < w.untilMs) return true;
+      if (nowMs < w.untilMs && this.matches(w, target)) return true;
     }
     const sinceStart = nowMs - this.startMs;
     const spec = this.specWindows;
     for (let i = 0; i < spec.length; i++) {
       const w = spec[i];
-      if ((w.target === target || w.target === ANY_TARGET) && sinceStart >= w.startMs && sinceStart < w.endMs) return true;
+      if (sinceStart >= w.startMs && sinceStart < w.endMs && this.matches(w, target)) return true;
     }
     return false;
+  }
+
+  /** A window cuts `target` off: it names it (or all), or names this device itself. */
+  private matches(w: { source: string | null; dest: string }, target: string): boolean {
+    if (w.source !== null) return w.source === this.self && (w.dest === target || w.dest === ANY_TARGET);
+    return w.dest === target || w.dest === ANY_TARGET || (this.self !== null && w.dest === this.self);
   }
 }

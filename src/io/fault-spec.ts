@@ -23,7 +23,7 @@
  * | `corrupt` | `P%` | flip one random bit of the copy sent (never of the caller's buffer) |
  * | `rate` | rate | token-bucket rate limit; packets queue behind it |
  * | `limit` | `N` | packets that may wait for the rate limiter (default 1000); more are dropped |
- * | `partition` | `TARGET@START+DURATION` | drop traffic to TARGET from START to START+DURATION after the injector starts; DURATION may be `inf`; TARGET `*` matches every destination |
+ * | `partition` | `TARGET@START+DURATION` | drop traffic to TARGET from START to START+DURATION after the injector starts; DURATION may be `inf`; TARGET `*` matches every destination; a device's own name cuts off all its traffic (it goes dark); `SRC/DST` limits the window to the device named SRC (one direction of one link) |
  * | `seed` | `N` | uint32 seed of the injector's PRNG (default 1) |
  *
  * Times need a unit: `us`, `ms` or `s` (`200us`, `1.5ms`, `2s`); a bare number is an error,

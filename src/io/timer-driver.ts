@@ -9,6 +9,15 @@ export class TimerDriver {
   private immediate: NodeJS.Immediate | null = null;
   private closed = false;
   private readonly fireBound = (): void => this.fire();
+  /**
+   * A setTimeout runs in the event loop's timers phase, before the poll phase reads the
+   * sockets: after a stall, the answers that arrived meanwhile would still be unread when the
+   * engine looks for silent peers. So a timeout only queues the firing for after the poll.
+   */
+  private readonly afterPollBound = (): void => {
+    this.timeout = null;
+    this.immediate = setImmediate(this.fireBound);
+  };
 
   constructor(
     private readonly clock: () => number,
@@ -25,7 +34,7 @@ export class TimerDriver {
       this.immediate = setImmediate(this.fireBound);
     } else {
       // setTimeout rounds to whole milliseconds; never wait less than asked.
-      this.timeout = setTimeout(this.fireBound, Math.ceil(delay));
+      this.timeout = setTimeout(this.afterPollBound, Math.ceil(delay));
     }
   }
 

@@ -75,11 +75,19 @@ export class UdpPort {
     this.handler = handler;
   }
 
-  /** Sends `len` bytes of `buf`; the buffer must not be reused by the caller afterwards. */
-  send(buf: Buffer, len: number, host: string, port: number): void {
-    if (this.closing !== null) return;
-    // No callback: Node would schedule one per datagram; errors arrive as 'error' events.
-    this.socket.send(buf, 0, len, port, host);
+  /**
+   * Sends `len` bytes of `buf`. Without `onSent` the buffer must not be touched by the caller
+   * afterwards. With it, `onSent` runs once the socket is done with the buffer: on the next
+   * tick when the kernel took the datagram at once, later when it had to queue (a full send
+   * buffer), so the caller may then reuse it. Errors arrive as 'error' events either way.
+   */
+  send(buf: Buffer, len: number, host: string, port: number, onSent?: (() => void) | null): void {
+    if (this.closing !== null) {
+      onSent?.();
+      return;
+    }
+    if (onSent === undefined || onSent === null) this.socket.send(buf, 0, len, port, host);
+    else this.socket.send(buf, 0, len, port, host, onSent);
   }
 
   /** Closes the socket. Idempotent: every call returns the same promise. */

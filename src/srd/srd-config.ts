@@ -1,17 +1,28 @@
 import { InvalidArgumentError } from '../common/errors';
-import { SACK_BITS } from '../wire/srd-header';
+
+/** Largest per-peer or device-wide window accepted. */
+export const MAX_WINDOW = 65536;
 
 /** Tunables of the SRD engine. Defaults suit loopback; every one can be overridden. */
 export interface SrdConfig {
-  /** Packets in flight per peer before sends queue (at most SACK_BITS). */
+  /**
+   * Packets in flight per peer before further sends to it wait. Only packets actually in
+   * flight count: a send waiting out an RNR back-off holds no slot.
+   */
   window: number;
+  /**
+   * Packets in flight to all peers together: what a receiver's socket buffer can absorb when
+   * every device sends to it at once (all-to-all). Peers waiting for room are served in turn.
+   */
+  deviceWindow: number;
   /** Retransmission timeout bounds (RFC 6298 style, from measured RTT). */
   minRtoMs: number;
   maxRtoMs: number;
   initialRtoMs: number;
   /**
-   * A packet no answer came for in this long fails with LOCAL_ERROR_UNRESP_REMOTE (or
-   * UNREACH_REMOTE when the peer never answered at all).
+   * A peer that makes no progress on what is outstanding for this long fails the sends that
+   * waited on it with LOCAL_ERROR_UNRESP_REMOTE (UNREACH_REMOTE when it never answered at
+   * all). Progress: an ack completing a send, or a NAK (RNR included) of a PSN in flight.
    */
   unresponsiveTimeoutMs: number;
   /** The receiver acks at least once per this many data packets. */
@@ -28,14 +39,16 @@ export interface SrdConfig {
   /** Later packets selectively acked before a hole is retransmitted without waiting for the RTO. */
   dupThresh: number;
   /**
-   * Packets one timeout resends at most per peer, oldest first; the others wait one more RTO.
-   * A late ack (a busy receiver, not a loss) then costs a few spurious resends, not a window's worth.
+   * Packets one timer turn resends at most per peer on timeouts; the others wait one more
+   * RTO. A late ack (a busy receiver, not a loss) then costs a few spurious resends, not a
+   * window's worth.
    */
   rtoBurst: number;
 }
 
 export const DEFAULT_SRD_CONFIG: Readonly<SrdConfig> = Object.freeze({
   window: 128,
+  deviceWindow: 64,
   minRtoMs: 5,
   maxRtoMs: 250,
   initialRtoMs: 10,
@@ -48,6 +61,36 @@ export const DEFAULT_SRD_CONFIG: Readonly<SrdConfig> = Object.freeze({
   rtoBurst: 8,
 });
 
+/**
+ * Reads SRD tunables from text, `key=value` pairs separated by commas, named as in SrdConfig
+ * (`window=32,unresponsiveTimeoutMs=300`); `formatSrdConfig` writes it. Checked by
+ * resolveSrdConfig, which names a bad option.
+ */
+export function parseSrdConfigText(text: string, source = 'srd'): Partial<SrdConfig> {
+  const out: Record<string, number> = {};
+  for (const item of text.split(',')) {
+    const s = item.trim();
+    if (s === '') continue;
+    const eq = s.indexOf('=');
+    const key = eq < 0 ? s : s.slice(0, eq).trim();
+    const value = eq < 0 ? NaN : Number(s.slice(eq + 1).trim());
+    if (!(key in DEFAULT_SRD_CONFIG)) throw new InvalidArgumentError(`${source}: unknown SRD option ${JSON.stringify(key)} (known: ${Object.keys(DEFAULT_SRD_CONFIG).join(', ')})`);
+    if (eq < 0 || !Number.isFinite(value)) throw new InvalidArgumentError(`${source}: ${key} needs a number, as ${key}=${DEFAULT_SRD_CONFIG[key as keyof SrdConfig]}`);
+    out[key] = value;
+  }
+  return out as Partial<SrdConfig>;
+}
+
+/** The text form of the options of `cfg` that differ from the defaults (parseSrdConfigText reads it). */
+export function formatSrdConfig(cfg: Partial<SrdConfig>): string {
+  const items: string[] = [];
+  for (const [key, value] of Object.entries(cfg)) {
+    if (value === undefined || value === DEFAULT_SRD_CONFIG[key as keyof SrdConfig]) continue;
+    items.push(`${key}=${Number(value.toFixed(6))}`);
+  }
+  return items.join(',');
+}
+
 /** Merges overrides onto the defaults; the error names the bad option. */
 export function resolveSrdConfig(overrides: Partial<SrdConfig> = {}): SrdConfig {
   const cfg: SrdConfig = { ...DEFAULT_SRD_CONFIG };
@@ -59,11 +102,13 @@ export function resolveSrdConfig(overrides: Partial<SrdConfig> = {}): SrdConfig 
     }
     (cfg as unknown as Record<string, number>)[key] = value;
   }
-  if (!Number.isInteger(cfg.window) || cfg.window < 1 || cfg.window > SACK_BITS) {
-    throw new InvalidArgumentError(`srd.window: must be an integer in 1..${SACK_BITS}, got ${cfg.window}`);
+  for (const key of ['window', 'deviceWindow'] as const) {
+    const v = cfg[key];
+    if (!Number.isInteger(v) || v < 1 || v > MAX_WINDOW) throw new InvalidArgumentError(`srd.${key}: must be an integer in 1..${MAX_WINDOW}, got ${v}`);
   }
   if (cfg.minRtoMs <= 0 || cfg.minRtoMs > cfg.maxRtoMs) throw new InvalidArgumentError('srd.minRtoMs: must be > 0 and <= maxRtoMs');
   if (cfg.unresponsiveTimeoutMs <= 0) throw new InvalidArgumentError('srd.unresponsiveTimeoutMs: must be > 0');
+  if (cfg.rnrBackoffMs <= 0) throw new InvalidArgumentError('srd.rnrBackoffMs: must be > 0');
   if (!Number.isInteger(cfg.ackEvery) || cfg.ackEvery < 1) throw new InvalidArgumentError('srd.ackEvery: must be an integer >= 1');
   if (!Number.isInteger(cfg.dupThresh) || cfg.dupThresh < 1) throw new InvalidArgumentError('srd.dupThresh: must be an integer >= 1');
   if (!Number.isInteger(cfg.rtoBurst) || cfg.rtoBurst < 1) throw new InvalidArgumentError('srd.rtoBurst: must be an integer >= 1');

@@ -6,8 +6,12 @@ import type { SendOp } from './send-op';
  * timer or the clock: it calls these, and the device (sans-IO too) passes them on.
  */
 export interface SrdHost {
-  /** Sends a finished datagram. */
-  transmit(buf: Buffer, len: number, host: string, port: number): void;
+  /**
+   * Sends a finished datagram. With `onSent`, the transport calls it exactly once, when it no
+   * longer reads `buf` (at once, or when a queued socket send finished): until then the engine
+   * neither rewrites the buffer nor hands it back for reuse.
+   */
+  transmit(buf: Buffer, len: number, host: string, port: number, onSent: (() => void) | null): void;
   /**
    * Delivers a message to the local QP the header names. Returns WcStatus.SUCCESS (0) when it
    * was placed in a posted receive, REMOTE_ERROR_RNR (10) when no receive is posted (the
@@ -16,6 +20,8 @@ export interface SrdHost {
   deliver(buf: Buffer, hdr: PacketHeader, payloadOff: number, payloadLen: number): number;
   /** Completes a send work request with `status`. */
   completeSend(op: SendOp, status: number): void;
+  /** Neither the engine nor the socket needs this send buffer any more: it may be reused. */
+  releaseBuffer(buf: Buffer): void;
 }
 
 /** Counters the engine keeps; the device's counter object has these fields. */

@@ -7,9 +7,7 @@ import { crc32 } from './checksum';
  *   0      2    magic        0xEFA1: rejects foreign traffic before anything else is read
  *   2      1    version      WIRE_VERSION
  *   3      1    type         PacketType
- *   4      1    flags        bit 0 HAS_IMM: the imm field is valid
- *                            bit 1 RNR_LAST (SRD data): the sender's last attempt before it
- *                            fails the send with REMOTE_ERROR_RNR
+ *   4      1    flags        bit 0 HAS_IMM: the imm field is valid; other bits are zero
  *   5      1    hdr_len      bytes from the start to the payload (40 + type extension)
  *   6      2    src_qpn      sender's QP number
  *   8      2    dst_qpn      receiver's QP number
@@ -23,7 +21,8 @@ import { crc32 } from './checksum';
  */
 
 export const WIRE_MAGIC = 0xefa1;
-export const WIRE_VERSION = 1;
+/** 2: SRD acks carry a sack_base; every RNR answer is final for its PSN (no RNR_LAST flag). */
+export const WIRE_VERSION = 2;
 export const BASE_HEADER_LEN = 40;
 
 export const OFF_MAGIC = 0;
@@ -40,7 +39,6 @@ export const OFF_SRC_GID = 20;
 export const OFF_CRC = 36;
 
 export const FLAG_HAS_IMM = 0x01;
-export const FLAG_RNR_LAST = 0x02;
 
 /** Packet types. Values are on the wire: never renumber. */
 export const PacketType = {

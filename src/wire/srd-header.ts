@@ -21,25 +21,31 @@ import { BASE_HEADER_LEN, readU32, writeU32 } from './header';
  *  64     4    ack_cum       its cumulative ack (no selective part: only sent when there is no hole)
  *  68     4    ack_echo      its echoed tx_time
  *
- * SRD_ACK (hdr_len 72, no payload)
+ * SRD_ACK (hdr_len 76, no payload)
  *  40     4    session       the session acknowledged
- *  44     4    cum_ack       every PSN below it is settled at the receiver
+ *  44     4    cum_ack       every PSN below it was delivered, or settled by the sender (below
+ *                            its window_start): the sender completes what it still has below it
  *  48     4    echo_time     tx_time of the data packet that triggered this ack
  *  52     4    incarnation   the acknowledging (receiving) device's incarnation
- *  56    16    sack          bit i (MSB first) set = PSN cum_ack + 1 + i was received
+ *  56     4    sack_base     first PSN the selective map describes; the receiver anchors it where
+ *                            the news is (cum_ack + 1 normally, near a late duplicate or a far
+ *                            arrival otherwise), so a delivery any distance above cum_ack can be
+ *                            reported: one message stuck below never hides the ones above it
+ *  60    16    sack          bit i (MSB first) set = PSN sack_base + i was delivered
  *
  * SRD_NAK (hdr_len 56, no payload)
  *  40     4    session
  *  44     4    psn           the packet refused
- *  48     1    status        WcStatus the sender reports: REMOTE_ERROR_RNR means "receiver not
- *                            ready, retry"; any other status is final
+ *  48     1    status        WcStatus the sender reports. The answer is final for this PSN: later
+ *                            copies of it get the same answer, never a delivery. REMOTE_ERROR_RNR
+ *                            means "receiver not ready": the sender may try the message again
+ *                            later under a new PSN; any other status fails the send
  *  49     3    reserved
- *  52     4    echo_time     tx_time of the refused transmission: a late NAK of an earlier
- *                            attempt is not counted against the RNR retry budget again
+ *  52     4    echo_time     tx_time of the refused transmission, for the RTT estimate
  */
 
 export const SRD_DATA_HDR_LEN = 72;
-export const SRD_ACK_HDR_LEN = 72;
+export const SRD_ACK_HDR_LEN = 76;
 export const SRD_NAK_HDR_LEN = 56;
 
 export const OFF_SESSION = 40;
@@ -53,7 +59,8 @@ export const OFF_PB_ECHO = 68;
 export const OFF_ACK_INCARNATION = 52;
 export const OFF_CUM_ACK = 44;
 export const OFF_ECHO_TIME = 48;
-export const OFF_SACK = 56;
+export const OFF_SACK_BASE = 56;
+export const OFF_SACK = 60;
 export const SACK_BITS = 128;
 export const OFF_NAK_PSN = 44;
 export const OFF_NAK_STATUS = 48;
@@ -73,6 +80,7 @@ export class SrdFields {
   pbSession = 0;
   pbCum = 0;
   pbEcho = 0;
+  sackBase = 0;
 }
 
 /** Decodes the extension of a data packet; false when hdr_len is too short for it. */
@@ -95,6 +103,7 @@ export function decodeSrdAck(buf: Uint8Array, hdrLen: number, out: SrdFields): b
   out.cumAck = readU32(buf, OFF_CUM_ACK);
   out.echoTime = readU32(buf, OFF_ECHO_TIME);
   out.incarnation = readU32(buf, OFF_ACK_INCARNATION);
+  out.sackBase = readU32(buf, OFF_SACK_BASE);
   return true;
 }
 
@@ -107,7 +116,7 @@ export function decodeSrdNak(buf: Uint8Array, hdrLen: number, out: SrdFields): b
   return true;
 }
 
-/** True when SACK bit `i` (PSN cum_ack + 1 + i) is set in an ack packet. */
+/** True when SACK bit `i` (PSN sack_base + i) is set in an ack packet. */
 export function sackBit(buf: Uint8Array, i: number): boolean {
   return (buf[OFF_SACK + (i >> 3)] & (0x80 >> (i & 7))) !== 0;
 }
@@ -128,11 +137,13 @@ export function writePiggyback(buf: Uint8Array, session: number, cum: number, ec
   writeU32(buf, OFF_PB_ECHO, echo);
 }
 
-export function writeSrdAck(buf: Uint8Array, session: number, cumAck: number, echoTime: number, incarnation: number): void {
+/** Writes an ack's fields with an empty selective map (set bits with setSackBit). */
+export function writeSrdAck(buf: Uint8Array, session: number, cumAck: number, echoTime: number, incarnation: number, sackBase: number): void {
   writeU32(buf, OFF_SESSION, session);
   writeU32(buf, OFF_CUM_ACK, cumAck);
   writeU32(buf, OFF_ECHO_TIME, echoTime);
   writeU32(buf, OFF_ACK_INCARNATION, incarnation);
+  writeU32(buf, OFF_SACK_BASE, sackBase);
   buf.fill(0, OFF_SACK, OFF_SACK + SACK_BITS / 8);
 }
 

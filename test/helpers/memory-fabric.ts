@@ -4,7 +4,7 @@
  * manual clock stands in for the monotonic one. Nothing here sleeps or opens a socket.
  */
 import { DaemonError } from '../../src/common/errors';
-import { formatGid, makeGid, parseGid } from '../../src/common/gid';
+import { formatGid, gidDeviceIndex, gidFabricId, makeGid, parseGid } from '../../src/common/gid';
 import { AdminCommandError } from '../../src/device/admin';
 import type { AddressHandle } from '../../src/device/address-handle';
 import type { DeviceAttributes } from '../../src/device/attributes';
@@ -77,7 +77,9 @@ export class MemoryFabric {
       attributes,
       clock: () => this.now,
       transport: {
-        sendPacket: (buf, len, host, port) => {
+        sendPacket: (buf, len, host, port, onSent) => {
+          // The fabric copies what it is given, so the sender may reuse its buffer at once.
+          onSent?.();
           if (this.dropBudget > 0) {
             this.dropBudget--;
             this.lost++;
@@ -103,25 +105,61 @@ export class MemoryFabric {
     throw new Error(`device ${device.name} is not on this fabric`);
   }
 
-  /** The control plane's answer for a GID; rejects with DaemonError ENOENT when unknown. */
-  resolve(gid: string): Promise<ResolvedGid> {
+  /**
+   * The control plane's answer for a GID, at once (an in-memory daemon answers
+   * synchronously); throws DaemonError ENOENT when unknown.
+   */
+  resolve(gid: string): ResolvedGid | Promise<ResolvedGid> {
+    if (this.slowLookups !== null) {
+      // A control plane that answers later, when the test says so (answerLookups).
+      return new Promise<ResolvedGid>((resolve, reject) => {
+        (this.slowLookups as Array<() => void>).push(() => {
+          try {
+            resolve(this.lookup(gid));
+          } catch (err) {
+            reject(err);
+          }
+        });
+      });
+    }
+    return this.lookup(gid);
+  }
+
+  /**
+   * Makes the control plane answer GID lookups only when `answerLookups` is called, as a real
+   * daemon answers after a round trip (null: at once, the default).
+   */
+  slowLookups: Array<() => void> | null = null;
+
+  /** Answers every lookup asked so far (with a slow control plane); resolves once they are delivered. */
+  async answerLookups(): Promise<number> {
+    const pending = this.slowLookups ?? [];
+    const n = pending.length;
+    for (const answer of pending.splice(0)) answer();
+    // Promise callbacks of the device run on the microtask queue.
+    await Promise.resolve();
+    await Promise.resolve();
+    return n;
+  }
+
+  private lookup(gid: string): ResolvedGid {
     this.resolveCalls.push(gid);
     let text: string;
     try {
       text = formatGid(parseGid(gid));
     } catch {
-      return Promise.reject(new DaemonError('EINVAL', `not a GID: ${gid}`));
+      throw new DaemonError('EINVAL', `not a GID: ${gid}`);
     }
     const entry = this.byGid.get(text);
-    if (entry === undefined) return Promise.reject(new DaemonError('ENOENT', `GID ${text} is not leased on this fabric`));
+    if (entry === undefined) throw new DaemonError('ENOENT', `GID ${text} is not leased on this fabric`);
     const [host, port] = this.endpointOf(entry.device).split(':');
-    return Promise.resolve({
+    return {
       name: entry.device.name,
       gid: text,
       ahn: entry.index,
       endpoint: { host, port: Number(port) },
       up: !entry.device.closed,
-    });
+    };
   }
 
   /** Delivers the oldest queued datagram; false when the queue is empty. */
@@ -158,9 +196,19 @@ export class MemoryFabric {
     return n;
   }
 
-  /** Hands `buf` to `device` as if it had arrived from the wire (a copy is delivered). */
-  inject(device: Device, buf: Uint8Array): void {
-    device.handleDatagram(Buffer.from(buf));
+  /**
+   * Hands `buf` to `device` as if it had arrived from the wire (a copy is delivered), from
+   * `from` ("host:port"), by default the endpoint of the fabric device whose GID the packet
+   * names (an unknown endpoint when it names none).
+   */
+  inject(device: Device, buf: Uint8Array, from?: string): void {
+    let source = from;
+    if (source === undefined) {
+      const named = buf.length >= 36 && gidFabricId(buf, 20) === this.fabricId ? this.devices[gidDeviceIndex(buf, 20) - 1] : undefined;
+      source = named !== undefined ? this.endpointOf(named) : `${HOST}:1`;
+    }
+    const [host, port] = source.split(':');
+    device.handleDatagram(Buffer.from(buf), host, Number(port));
   }
 
   // ------------------------------------------------------------- fault hooks

@@ -2,18 +2,23 @@
  * A discrete-event network simulator for SRD tests.
  *
  * Time is virtual (ms, a float) and only moves when the simulator takes the next event from
- * its queue: a packet arriving at a device, a device timer firing, or a callback a test
- * scheduled. Events are ordered by time, then by the order they were scheduled, so a run is
- * a pure function of its seed. Every device reads the simulator's clock, draws its SRD
- * session ids from a seeded generator, and sends into the simulator, which applies the
- * faults of each directed link (loss, duplication, reordering, delay + jitter, corruption)
- * and partitions (a link or a whole device dark from t1 to t2) before scheduling delivery.
+ * its queue: a packet arriving at a device, a device timer firing, a fault injector
+ * releasing held packets, or a callback a test scheduled. Events are ordered by time, then by
+ * the order they were scheduled, so a run is a pure function of its seed.
+ *
+ * Faults are the real ones: every device sends through its own FaultPlan (the decision core
+ * of src/io/fault-injector.ts) built from one fault spec, seeded per device as openDevice
+ * seeds it, and held packets wait in a DelayQueue released by a timer event, as the real
+ * injector's are. So a schedule the simulation finds can be replayed with real processes
+ * from its `--fault` spec (`faultSpecText`), and the simulation exercises exactly the
+ * semantics of loss, bursts, duplication, reordering, delay, jitter, corruption, rate limits
+ * and partitions that users get.
  *
  * Nothing here sleeps, opens a socket or reads the real clock.
  */
 import { DaemonError } from '../../src/common/errors';
-import { formatGid, makeGid, parseGid } from '../../src/common/gid';
 import { Prng } from '../../src/common/prng';
+import { formatGid, makeGid, parseGid } from '../../src/common/gid';
 import type { AddressHandle } from '../../src/device/address-handle';
 import type { DeviceAttributes } from '../../src/device/attributes';
 import type { CompletionQueue } from '../../src/device/completion-queue';
@@ -23,8 +28,13 @@ import type { MemoryRegion } from '../../src/device/memory-region';
 import type { ProtectionDomain } from '../../src/device/protection-domain';
 import type { QueuePair } from '../../src/device/queue-pair';
 import { WorkCompletion } from '../../src/device/work-completion';
+import { DelayQueue } from '../../src/io/delay-queue';
+import { FaultPlan, makeFaultDecision, type FaultDecision } from '../../src/io/fault-plan';
+import { cloneFaultSpec, formatFaultSpec, NO_FAULTS, toFaultSpec, type FaultSpec } from '../../src/io/fault-spec';
 import type { SrdConfig } from '../../src/srd/srd-config';
-import { PacketType, readU32 } from '../../src/wire/header';
+import { BASE_HEADER_LEN, OFF_DST_QPN, OFF_HDR_LEN, OFF_IMM, OFF_PAYLOAD_LEN, OFF_SRC_GID, OFF_SRC_QPN, OFF_TYPE, PacketType, readU32 } from '../../src/wire/header';
+import { decodeSrdAck, decodeSrdData, decodeSrdNak, sackBit, SACK_BITS, SrdFields } from '../../src/wire/srd-header';
+import { gidDeviceIndex } from '../../src/common/gid';
 
 export const SIM_HOST = '127.0.0.1';
 export const SIM_BASE_PORT = 50000;
@@ -50,13 +60,18 @@ export interface PacketInfo {
   txTime: number;
   /** SRD_ACK */
   cumAck: number;
+  sackBase: number;
   /** SRD_ACK, SRD_NAK: the tx_time of the data packet answered. */
   echoTime: number;
-  /** SRD_NAK: the WcStatus the sender is to report (10 = RNR, retry). */
+  /** SRD_NAK: the WcStatus the sender is to report (10 = RNR). */
   status: number;
+  /** SRD_DATA: the session of the ack it carries for the other direction (0: none). */
+  pbSession: number;
 }
 
-/** Reads a datagram's header fields; never throws, never modifies `buf`. */
+const describeFields = new SrdFields();
+
+/** Reads a datagram's header fields with the wire codecs; never throws, never modifies `buf`. */
 export function describePacket(buf: Uint8Array): PacketInfo {
   const info: PacketInfo = {
     type: 0,
@@ -70,88 +85,50 @@ export function describePacket(buf: Uint8Array): PacketInfo {
     windowStart: 0,
     txTime: 0,
     cumAck: 0,
+    sackBase: 0,
     echoTime: 0,
     status: 0,
+    pbSession: 0,
   };
-  if (buf.length < 40) return info;
-  info.type = buf[3];
-  info.srcQpn = (buf[6] << 8) | buf[7];
-  info.dstQpn = (buf[8] << 8) | buf[9];
-  info.payloadLen = (buf[10] << 8) | buf[11];
-  info.imm = readU32(buf, 16);
-  info.srcIndex = readU32(buf, 32);
-  if (buf.length >= 52) {
-    info.session = readU32(buf, 40);
-    if (info.type === PacketType.SRD_DATA && buf.length >= 56) {
-      info.psn = readU32(buf, 44);
-      info.windowStart = readU32(buf, 48);
-      info.txTime = readU32(buf, 52);
-    } else if (info.type === PacketType.SRD_ACK) {
-      info.cumAck = readU32(buf, 44);
-      info.echoTime = readU32(buf, 48);
-    } else if (info.type === PacketType.SRD_NAK) {
-      info.psn = readU32(buf, 44);
-      info.status = buf[48];
-      if (buf.length >= 56) info.echoTime = readU32(buf, 52);
-    }
+  if (buf.length < BASE_HEADER_LEN) return info;
+  info.type = buf[OFF_TYPE];
+  info.srcQpn = (buf[OFF_SRC_QPN] << 8) | buf[OFF_SRC_QPN + 1];
+  info.dstQpn = (buf[OFF_DST_QPN] << 8) | buf[OFF_DST_QPN + 1];
+  info.payloadLen = (buf[OFF_PAYLOAD_LEN] << 8) | buf[OFF_PAYLOAD_LEN + 1];
+  info.imm = readU32(buf, OFF_IMM);
+  info.srcIndex = gidDeviceIndex(buf, OFF_SRC_GID);
+  const hdrLen = Math.min(buf[OFF_HDR_LEN], buf.length);
+  const f = describeFields;
+  if (info.type === PacketType.SRD_DATA && decodeSrdData(buf, hdrLen, f)) {
+    info.session = f.session;
+    info.psn = f.psn;
+    info.windowStart = f.windowStart;
+    info.txTime = f.txTime;
+    info.pbSession = f.pbSession;
+  } else if (info.type === PacketType.SRD_ACK && decodeSrdAck(buf, hdrLen, f)) {
+    info.session = f.session;
+    info.cumAck = f.cumAck;
+    info.sackBase = f.sackBase;
+    info.echoTime = f.echoTime;
+  } else if (info.type === PacketType.SRD_NAK && decodeSrdNak(buf, hdrLen, f)) {
+    info.session = f.session;
+    info.psn = f.psn;
+    info.status = f.status;
+    info.echoTime = f.echoTime;
   }
   return info;
 }
 
-/** The PSNs an SRD_ACK selectively acknowledges (cum_ack + 1 + i for each set bit i). */
+/** The PSNs an SRD_ACK selectively acknowledges (sack_base + i for each set bit i). */
 export function sackedPsns(buf: Uint8Array): number[] {
   const out: number[] = [];
-  if (buf.length < 72 || buf[3] !== PacketType.SRD_ACK) return out;
-  const cum = readU32(buf, 44);
-  for (let i = 0; i < 128; i++) {
-    if ((buf[56 + (i >> 3)] & (0x80 >> (i & 7))) !== 0) out.push((cum + 1 + i) >>> 0);
-  }
+  const f = describeFields;
+  if (buf.length < BASE_HEADER_LEN || buf[OFF_TYPE] !== PacketType.SRD_ACK || !decodeSrdAck(buf, Math.min(buf[OFF_HDR_LEN], buf.length), f)) return out;
+  for (let i = 0; i < SACK_BITS; i++) if (sackBit(buf, i)) out.push((f.sackBase + i) >>> 0);
   return out;
 }
 
-// ------------------------------------------------------------------ faults
-
-/** Faults of one directed link. Probabilities are 0..1. */
-export interface LinkFaults {
-  /** A packet is lost. */
-  loss: number;
-  /** A packet is delivered twice; the copy arrives up to `dupDelayMs` after the original. */
-  dup: number;
-  dupDelayMs: number;
-  /** A packet gets an extra delay of up to `reorderDelayMs`, so later ones may overtake it. */
-  reorder: number;
-  reorderDelayMs: number;
-  /** One-way delay: `delayMs` plus a uniform [0, jitterMs). */
-  delayMs: number;
-  jitterMs: number;
-  /** A packet arrives with one random bit flipped. */
-  corrupt: number;
-}
-
-export const PERFECT_LINK: Readonly<LinkFaults> = Object.freeze({
-  loss: 0,
-  dup: 0,
-  dupDelayMs: 0,
-  reorder: 0,
-  reorderDelayMs: 0,
-  delayMs: 0.1,
-  jitterMs: 0,
-  corrupt: 0,
-});
-
-/**
- * A time span in which traffic is dropped: everything a dark device sends or is sent, or
- * everything on a dark link (one way, or both ways), from `from` (inclusive) to `until`.
- */
-export interface Partition {
-  from: number;
-  until: number;
-  /** A whole device goes dark. */
-  device?: number;
-  /** A link goes dark: `[a, b]` is the direction a -> b (and b -> a unless `oneWay`). */
-  link?: [number, number];
-  oneWay?: boolean;
-}
+// ------------------------------------------------------------------ wire
 
 /** A datagram on its way, as hooks see it. */
 export interface SimPacket {
@@ -166,13 +143,13 @@ export interface SimPacket {
   corrupted: boolean;
   /** The bytes as sent, kept when the fault injector corrupted `buf`. */
   original?: Buffer;
-  /** True for the second copy of a duplicated packet. */
+  /** True for the second copy of a duplicated packet, and for replays. */
   duplicate: boolean;
 }
 
 export interface SimTraceRecord {
   t: number;
-  event: 'send' | 'deliver' | 'drop-loss' | 'drop-partition' | 'drop-intercept' | 'drop-nowhere';
+  event: 'send' | 'deliver' | 'drop-fault' | 'drop-intercept' | 'drop-nowhere';
   from: number;
   to: number;
   info: PacketInfo;
@@ -185,6 +162,7 @@ export interface SimTraceRecord {
 const EV_PACKET = 0;
 const EV_TIMER = 1;
 const EV_CALL = 2;
+const EV_RELEASE = 3;
 
 class SimEvent {
   time = 0;
@@ -251,7 +229,7 @@ function before(a: SimEvent, b: SimEvent): boolean {
 
 // ------------------------------------------------------------------ simulator
 
-/** One device of the simulation and its fake endpoint. */
+/** One device of the simulation, its fake endpoint and its fault injector. */
 export interface SimNode {
   /** Device index: the GID is makeGid(SIM_FABRIC_ID, index). */
   readonly index: number;
@@ -259,6 +237,12 @@ export interface SimNode {
   port: number;
   /** The current device at this GID (replaced by `restartDevice`). */
   device: Device;
+  /** The faults on everything this device sends (as openDevice seeds them). */
+  readonly plan: FaultPlan;
+  /** Packets the injector holds back, released in time order. */
+  readonly held: DelayQueue;
+  /** Release event pending for `held` (Infinity when none). */
+  releaseAt: number;
   /** Earliest timer event pending for the device (Infinity when none). */
   timerAt: number;
   timerGen: number;
@@ -270,40 +254,54 @@ export interface SimOptions {
   seed: number;
   /** SRD tunables for every device (a device may override them in addDevice). */
   srd?: Partial<SrdConfig>;
-  /** Faults of every link without its own. */
-  faults?: Partial<LinkFaults>;
+  /**
+   * The fault spec every device sends through, as `--fault` text or as (part of) a spec
+   * object; its seed is mixed with each device's index as openDevice does. Default: no faults.
+   */
+  faults?: string | Partial<FaultSpec>;
   /** Virtual clock start (ms, default 0). */
   now?: number;
   /** Keep a trace of every packet (for debugging a seed). */
   trace?: boolean;
   /** runUntil gives up (throws) after this many events (default 5 million). */
   maxEvents?: number;
+  /**
+   * Share of sends (0..1) whose buffer the "socket" keeps for up to `socketHoldMs` before it
+   * lets go (a send queued in a full socket buffer). Default 0: let go at once.
+   */
+  socketHold?: number;
+  socketHoldMs?: number;
 }
 
 export type ExtraSimDeviceOptions = Partial<Omit<DeviceOptions, 'name' | 'gid' | 'transport' | 'resolver' | 'clock' | 'timer'>> & {
   attributes?: Partial<DeviceAttributes>;
 };
 
+/** Counters of the simulated wire. */
+export interface SimStats {
+  sent: number;
+  delivered: number;
+  intercepted: number;
+  nowhere: number;
+  events: number;
+}
+
+/** Makes a full FaultSpec from the simulator's option (text, or fields over NO_FAULTS). */
+export function simFaultSpec(faults: string | Partial<FaultSpec> | undefined, seed: number): FaultSpec {
+  if (typeof faults === 'string') return toFaultSpec(faults, 'sim faults');
+  const base = cloneFaultSpec(NO_FAULTS);
+  return toFaultSpec({ ...base, seed: seed >>> 0, ...(faults ?? {}), partitions: [...(faults?.partitions ?? [])] }, 'sim faults');
+}
+
 export class SimNetwork {
   /** Virtual time, ms. */
   now: number;
   readonly seed: number;
   readonly nodes: SimNode[] = [];
-  readonly partitions: Partition[] = [];
   readonly srd: Partial<SrdConfig>;
-  defaultFaults: LinkFaults;
-  readonly stats = {
-    sent: 0,
-    delivered: 0,
-    lost: 0,
-    partitioned: 0,
-    intercepted: 0,
-    duplicated: 0,
-    reordered: 0,
-    corrupted: 0,
-    nowhere: 0,
-    events: 0,
-  };
+  /** The spec every device's injector started from (partitions added later go to the plans). */
+  readonly faultSpec: FaultSpec;
+  readonly stats: SimStats = { sent: 0, delivered: 0, intercepted: 0, nowhere: 0, events: 0 };
   /** Every packet event when `trace` was asked for. */
   readonly trace: SimTraceRecord[] | null;
   /**
@@ -316,22 +314,45 @@ export class SimNetwork {
   /** Called after each packet or timer event with the node that handled it, and after callbacks with null. */
   afterEvent: ((node: SimNode | null) => void) | null = null;
 
-  private readonly rng: Prng;
   private readonly queue = new EventQueue();
   private seq = 0;
-  private readonly links = new Map<number, LinkFaults>();
+  private readonly startedAt: number;
   private readonly byPort = new Map<number, SimNode>();
   private readonly byGid = new Map<string, SimNode>();
   private readonly maxEvents: number;
+  private readonly decision: FaultDecision = makeFaultDecision();
+  /** Packets held by injectors, by the buffer the DelayQueue holds (it only knows bytes). */
+  private readonly heldPackets = new Map<Buffer, SimPacket>();
+  private readonly socketHold: number;
+  private readonly socketHoldMs: number;
+  private readonly holdRng: Prng;
 
   constructor(opts: SimOptions) {
     this.seed = opts.seed >>> 0;
-    this.rng = new Prng(this.seed ^ 0x9e3779b9);
     this.now = opts.now ?? 0;
+    this.startedAt = this.now;
     this.srd = opts.srd ?? {};
-    this.defaultFaults = { ...PERFECT_LINK, ...opts.faults };
+    this.faultSpec = simFaultSpec(opts.faults, this.seed);
     this.trace = opts.trace === true ? [] : null;
     this.maxEvents = opts.maxEvents ?? 5_000_000;
+    this.socketHold = opts.socketHold ?? 0;
+    this.socketHoldMs = opts.socketHoldMs ?? 0.1;
+    this.holdRng = new Prng(this.seed ^ 0x50c4e7);
+  }
+
+  /** The fault spec as `--fault` text (with the partitions scheduled so far), for a replay line. */
+  faultSpecText(): string {
+    const spec = cloneFaultSpec(this.faultSpec);
+    const seen = new Set<string>();
+    for (const n of this.nodes) {
+      for (const p of n.plan.spec.partitions) {
+        const key = `${p.target}@${p.startMs}+${p.durationMs}`;
+        if (seen.has(key) || this.faultSpec.partitions.some((q) => `${q.target}@${q.startMs}+${q.durationMs}` === key)) continue;
+        seen.add(key);
+        spec.partitions.push(p);
+      }
+    }
+    return formatFaultSpec(spec);
   }
 
   // -------------------------------------------------------------- topology
@@ -339,11 +360,18 @@ export class SimNetwork {
   /** Adds a device; its index is 1, 2, ... in order of adding, its port SIM_BASE_PORT + index. */
   addDevice(name?: string, extra: ExtraSimDeviceOptions = {}): SimNode {
     const index = this.nodes.length + 1;
+    const nodeName = name ?? `sim${index}`;
+    // Seeded as openDevice seeds a device's injector, so a replay draws the same way.
+    const plan = new FaultPlan({ ...this.faultSpec, seed: (Math.imul(this.faultSpec.seed, 0x9e3779b1) + index) >>> 0 }, { self: nodeName });
+    plan.start(this.startedAt);
     const node: SimNode = {
       index,
-      name: name ?? `sim${index}`,
+      name: nodeName,
       port: SIM_BASE_PORT + index,
       device: null as unknown as Device,
+      plan,
+      held: new DelayQueue(),
+      releaseAt: Infinity,
       timerAt: Infinity,
       timerGen: 0,
       timerFirings: 0,
@@ -381,7 +409,7 @@ export class SimNetwork {
       clock: () => this.now,
       // Deterministic and growing with every restart, as a real restart's wall clock is.
       incarnation: 1000 + node.timerGen,
-      transport: { sendPacket: (buf, len, host, port) => this.send(node, buf, len, host, port) },
+      transport: { sendPacket: (buf, len, host, port, onSent) => this.send(node, buf, len, host, port, onSent) },
       resolver: (gid) => this.resolve(gid),
       timer: { arm: (deadline) => this.armTimer(node, deadline) },
       srd: { ...this.srd, ...srd },
@@ -395,60 +423,49 @@ export class SimNetwork {
     return n;
   }
 
-  /** Sets the faults of the directed link a -> b (merged onto the defaults). */
-  setLink(a: number, b: number, faults: Partial<LinkFaults>): void {
-    this.links.set(linkKey(a, b), { ...this.defaultFaults, ...faults });
+  private schedulePartition(node: SimNode, target: string, from: number, until: number): void {
+    const start = Math.max(0, from - this.startedAt);
+    const end = until - this.startedAt;
+    node.plan.schedulePartition(target, start, Math.max(0, end - start));
   }
 
-  faultsOf(a: number, b: number): LinkFaults {
-    return this.links.get(linkKey(a, b)) ?? this.defaultFaults;
+  /** Device `index` goes dark (nothing to or from it) in [from, until), through the fault plans. */
+  partitionDevice(index: number, from: number, until: number): void {
+    const name = this.node(index).name;
+    for (const n of this.nodes) this.schedulePartition(n, name, from, until);
   }
 
-  /** Device `index` goes dark in [from, until). */
-  partitionDevice(index: number, from: number, until: number): Partition {
-    const p: Partition = { from, until, device: index };
-    this.partitions.push(p);
-    return p;
+  /** The link a -> b (and b -> a unless oneWay) goes dark in [from, until), through the fault plans. */
+  partitionLink(a: number, b: number, from: number, until: number, oneWay = false): void {
+    const na = this.node(a);
+    const nb = this.node(b);
+    this.schedulePartition(na, `${na.name}/${nb.name}`, from, until);
+    if (!oneWay) this.schedulePartition(nb, `${nb.name}/${na.name}`, from, until);
   }
 
-  /** The link a -> b (and b -> a unless oneWay) goes dark in [from, until). */
-  partitionLink(a: number, b: number, from: number, until: number, oneWay = false): Partition {
-    const p: Partition = { from, until, link: [a, b], oneWay };
-    this.partitions.push(p);
-    return p;
+  /** Ends every partition, on every device (scheduled ones too). */
+  healAll(): void {
+    for (const n of this.nodes) n.plan.heal('*');
   }
 
-  /** True when traffic from -> to is dropped at time t. */
-  isDark(from: number, to: number, t: number, arriving = false): boolean {
-    for (const p of this.partitions) {
-      if (t < p.from || t >= p.until) continue;
-      if (p.device !== undefined && (p.device === to || (!arriving && p.device === from))) return true;
-      if (p.link !== undefined) {
-        const [a, b] = p.link;
-        if ((a === from && b === to) || (!p.oneWay && a === to && b === from)) return true;
-      }
-    }
-    return false;
-  }
-
-  /** The control plane: every device of the simulation resolves; others reject ENOENT. */
-  resolve(gid: string): Promise<ResolvedGid> {
+  /** The control plane: every device of the simulation resolves, at once; others throw ENOENT. */
+  resolve(gid: string): ResolvedGid {
     let text: string;
     try {
       text = formatGid(parseGid(gid));
     } catch {
-      return Promise.reject(new DaemonError('EINVAL', `not a GID: ${gid}`));
+      throw new DaemonError('EINVAL', `not a GID: ${gid}`);
     }
     const node = this.byGid.get(text);
-    if (node === undefined) return Promise.reject(new DaemonError('ENOENT', `GID ${text} is not in the simulation`));
-    return Promise.resolve({
+    if (node === undefined) throw new DaemonError('ENOENT', `GID ${text} is not in the simulation`);
+    return {
       name: node.name,
       gid: text,
       ahn: node.index,
       endpoint: { host: SIM_HOST, port: node.port },
       up: !node.device.closed,
       incarnation: node.device.incarnation,
-    });
+    };
   }
 
   // -------------------------------------------------------------- events
@@ -514,6 +531,12 @@ export class SimNetwork {
       node.timerFirings++;
       node.device.onTimer();
       this.afterEvent?.(node);
+    } else if (ev.kind === EV_RELEASE) {
+      const node = ev.node as SimNode;
+      if (ev.time !== node.releaseAt) return true; // superseded by an earlier release
+      node.releaseAt = Infinity;
+      node.held.releaseDue(this.now, (buf) => this.release(node, buf));
+      this.armRelease(node);
     } else {
       this.arrive(ev);
     }
@@ -553,11 +576,16 @@ export class SimNetwork {
 
   // -------------------------------------------------------------- the wire
 
-  private send(node: SimNode, buf: Buffer, len: number, host: string, port: number): void {
+  private send(node: SimNode, buf: Buffer, len: number, host: string, port: number, onSent?: (() => void) | null): void {
     const t = this.now;
     this.stats.sent++;
-    // The engine keeps (and rewrites) its buffer for retransmission: the wire gets a copy.
+    // The wire gets a copy of the bytes now; the buffer is given back at once, or (a queued
+    // socket send) a little later, which is when the sender may reuse it.
     const copy = Buffer.from(buf.subarray(0, len));
+    if (onSent !== undefined && onSent !== null) {
+      if (this.socketHold > 0 && this.holdRng.next() < this.socketHold) this.after(this.holdRng.next() * this.socketHoldMs, onSent);
+      else onSent();
+    }
     const dst = host === SIM_HOST ? this.byPort.get(port) : undefined;
     const pkt: SimPacket = { sentAt: t, from: node.index, to: dst?.index ?? 0, buf: copy, info: describePacket(copy), corrupted: false, duplicate: false };
     this.record('send', pkt);
@@ -576,30 +604,61 @@ export class SimNetwork {
       }
       if (typeof verdict === 'number') extra = verdict;
     }
-    if (this.isDark(node.index, dst.index, t)) {
-      this.stats.partitioned++;
-      this.record('drop-partition', pkt);
+    // The injector's decision, as FaultInjector.send makes it (partitions match device names).
+    const d = this.decision;
+    node.plan.decide(t, len, dst.name, d);
+    if (d.copies === 0) {
+      this.record('drop-fault', pkt);
       return;
     }
-    const f = this.faultsOf(node.index, dst.index);
-    const rng = this.rng;
-    if (f.loss > 0 && rng.next() < f.loss) {
-      this.stats.lost++;
-      this.record('drop-loss', pkt);
-      return;
+    for (let i = 0; i < d.copies; i++) {
+      const p: SimPacket = i === 0 ? pkt : { ...pkt, buf: Buffer.from(pkt.original ?? copy), original: undefined, corrupted: false, duplicate: true };
+      const bit = d.corruptBit[i];
+      if (bit >= 0) {
+        p.original = Buffer.from(p.buf);
+        p.buf[bit >> 3] ^= 1 << (bit & 7);
+        p.corrupted = true;
+      }
+      const at = d.releaseAtMs[i] + extra;
+      if (at <= t) {
+        // As the injector does: whatever is already due leaves first.
+        if (node.held.size > 0 && node.held.peekTime() <= t) node.held.releaseDue(t, (b) => this.release(node, b));
+        this.toWire(p, dst.port, node.port);
+      } else {
+        this.heldPackets.set(p.buf, p);
+        node.held.push(at, p.buf, p.buf.length, host, dst.port);
+      }
     }
-    let delay = f.delayMs + extra + (f.jitterMs > 0 ? rng.next() * f.jitterMs : 0);
-    if (f.reorder > 0 && rng.next() < f.reorder) {
-      delay += rng.next() * f.reorderDelayMs;
-      this.stats.reordered++;
-    }
-    const dup = f.dup > 0 && rng.next() < f.dup;
-    this.schedulePacket(pkt, dst.port, node.port, t + delay, f);
-    if (dup) {
-      this.stats.duplicated++;
-      const twin: SimPacket = { ...pkt, buf: Buffer.from(copy), info: pkt.info, duplicate: true };
-      this.schedulePacket(twin, dst.port, node.port, t + delay + (f.dupDelayMs > 0 ? rng.next() * f.dupDelayMs : 0), f);
-    }
+    this.armRelease(node);
+  }
+
+  /** Keeps one release event pending for the earliest packet the node's injector holds. */
+  private armRelease(node: SimNode): void {
+    const next = node.held.peekTime();
+    if (next === Infinity || next >= node.releaseAt) return;
+    node.releaseAt = next;
+    const ev = new SimEvent();
+    ev.kind = EV_RELEASE;
+    ev.node = node;
+    this.schedule(ev, next);
+  }
+
+  private release(node: SimNode, buf: Buffer): void {
+    const p = this.heldPackets.get(buf);
+    if (p === undefined) return;
+    this.heldPackets.delete(buf);
+    const dst = this.nodes[p.to - 1];
+    this.toWire(p, dst.port, node.port);
+  }
+
+  /** The datagram leaves the sender's socket now; it arrives as the next event at this time. */
+  private toWire(pkt: SimPacket, toPort: number, fromPort: number): void {
+    const ev = new SimEvent();
+    ev.kind = EV_PACKET;
+    ev.pkt = pkt;
+    ev.toPort = toPort;
+    ev.fromPort = fromPort;
+    this.schedule(ev, this.now);
   }
 
   /**
@@ -610,23 +669,12 @@ export class SimNetwork {
     const from = this.node(pkt.from);
     const to = this.node(pkt.to);
     const copy: SimPacket = { ...pkt, buf: Buffer.from(pkt.original ?? pkt.buf), original: undefined, duplicate: true, corrupted: false };
-    this.schedulePacket(copy, to.port, from.port, at, PERFECT_LINK);
-  }
-
-  private schedulePacket(pkt: SimPacket, toPort: number, fromPort: number, time: number, f: LinkFaults): void {
-    if (f.corrupt > 0 && this.rng.next() < f.corrupt) {
-      pkt.original = Buffer.from(pkt.buf);
-      const bit = this.rng.int(pkt.buf.length * 8);
-      pkt.buf[bit >> 3] ^= 0x80 >> (bit & 7);
-      pkt.corrupted = true;
-      this.stats.corrupted++;
-    }
     const ev = new SimEvent();
     ev.kind = EV_PACKET;
-    ev.pkt = pkt;
-    ev.toPort = toPort;
-    ev.fromPort = fromPort;
-    this.schedule(ev, time);
+    ev.pkt = copy;
+    ev.toPort = to.port;
+    ev.fromPort = from.port;
+    this.schedule(ev, at);
   }
 
   private arrive(ev: SimEvent): void {
@@ -635,11 +683,6 @@ export class SimNetwork {
     if (dst === undefined || dst.device.closed) {
       this.stats.nowhere++;
       this.record('drop-nowhere', pkt);
-      return;
-    }
-    if (this.isDark(pkt.from, dst.index, this.now, true)) {
-      this.stats.partitioned++;
-      this.record('drop-partition', pkt);
       return;
     }
     this.stats.delivered++;
@@ -654,10 +697,6 @@ export class SimNetwork {
     if (this.trace === null) return;
     this.trace.push({ t: this.now, event, from: p.from, to: p.to, info: p.info, corrupted: p.corrupted, duplicate: p.duplicate });
   }
-}
-
-function linkKey(a: number, b: number): number {
-  return a * 65536 + b;
 }
 
 // ------------------------------------------------------------------ SRD endpoints
@@ -846,7 +885,7 @@ export function sentOfType(sim: SimNetwork, from: number, to: number, type: numb
 export interface SrdPairOptions {
   seed?: number;
   srd?: Partial<SrdConfig>;
-  faults?: Partial<LinkFaults>;
+  faults?: string | Partial<FaultSpec>;
   a?: SrdEndOptions;
   b?: SrdEndOptions;
   /** Devices beyond a and b (each with an SRD end), for tests that need a third party. */

@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { choiceOption, intOption } from '../cli-options';
+import { choiceOption, DEVICE_MTU, intOption, MAX_RAW_SIZE, messageSizeOption, NO_SEGMENTATION, refuseOversize } from '../cli-options';
 import { runJob } from '../run-job';
 import { addRatios, formatTables, type BenchResult } from './bench-table';
 
@@ -9,7 +9,7 @@ export const ALL_SIZES = [64, 128, 256, 512, 1024, 2048, 4096, 8192];
 
 function parseSize(value: string): number[] | 'all' {
   if (value === 'all') return 'all';
-  return value.split(',').map((v) => intOption(1, 65000)(v));
+  return value.split(',').map(messageSizeOption);
 }
 
 interface BenchOptions {
@@ -32,7 +32,7 @@ export function registerBenchCommand(program: Command): void {
     .description('perftest-style latency or bandwidth between two ranks of its own, against raw UDP in the same run')
     .option('--test <test>', 'lat (ping-pong, like ib_send_lat) or bw (one-way stream, like ib_send_bw)', choiceOption(['lat', 'bw'] as const), 'lat')
     .option('--type <type>', 'raw (bare node:dgram), ud, srd, or all (raw, ud, srd with a ratio column)', choiceOption(['raw', 'ud', 'srd', 'all'] as const), 'all')
-    .option('--size <bytes>', 'message size, a comma list, or "all" (64..8192)', parseSize, [64])
+    .option('--size <bytes>', `message size, a comma list, or "all" (64..${DEVICE_MTU}); UD and SRD take at most the device MTU (${DEVICE_MTU})`, parseSize, [64])
     .option('--iters <n>', 'iterations (round trips for lat, messages for bw)', intOption(1, 100_000_000), 1000)
     .option('--window <n>', 'bw: messages outstanding', intOption(1, 4096), 128)
     .option('--poll <mode>', 'event: sleep until a completion event; busy: spin on pollCq', choiceOption(['event', 'busy'] as const), 'event')
@@ -44,6 +44,9 @@ export function registerBenchCommand(program: Command): void {
     .action(async (o: BenchOptions) => {
       const sizes = o.size === 'all' ? ALL_SIZES : o.size;
       const types = o.type === 'all' ? ['raw', 'ud', 'srd'] : [o.type];
+      // Checked here, not at parsing: the limit depends on --type, and raw has no MTU of ours.
+      if (o.type === 'raw') refuseOversize('--size', sizes, MAX_RAW_SIZE, 'the largest datagram the raw baseline sends');
+      else refuseOversize('--size', sizes, DEVICE_MTU, 'the device MTU', `${NO_SEGMENTATION} (only --type raw takes larger sizes)`);
       const results: BenchResult[] = [];
       const bar = process.stderr.isTTY ? new ProgressBar() : null;
       const args = ['--tests', o.test, '--types', types.join(','), '--sizes', sizes.join(','), '--iters', String(o.iters), '--window', String(o.window), '--poll', o.poll];

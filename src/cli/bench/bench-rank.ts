@@ -5,12 +5,15 @@
  * `{"progress": done/total}` lines for the command to draw.
  */
 import { parseArgs } from 'node:util';
+import { EfaError, InvalidArgumentError } from '../../common/errors';
 import { openDevice, type EfaDevice } from '../../open-device';
 import { bandwidthFigures, latencyFigures } from './bench-stats';
 import { RawEndpoint, VerbsEndpoint, type BenchEndpoint, type BenchType, type PollMode } from './bench-endpoints';
 
 /** The receiver of a raw or UD stream acks every this many messages. */
 const ACK_EVERY = 64;
+/** Bytes of such an ack: endpoints are sized for it even when every measured message is smaller. */
+const ACK_BYTES = 8;
 /** UD and raw datagrams can be lost: this long without progress means "lost", never a hang. */
 const STALL_MS = 20;
 /**
@@ -57,20 +60,36 @@ function parsePlan(argv: string[]): Plan {
 async function main(): Promise<void> {
   const plan = parsePlan(process.argv.slice(2));
   const dev = await openDevice();
+  const endpoints = new Map<BenchType, BenchEndpoint>();
+  // Closed on failure too: an open device (its UDP socket) or a raw socket would keep a
+  // failed rank alive, and the bench would never end.
+  try {
+    await run(plan, dev, endpoints);
+  } finally {
+    for (const ep of endpoints.values()) await ep.close();
+    await dev.close();
+  }
+}
+
+async function run(plan: Plan, dev: EfaDevice, endpoints: Map<BenchType, BenchEndpoint>): Promise<void> {
   const rank = dev.rank ?? 0;
   const job = process.env.EFA_EMU_JOB_ID ?? 'bench';
   const key = (what: string, r: number): string => `${job}/bench/${what}/${r}`;
   const maxSize = Math.max(...plan.sizes);
   const sendDepth = Math.max(plan.window + 8, 64);
+  // The command refuses such sizes already; a rank started some other way must not spin on
+  // sends that can only fail.
+  if (plan.types.some((t) => t !== 'raw') && maxSize > dev.attributes.maxMsgSize) {
+    throw new InvalidArgumentError(`--sizes ${maxSize}: larger than the device MTU (${dev.attributes.maxMsgSize} bytes)`);
+  }
 
-  const endpoints = new Map<BenchType, BenchEndpoint>();
   for (const type of plan.types) {
     if (type === 'raw') {
       const ep = await RawEndpoint.open(plan.poll);
       await dev.daemon.put(key('raw', rank), String(ep.port));
       endpoints.set(type, ep);
     } else {
-      const ep = await VerbsEndpoint.open(dev, type, maxSize, sendDepth, plan.poll);
+      const ep = await VerbsEndpoint.open(dev, type, Math.max(maxSize, ACK_BYTES), sendDepth, plan.poll);
       await dev.daemon.put(key(type, rank), JSON.stringify({ gid: dev.gidText, qpn: ep.qp.qpNum }));
       endpoints.set(type, ep);
     }
@@ -107,8 +126,6 @@ async function main(): Promise<void> {
   await dev.daemon.barrier(`${job}/bench/end`, 2, 600_000);
   // EFA_EMU_BENCH_STATS=1 prints each rank's device counters, to see where the time goes.
   if (process.env.EFA_EMU_BENCH_STATS === '1') process.stderr.write(`stats rank ${rank}: ${JSON.stringify(nonZero(dev.statsSnapshot()))}\n`);
-  for (const ep of endpoints.values()) await ep.close();
-  await dev.close();
 }
 
 /** Ping-pong: rank 0 measures round trips and reports half of each, as perftest does. */
@@ -181,8 +198,11 @@ async function bandwidth(dev: EfaDevice, ep: BenchEndpoint, rank: number, size: 
     await new Promise<void>((resolve) => {
       ep.onRecv = (tag) => {
         received++;
-        if (!reliable && (received % ACK_EVERY === 0 || tag === total - 1)) ep.send(received, 8);
-        if (tag === total - 1 || received === total) resolve();
+        if (!reliable && (received % ACK_EVERY === 0 || tag === total - 1)) ep.send(received, ACK_BYTES);
+        // SRD delivers out of order and exactly once: the last tag may come first, so only the
+        // count says the stream is over (stopping early would leave the rest waiting on RNR).
+        // UD and raw may lose messages: the last tag, or the sender's word, ends them.
+        if (received === total || (!reliable && tag === total - 1)) resolve();
       };
       ep.onSendDone = () => undefined;
       ep.start();
@@ -270,6 +290,8 @@ function nonZero(stats: Record<string, number>): Record<string, number> {
 }
 
 main().catch((err: Error & { code?: string }) => {
-  process.stderr.write(`bench: ${err.code ? `${err.code}: ` : ''}${err.stack ?? err.message}\n`);
+  // The library's own errors are expected failures and say all in one line; others are bugs.
+  const text = err instanceof EfaError ? err.message : (err.stack ?? err.message);
+  process.stderr.write(`bench: ${err.code ? `${err.code}: ` : ''}${text}\n`);
   process.exitCode = 1;
 });

@@ -15,6 +15,9 @@ export interface BenchResult {
   msg_rate_mpps?: number;
   retransmits?: number;
   lost?: number;
+  /** Stream tests: messages the receiver got, and sends that completed with an error. */
+  delivered?: number;
+  send_errors?: number;
   ratio_to_raw?: number;
 }
 
