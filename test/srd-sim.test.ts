@@ -3,7 +3,7 @@
 // so a seed replays exactly:
 //
 //   SRD_SIM_SEED=123 npx tap dist/test/srd-sim.test.js      one seed (add SRD_SIM_TRACE=1 for a packet trace)
-//   SRD_SIM_SEEDS=20000 npx tap dist/test/srd-sim.test.js   more seeds (default 3000)
+//   SRD_SIM_SEEDS=20000 npx tap dist/test/srd-sim.test.js   more seeds (default 2000)
 //   SRD_SIM_FIRST=5000                                       first seed of the range (default 1)
 //   SRD_SIM_PARAMS='{...}'                                   a scenario as JSON (what the property test prints)
 //   npm run soak                                             100,000 seeds on every core
@@ -20,7 +20,7 @@ const REGRESSION_SEEDS = [6692, 12913, 3127];
 const one = process.env.SRD_SIM_SEED;
 const json = process.env.SRD_SIM_PARAMS;
 const first = Number(process.env.SRD_SIM_FIRST ?? 1);
-const count = Number(process.env.SRD_SIM_SEEDS ?? 3000);
+const count = Number(process.env.SRD_SIM_SEEDS ?? 2000);
 
 interface Case {
   label: string;
