@@ -4,11 +4,12 @@
 // are dropped (the sender retransmits). A confirmation for another endpoint, or none, drops
 // what was held.
 import t from 'tap';
-import { AccessFlags, GRH_LENGTH, QpState, QpType, WcStatus } from '../src/device/constants';
+import { GRH_LENGTH, WcStatus } from '../src/device/constants';
 import type { Device } from '../src/device/device';
 import { makeGid } from '../src/common/gid';
 import { finishUdPacket } from '../src/ud/ud-packet';
 import { createUdEnd, MemoryFabric, poll, postRecv, sendBytes, type UdEnd } from './helpers/memory-fabric';
+import { createSrdEnd } from './helpers/sim-network';
 
 async function pair(): Promise<{ fabric: MemoryFabric; a: UdEnd; b: UdEnd }> {
   const fabric = new MemoryFabric();
@@ -79,15 +80,8 @@ t.test('a GID the daemon does not know: held datagrams dropped; a bounded number
 t.test('SRD from a stranger is dropped until confirmed, then the sender\'s retransmission is delivered once', async (t) => {
   const fabric = new MemoryFabric();
   const make = async (dev: Device) => {
-    const pd = await dev.allocPd();
     const cq = await dev.createCq({ cqe: 64 });
-    const qp = await dev.createQp(pd, { qpType: QpType.SRD, sendCq: cq, recvCq: cq, cap: { maxSendWr: 8, maxRecvWr: 8 } });
-    const buf = Buffer.alloc(4096);
-    const mr = await dev.regMr(pd, buf, AccessFlags.LOCAL_WRITE);
-    await dev.modifyQp(qp, { qpState: QpState.INIT, pkeyIndex: 0, portNum: 1, qkey: 7 });
-    await dev.modifyQp(qp, { qpState: QpState.RTR });
-    await dev.modifyQp(qp, { qpState: QpState.RTS, sqPsn: 0 });
-    return { dev, pd, cq, qp, buf, mr };
+    return { ...(await createSrdEnd(dev, { qkey: 7, bufSize: 4096, maxSendWr: 8, maxRecvWr: 8, sendCq: cq, recvCq: cq })), cq };
   };
   const a = await make(fabric.addDevice('a'));
   const b = await make(fabric.addDevice('b'));

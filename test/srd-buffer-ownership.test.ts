@@ -4,9 +4,10 @@
 // even once the message was acknowledged.
 import t from 'tap';
 import { makeGid } from '../src/common/gid';
-import { AccessFlags, QpState, QpType, WcStatus } from '../src/device/constants';
+import { WcStatus } from '../src/device/constants';
 import { Device } from '../src/device/device';
 import { WorkCompletion } from '../src/device/work-completion';
+import { createSrdEnd } from './helpers/sim-network';
 
 interface Handed {
   buf: Buffer;
@@ -48,15 +49,8 @@ async function rig() {
     transport: { sendPacket: (buf, len, _h, _p, onSent) => (onSent?.(), toA.push(Buffer.from(buf.subarray(0, len)))) },
   });
   const setup = async (dev: Device) => {
-    const pd = await dev.allocPd();
     const cq = await dev.createCq({ cqe: 64 });
-    const qp = await dev.createQp(pd, { qpType: QpType.SRD, sendCq: cq, recvCq: cq, cap: { maxSendWr: 16, maxRecvWr: 16 } });
-    const buf = Buffer.alloc(8192);
-    const mr = await dev.regMr(pd, buf, AccessFlags.LOCAL_WRITE);
-    await dev.modifyQp(qp, { qpState: QpState.INIT, pkeyIndex: 0, portNum: 1, qkey: 5 });
-    await dev.modifyQp(qp, { qpState: QpState.RTR });
-    await dev.modifyQp(qp, { qpState: QpState.RTS, sqPsn: 0 });
-    return { pd, cq, qp, buf, mr };
+    return { ...(await createSrdEnd(dev, { qkey: 5, bufSize: 8192, maxSendWr: 16, maxRecvWr: 16, sendCq: cq, recvCq: cq })), cq };
   };
   const ea = await setup(a);
   const eb = await setup(b);
