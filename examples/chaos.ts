@@ -22,7 +22,7 @@
  *   npx efa-emu launch -n 4 examples/chaos.ts [-- --seconds 4]
  */
 import { parseArgs } from 'node:util';
-import { AccessFlags, QpState, QpType, WcOpcode, WcStatus, WorkCompletion, openDevice, wcStatusStr, type AddressHandle, type EfaDevice } from '../src/index';
+import { AccessFlags, QpState, QpType, WcOpcode, WcStatus, EfaStatus, WorkCompletion, openDevice, efaStatusStr, type AddressHandle, type EfaDevice } from '../src/index';
 
 const QKEY = 0xc4a05;
 const MSG = 64;
@@ -183,9 +183,9 @@ async function chaos(dev: EfaDevice, seconds: number, timeoutMs: number): Promis
         continue;
       }
       const byStatus = (report.failedTo[dest] ??= {});
-      const name = wcStatusStr(wc.status);
+      const name = efaStatusStr(wc.vendorErr);
       byStatus[name] = (byStatus[name] ?? 0) + 1;
-      if (wc.status === WcStatus.LOCAL_ERROR_UNRESP_REMOTE || wc.status === WcStatus.LOCAL_ERROR_UNREACH_REMOTE) report.unresponsive++;
+      if (wc.vendorErr === EfaStatus.LOCAL_ERROR_UNRESP_REMOTE || wc.vendorErr === EfaStatus.LOCAL_ERROR_UNREACH_REMOTE) report.unresponsive++;
       else report.otherErrors++;
     }
     // Sending is over once every send has its completion (the dead rank's fail after the timeout).

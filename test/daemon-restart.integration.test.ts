@@ -11,7 +11,7 @@ import t from 'tap';
 import { once } from 'node:events';
 import { silentLogger } from '../src/common/logger';
 import { startDaemon, type DaemonServer } from '../src/control/server';
-import { AccessFlags, QpState, QpType, WcOpcode, WcStatus } from '../src/device/constants';
+import { AccessFlags, QpState, QpType, WcOpcode, EfaStatus } from '../src/device/constants';
 import type { WorkCompletion } from '../src/device/work-completion';
 import { openDevice, type EfaDevice } from '../src/open-device';
 
@@ -65,7 +65,7 @@ t.test('daemon restart mid-traffic: traffic undisturbed, clients re-register, le
       let n = a.pollCq(A.cq, 64, wcs);
       for (let i = 0; i < n; i++) {
         done++;
-        if (wcs[i].status !== WcStatus.SUCCESS) failed++;
+        if (wcs[i].vendorErr !== EfaStatus.SUCCESS) failed++;
       }
       n = b.pollCq(B.cq, 64, wcs);
       for (let i = 0; i < n; i++) {

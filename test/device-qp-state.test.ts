@@ -4,7 +4,7 @@
 import t from 'tap';
 import { InvalidArgumentError } from '../src/common/errors';
 import { AdminOpcode as Op, AdminStatus as St } from '../src/device/admin';
-import { QpState, QpType, WcOpcode, WcStatus } from '../src/device/constants';
+import { QpState, QpType, WcOpcode, EfaStatus } from '../src/device/constants';
 import type { Device } from '../src/device/device';
 import type { QpAttr } from '../src/device/qp-state-machine';
 import type { QueuePair } from '../src/device/queue-pair';
@@ -272,7 +272,7 @@ t.test('receives complete only from RTR on', async (t) => {
   fabric.deliverAll();
   const wcs = poll(b.dev, b.recvCq);
   t.equal(wcs.length, 1, 'in RTR the packet completes the receive posted in INIT');
-  t.match(wcs[0], { wrId: 1, status: WcStatus.SUCCESS, opcode: WcOpcode.RECV });
+  t.match(wcs[0], { wrId: 1, status: EfaStatus.SUCCESS, opcode: WcOpcode.RECV });
 
   // A QP in RESET (no receive can even be posted) drops too.
   await b.dev.modifyQp(b.qp, { qpState: RESET });
@@ -288,7 +288,7 @@ t.test('receives complete only from RTR on', async (t) => {
   postRecv(b, 2);
   sendBytes(a, ahAtoB, b, 13, Buffer.from('in sqd'));
   fabric.deliverAll();
-  t.match(poll(b.dev, b.recvCq), [{ wrId: 2, status: WcStatus.SUCCESS }], 'SQD receives');
+  t.match(poll(b.dev, b.recvCq), [{ wrId: 2, status: EfaStatus.SUCCESS }], 'SQD receives');
 });
 
 t.test('ERR flushes posted receives with FLUSHED; later packets are dropped', async (t) => {
@@ -301,13 +301,13 @@ t.test('ERR flushes posted receives with FLUSHED; later packets are dropped', as
   t.same(
     wcs.map((w) => [w.wrId, w.status, w.opcode, w.qpNum]),
     [
-      [101, WcStatus.FLUSHED, WcOpcode.RECV, b.qp.qpNum],
-      [102, WcStatus.FLUSHED, WcOpcode.RECV, b.qp.qpNum],
-      [103, WcStatus.FLUSHED, WcOpcode.RECV, b.qp.qpNum],
+      [101, EfaStatus.FLUSHED, WcOpcode.RECV, b.qp.qpNum],
+      [102, EfaStatus.FLUSHED, WcOpcode.RECV, b.qp.qpNum],
+      [103, EfaStatus.FLUSHED, WcOpcode.RECV, b.qp.qpNum],
     ],
     'every posted receive completes FLUSHED (1), in order',
   );
-  t.equal(WcStatus.FLUSHED, 1);
+  t.equal(EfaStatus.FLUSHED, 1);
   t.equal(b.qp.rq.count, 0, 'nothing stays posted');
   sendBytes(a, ahAtoB, b, 1, Buffer.from('late'));
   fabric.deliverAll();

@@ -4,7 +4,7 @@
 // are dropped (the sender retransmits). A confirmation for another endpoint, or none, drops
 // what was held.
 import t from 'tap';
-import { GRH_LENGTH, WcStatus } from '../src/device/constants';
+import { GRH_LENGTH, EfaStatus } from '../src/device/constants';
 import type { Device } from '../src/device/device';
 import { makeGid } from '../src/common/gid';
 import { finishUdPacket } from '../src/ud/ud-packet';
@@ -32,7 +32,7 @@ t.test('a UD datagram from a stranger waits for the confirmation, then is delive
   t.equal(await fabric.answerLookups(), 1);
   const wcs = poll(b.dev, b.recvCq);
   t.equal(wcs.length, 1, 'delivered once the endpoint is confirmed');
-  t.equal(wcs[0].status, WcStatus.SUCCESS);
+  t.equal(wcs[0].vendorErr, EfaStatus.SUCCESS);
   t.equal(b.buf.toString('utf8', GRH_LENGTH, GRH_LENGTH + 5), 'early');
   t.equal(b.dev.stats.rx_drops, 0, 'nothing dropped');
   // From now on, no waiting.
@@ -105,7 +105,7 @@ t.test('SRD from a stranger is dropped until confirmed, then the sender\'s retra
   b.dev.onTimer();
   fabric.deliverAll();
   const sent = poll(a.dev, a.cq);
-  t.match(sent, [{ wrId: 9, status: WcStatus.SUCCESS }], 'and the send completes SUCCESS');
+  t.match(sent, [{ wrId: 9, status: EfaStatus.SUCCESS }], 'and the send completes SUCCESS');
 });
 
 t.test('a device the control plane announced (list at open, peer_up later) is heard without a lookup', async (t) => {

@@ -14,7 +14,7 @@ import type { QueuePair } from '../src/device/queue-pair';
 import type { AddressHandle } from '../src/device/address-handle';
 import type { CompletionQueue } from '../src/device/completion-queue';
 import type { MemoryRegion } from '../src/device/memory-region';
-import { WcOpcode, WcStatus, WorkCompletion } from '../src/index';
+import { WcOpcode, EfaStatus, WorkCompletion } from '../src/index';
 import { openDevice, type EfaDevice } from '../src/open-device';
 import { encodeHeader, PacketType, sealPacket } from '../src/wire/header';
 import { SRD_ACK_HDR_LEN, SRD_DATA_HDR_LEN, SRD_NAK_HDR_LEN, writeSrdAck, writeSrdData, writeSrdNak } from '../src/wire/srd-header';
@@ -203,7 +203,7 @@ function runTraffic(a: End, b: End, ah: AddressHandle, keepGoing: () => boolean)
     const guard = setTimeout(() => reject(new Error(`traffic stalled: posted ${r.posted}, send completions ${sendDone}, received ${r.received}`)), 60_000);
     const spin = (): void => {
       try {
-        const failed = sendDone - (r.sendStatus[WcStatus.SUCCESS] ?? 0);
+        const failed = sendDone - (r.sendStatus[EfaStatus.SUCCESS] ?? 0);
         while (failed === 0 && r.posted < MAX_MESSAGES && (r.posted < MESSAGES || keepGoing()) && r.posted - sendDone < 64) {
           const seq = r.posted;
           const off = RECV_SLOTS * SLOT + (seq % 64) * MSG_LEN;
@@ -214,7 +214,7 @@ function runTraffic(a: End, b: End, ah: AddressHandle, keepGoing: () => boolean)
         }
         let n = a.dev.pollCq(a.cq, 64, wcs);
         for (let i = 0; i < n; i++) {
-          r.sendStatus[wcs[i].status] = (r.sendStatus[wcs[i].status] ?? 0) + 1;
+          r.sendStatus[wcs[i].vendorErr] = (r.sendStatus[wcs[i].vendorErr] ?? 0) + 1;
           sendDone++;
         }
         n = b.dev.pollCq(b.cq, 64, wcs);
@@ -222,7 +222,7 @@ function runTraffic(a: End, b: End, ah: AddressHandle, keepGoing: () => boolean)
           const wc = wcs[i];
           if (wc.opcode !== WcOpcode.RECV) continue;
           const slot = wc.wrId;
-          if (wc.status !== WcStatus.SUCCESS) r.recvErrors.push(wc.status);
+          if (wc.vendorErr !== EfaStatus.SUCCESS) r.recvErrors.push(wc.vendorErr);
           else {
             const off = slot * SLOT;
             const seq = b.buf.readUInt32BE(off);
@@ -234,7 +234,7 @@ function runTraffic(a: End, b: End, ah: AddressHandle, keepGoing: () => boolean)
           b.dev.postRecv(b.qp, { wrId: slot, sgList: [{ addr: slot * SLOT, length: SLOT, lkey: b.mr.lkey }] });
         }
         const stopped = r.posted >= MAX_MESSAGES || (r.posted >= MESSAGES && !keepGoing()) || failed > 0;
-        if (stopped && sendDone === r.posted && (r.received >= r.posted || (r.sendStatus[WcStatus.SUCCESS] ?? 0) < sendDone)) {
+        if (stopped && sendDone === r.posted && (r.received >= r.posted || (r.sendStatus[EfaStatus.SUCCESS] ?? 0) < sendDone)) {
           clearTimeout(guard);
           resolve(r);
           return;
@@ -322,7 +322,7 @@ t.test('real SRD traffic survives a blast of hostile datagrams; the garbage is d
 
   // The real traffic: everything arrived, exactly once, intact; every send succeeded.
   t.ok(posted >= MESSAGES, `A streamed ${posted} messages through the blast`);
-  t.equal(sendStatus[WcStatus.SUCCESS] ?? 0, posted, `every send completed SUCCESS (statuses ${JSON.stringify(sendStatus)})`);
+  t.equal(sendStatus[EfaStatus.SUCCESS] ?? 0, posted, `every send completed SUCCESS (statuses ${JSON.stringify(sendStatus)})`);
   t.equal(received, posted, 'every message was received');
   t.equal(duplicates, 0, 'no message twice');
   t.equal(corrupt, 0, 'no message corrupt');
@@ -403,7 +403,7 @@ t.test('a socket the fabric does not know cannot speak for a real device: forged
   stop = true;
   await spoofDone;
   const after = b.dev.stats.toJSON();
-  const ok = traffic.sendStatus[WcStatus.SUCCESS] ?? 0;
+  const ok = traffic.sendStatus[EfaStatus.SUCCESS] ?? 0;
   t.equal(ok, traffic.posted, `every real send completed SUCCESS (statuses ${JSON.stringify(traffic.sendStatus)})`);
   t.equal(traffic.received, traffic.posted, 'every real message arrived');
   t.equal(traffic.duplicates + traffic.corrupt, 0, 'nothing twice or corrupt');

@@ -2,7 +2,7 @@
 // every packet that arrived in the same turn, and at least every `ackEvery` packets, so a
 // dense stream costs far fewer acks than messages while every send still completes.
 import t from 'tap';
-import { WcStatus } from '../src/common/wc-status';
+import { EfaStatus } from '../src/common/efa-status';
 import { PacketType } from '../src/wire/header';
 import { patternPayload, postRecvs, postSrdSend, sentOfType, srdSim, watchEnds } from './helpers/sim-network';
 
@@ -23,7 +23,7 @@ async function stream(srd: Record<string, number>) {
 t.test(`a dense stream of ${N} messages is acknowledged with far fewer acks`, async (t) => {
   const { sim, a, b, logA, logB } = await stream({});
   t.equal(logA.sends.length, N, 'every send completed');
-  t.ok(logA.sends.every((w) => w.status === WcStatus.SUCCESS), 'all SUCCESS');
+  t.ok(logA.sends.every((w) => w.status === EfaStatus.SUCCESS), 'all SUCCESS');
   t.equal(logB.recvs.length, N, 'every message delivered once');
   const acks = b.dev.stats.acks_sent;
   t.ok(acks < N / 2, `acks_sent ${acks} < ${N / 2}`);
@@ -35,7 +35,7 @@ t.test(`a dense stream of ${N} messages is acknowledged with far fewer acks`, as
 
 t.test('ackEvery bounds how many packets one ack may wait for', async (t) => {
   const { b, logA } = await stream({ ackEvery: 1 });
-  t.ok(logA.sends.every((w) => w.status === WcStatus.SUCCESS) && logA.sends.length === N, 'every send SUCCESS');
+  t.ok(logA.sends.every((w) => w.status === EfaStatus.SUCCESS) && logA.sends.length === N, 'every send SUCCESS');
   t.ok(b.dev.stats.acks_sent >= N, `ackEvery 1: one ack per message at least (${b.dev.stats.acks_sent})`);
 });
 
@@ -53,7 +53,7 @@ t.test('acks coalesce per burst: a stream that keeps arriving is acked together,
     });
   }
   sim.runUntil(() => logA.sends.length === 100, 10_000);
-  t.ok(logA.sends.every((w) => w.status === WcStatus.SUCCESS) && logA.sends.length === 100, 'every send SUCCESS');
+  t.ok(logA.sends.every((w) => w.status === EfaStatus.SUCCESS) && logA.sends.length === 100, 'every send SUCCESS');
   t.ok(b.dev.stats.acks_sent <= 20, `100 packets in 10 bursts, ${b.dev.stats.acks_sent} acks`);
   const last = logA.sends[logA.sends.length - 1].t;
   t.ok(last < 4.5 + 0.1 * 2 + 1, `the last burst is acked without waiting out a retransmission timeout (${last.toFixed(3)} ms)`);

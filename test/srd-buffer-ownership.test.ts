@@ -4,7 +4,7 @@
 // even once the message was acknowledged.
 import t from 'tap';
 import { makeGid } from '../src/common/gid';
-import { WcStatus } from '../src/device/constants';
+import { EfaStatus } from '../src/device/constants';
 import { Device } from '../src/device/device';
 import { WorkCompletion } from '../src/device/work-completion';
 import { createSrdEnd } from './helpers/sim-network';
@@ -69,7 +69,7 @@ async function rig() {
   const wcs: WorkCompletion[] = [];
   const sendCompletions = () => {
     const out: number[] = [];
-    for (let n = a.pollCq(ea.cq, 16, wcs); n > 0; n = a.pollCq(ea.cq, 16, wcs)) for (let i = 0; i < n; i++) out.push(wcs[i].status);
+    for (let n = a.pollCq(ea.cq, 16, wcs); n > 0; n = a.pollCq(ea.cq, 16, wcs)) for (let i = 0; i < n; i++) out.push(wcs[i].vendorErr);
     return out;
   };
   for (let i = 0; i < 8; i++) b.postRecv(eb.qp, { wrId: i, sgList: [{ addr: i * 1024, length: 1024, lkey: eb.mr.lkey }] });
@@ -82,7 +82,7 @@ t.test('an acknowledged message\'s buffer is not reused while the socket still h
   t.equal(r.handed.length, 1);
   t.ok(r.handed[0].onSent !== null, 'SRD data asks to be told when the socket is done');
   r.flush();
-  t.same(r.sendCompletions(), [WcStatus.SUCCESS], 'the message was acknowledged');
+  t.same(r.sendCompletions(), [EfaStatus.SUCCESS], 'the message was acknowledged');
   // The socket has not let go of the first buffer: more messages must use other buffers.
   for (let i = 2; i < 6; i++) {
     r.send(i, `message number ${i}`);
@@ -115,5 +115,5 @@ t.test('a copy still in the socket is not rewritten for a retransmission', async
   t.equal(r.handed[1].buf, held.buf, 'from the same buffer');
   r.handed[1].onSent?.();
   r.flush();
-  t.same(r.sendCompletions(), [WcStatus.SUCCESS], 'delivered and acknowledged');
+  t.same(r.sendCompletions(), [EfaStatus.SUCCESS], 'delivered and acknowledged');
 });

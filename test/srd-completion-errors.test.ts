@@ -3,7 +3,7 @@
 // final status the sender reports (and reports again, never SUCCESS, if the refusal is lost
 // and the message resent).
 import t from 'tap';
-import { WcStatus } from '../src/common/wc-status';
+import { EfaStatus } from '../src/common/efa-status';
 import { QpState, WcOpcode } from '../src/device/constants';
 import { PacketType } from '../src/wire/header';
 import { dataSends, patternPayload, postRecvs, postSrdRecv, postSrdSend, SIM_QKEY, sentOfType, srdSim, watchEnds } from './helpers/sim-network';
@@ -23,8 +23,8 @@ t.test('a QP moved to ERR completes its outstanding SRD sends with FLUSHED', asy
   await a.dev.modifyQp(a.qp, { qpState: QpState.ERR });
   sim.poll();
   t.equal(logA.sends.length, 5, 'all five completed at once');
-  t.ok(logA.sends.every((w) => w.status === WcStatus.FLUSHED), 'with FLUSHED (1)');
-  t.equal(WcStatus.FLUSHED, 1);
+  t.ok(logA.sends.every((w) => w.status === EfaStatus.FLUSHED), 'with FLUSHED (1)');
+  t.equal(EfaStatus.FLUSHED, 1);
   t.same(
     logA.sends.map((w) => w.wrId),
     [0, 1, 2, 3, 4],
@@ -32,7 +32,7 @@ t.test('a QP moved to ERR completes its outstanding SRD sends with FLUSHED', asy
   );
   t.equal(a.dev.srd.outstanding, 0, 'nothing outstanding');
   t.equal(logA.recvs.length, 2, 'the posted receives were flushed too');
-  t.ok(logA.recvs.every((w) => w.status === WcStatus.FLUSHED), 'with FLUSHED');
+  t.ok(logA.recvs.every((w) => w.status === EfaStatus.FLUSHED), 'with FLUSHED');
   const sentBefore = dataSends(sim, 1, 2).length;
   sim.runFor(1000);
   t.equal(logA.sends.length, 5, 'no completion later');
@@ -48,12 +48,12 @@ t.test('a message longer than the receive buffer: LOCAL_ERROR_BAD_LENGTH / REMOT
   postSrdSend(a, ahs[0][1], b, 1, patternPayload(1, 500));
   postSrdSend(a, ahs[0][1], b, 2, patternPayload(2, 500));
   sim.runUntil(() => logA.sends.length === 2, 1000);
-  t.equal(logB.recvs[0]?.status, WcStatus.LOCAL_ERROR_BAD_LENGTH, 'the receiver: LOCAL_ERROR_BAD_LENGTH (6) on the short buffer');
-  t.equal(WcStatus.LOCAL_ERROR_BAD_LENGTH, 6);
-  t.equal(logA.sends.find((w) => w.wrId === 1)?.status, WcStatus.REMOTE_ERROR_BAD_LENGTH, 'the sender: REMOTE_ERROR_BAD_LENGTH (11)');
-  t.equal(WcStatus.REMOTE_ERROR_BAD_LENGTH, 11);
-  t.equal(logB.recvs[1]?.status, WcStatus.SUCCESS, 'the next message took the next (long enough) buffer');
-  t.equal(logA.sends.find((w) => w.wrId === 2)?.status, WcStatus.SUCCESS, 'and its send succeeded');
+  t.equal(logB.recvs[0]?.status, EfaStatus.LOCAL_ERROR_BAD_LENGTH, 'the receiver: LOCAL_ERROR_BAD_LENGTH (6) on the short buffer');
+  t.equal(EfaStatus.LOCAL_ERROR_BAD_LENGTH, 6);
+  t.equal(logA.sends.find((w) => w.wrId === 1)?.status, EfaStatus.REMOTE_ERROR_BAD_LENGTH, 'the sender: REMOTE_ERROR_BAD_LENGTH (11)');
+  t.equal(EfaStatus.REMOTE_ERROR_BAD_LENGTH, 11);
+  t.equal(logB.recvs[1]?.status, EfaStatus.SUCCESS, 'the next message took the next (long enough) buffer');
+  t.equal(logA.sends.find((w) => w.wrId === 2)?.status, EfaStatus.SUCCESS, 'and its send succeeded');
   t.same(logB.payloads[1], patternPayload(2, 500), 'intact');
   sim.drain(sim.now + 1000);
   t.equal(logB.recvs.length, 2, 'no receive consumed twice');
@@ -70,7 +70,7 @@ t.test('REMOTE_ERROR_BAD_LENGTH survives a lost NAK: the resend gets the same an
   postSrdSend(a, ahs[0][1], b, 1, patternPayload(1, 500));
   sim.runUntil(() => logA.sends.length === 1, 1000);
   t.equal(dataSends(sim, 1, 2).length, 2, 'the message was resent once');
-  t.equal(logA.sends[0].status, WcStatus.REMOTE_ERROR_BAD_LENGTH, 'REMOTE_ERROR_BAD_LENGTH, not SUCCESS');
+  t.equal(logA.sends[0].status, EfaStatus.REMOTE_ERROR_BAD_LENGTH, 'REMOTE_ERROR_BAD_LENGTH, not SUCCESS');
   t.equal(logB.recvs.length, 1, 'the resend did not consume another receive');
 });
 
@@ -81,13 +81,13 @@ t.test('a send to a QPN that does not exist: REMOTE_ERROR_BAD_DEST_QPN', async (
   postRecvs(b, 2);
   postSrdSend(a, ahs[0][1], { qpn: 999, qkey: SIM_QKEY }, 1, patternPayload(1, 100));
   sim.runUntil(() => logA.sends.length === 1, 1000);
-  t.equal(logA.sends[0].status, WcStatus.REMOTE_ERROR_BAD_DEST_QPN, 'REMOTE_ERROR_BAD_DEST_QPN (9)');
-  t.equal(WcStatus.REMOTE_ERROR_BAD_DEST_QPN, 9);
+  t.equal(logA.sends[0].status, EfaStatus.REMOTE_ERROR_BAD_DEST_QPN, 'REMOTE_ERROR_BAD_DEST_QPN (9)');
+  t.equal(EfaStatus.REMOTE_ERROR_BAD_DEST_QPN, 9);
   t.equal(b.dev.stats.rx_drop_unknown_qpn, 1, 'the receiver counted rx_drop_unknown_qpn');
   t.ok(logA.sends[0].t < 1, 'at once, on the NAK');
   postSrdSend(a, ahs[0][1], b, 2, patternPayload(2, 100));
   sim.runUntil(() => logA.sends.length === 2, 1000);
-  t.equal(logA.sends[1].status, WcStatus.SUCCESS, 'the next send, to the right QPN, succeeds');
+  t.equal(logA.sends[1].status, EfaStatus.SUCCESS, 'the next send, to the right QPN, succeeds');
   t.equal(logB.recvs.length, 1, 'and is the only delivery');
 });
 
@@ -102,7 +102,7 @@ t.test('REMOTE_ERROR_BAD_DEST_QPN survives a lost NAK: never SUCCESS', async (t)
   sim.runUntil(() => logA.sends.length === 1, 1000);
   t.equal(naks, 2, 'two NAKs were sent, the first lost');
   t.equal(dataSends(sim, 1, 2).length, 2, 'the message was resent after its RTO');
-  t.equal(logA.sends[0].status, WcStatus.REMOTE_ERROR_BAD_DEST_QPN, 'the resend got the same answer');
+  t.equal(logA.sends[0].status, EfaStatus.REMOTE_ERROR_BAD_DEST_QPN, 'the resend got the same answer');
   sim.drain(sim.now + 1000);
   t.equal(logA.sends.length, 1, 'one completion only');
   t.equal(logB.recvs.length, 0, 'nothing delivered');
@@ -118,8 +118,8 @@ t.test('REMOTE_ERROR_BAD_DEST_QPN survives a lost NAK behind later packets (fast
   postSrdSend(a, ahs[0][1], { qpn: 999, qkey: SIM_QKEY }, 100, patternPayload(1, 100));
   for (let j = 0; j < 6; j++) postSrdSend(a, ahs[0][1], b, j, patternPayload(j, 100));
   sim.runUntil(() => logA.sends.length === 7, 1000);
-  t.equal(logA.sends.find((w) => w.wrId === 100)?.status, WcStatus.REMOTE_ERROR_BAD_DEST_QPN, 'BAD_DEST_QPN, not SUCCESS');
-  t.ok(logA.sends.filter((w) => w.wrId !== 100).every((w) => w.status === WcStatus.SUCCESS), 'the others SUCCESS');
+  t.equal(logA.sends.find((w) => w.wrId === 100)?.status, EfaStatus.REMOTE_ERROR_BAD_DEST_QPN, 'BAD_DEST_QPN, not SUCCESS');
+  t.ok(logA.sends.filter((w) => w.wrId !== 100).every((w) => w.status === EfaStatus.SUCCESS), 'the others SUCCESS');
   t.equal(logB.recvs.length, 6, 'six delivered');
 });
 
@@ -130,7 +130,7 @@ t.test('a QKey mismatch is refused like a wrong QPN, never delivered', async (t)
   postRecvs(b, 1);
   postSrdSend(a, ahs[0][1], { qpn: b.qp.qpNum, qkey: 0x1234 }, 1, patternPayload(1, 100));
   sim.runUntil(() => logA.sends.length === 1, 1000);
-  t.equal(logA.sends[0].status, WcStatus.REMOTE_ERROR_BAD_DEST_QPN, 'REMOTE_ERROR_BAD_DEST_QPN');
+  t.equal(logA.sends[0].status, EfaStatus.REMOTE_ERROR_BAD_DEST_QPN, 'REMOTE_ERROR_BAD_DEST_QPN');
   t.equal(b.dev.stats.rx_drop_qkey_mismatch, 1, 'rx_drop_qkey_mismatch 1');
   t.equal(logB.recvs.length, 0, 'nothing delivered');
 });
@@ -142,7 +142,7 @@ t.test('completions report the opcode, the QPs, the length and the immediate dat
   postRecvs(b, 1);
   postSrdSend(a, ahs[0][1], b, 42, patternPayload(1, 333), { immData: 0xdeadbeef });
   sim.runUntil(() => logA.sends.length === 1, 1000);
-  t.match(logA.sends[0], { wrId: 42, status: WcStatus.SUCCESS, opcode: WcOpcode.SEND, byteLen: 333, qpNum: a.qp.qpNum });
-  t.match(logB.recvs[0], { wrId: 0, status: WcStatus.SUCCESS, opcode: WcOpcode.RECV, byteLen: 333, qpNum: b.qp.qpNum, srcQp: a.qp.qpNum, immData: 0xdeadbeef });
+  t.match(logA.sends[0], { wrId: 42, status: EfaStatus.SUCCESS, opcode: WcOpcode.SEND, byteLen: 333, qpNum: a.qp.qpNum });
+  t.match(logB.recvs[0], { wrId: 0, status: EfaStatus.SUCCESS, opcode: WcOpcode.RECV, byteLen: 333, qpNum: b.qp.qpNum, srcQp: a.qp.qpNum, immData: 0xdeadbeef });
   t.equal(sentOfType(sim, 2, 1, PacketType.SRD_ACK).length, 1, 'one ack');
 });

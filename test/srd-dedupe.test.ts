@@ -4,7 +4,7 @@
 // and the message still arrives intact; a restarted sender (same GID, new session) is talked
 // to from scratch and the late packets of its earlier session are dropped (rx_drop_stale).
 import t from 'tap';
-import { WcStatus } from '../src/common/wc-status';
+import { EfaStatus } from '../src/common/efa-status';
 import { PacketType, sealPacket, writeU32 } from '../src/wire/header';
 import { OFF_PSN } from '../src/wire/srd-header';
 import { MAX_PSN_SPAN } from '../src/srd/psn-ledger';
@@ -35,7 +35,7 @@ t.test('packets the network duplicates are delivered once', async (t) => {
   for (let j = 0; j < 20; j++) postSrdSend(a, ahs[0][1], b, j, patternPayload(j, 200), { immData: j });
   sim.runUntil(() => logA.sends.length === 20, 10_000);
   sim.drain(sim.now + 10_000);
-  t.ok(logA.sends.length === 20 && logA.sends.every((w) => w.status === WcStatus.SUCCESS), 'every send SUCCESS, once');
+  t.ok(logA.sends.length === 20 && logA.sends.every((w) => w.status === EfaStatus.SUCCESS), 'every send SUCCESS, once');
   t.equal(logB.recvs.length, 20, 'twenty receives');
   t.equal(new Set(logB.recvs.map((r) => r.immData)).size, 20, 'of twenty different messages');
   logB.recvs.forEach((r, i) => t.same(logB.payloads[i], patternPayload(r.immData, 200), `message ${r.immData} intact`));
@@ -57,7 +57,7 @@ t.test('a resend whose ack was lost is not delivered again', async (t) => {
   t.equal(b.dev.stats.rx_drop_duplicate, a.dev.stats.retrans_pkts, `the receiver dropped every resend as a duplicate (rx_drop_duplicate ${b.dev.stats.rx_drop_duplicate})`);
   t.equal(logB.recvs.length, 5, 'each message delivered once');
   t.ok(logB.recvs.every((r) => r.t < 1), 'all of them on their first arrival');
-  t.ok(logA.sends.every((w) => w.status === WcStatus.SUCCESS && w.t >= 30), 'the sends complete SUCCESS once acks get through');
+  t.ok(logA.sends.every((w) => w.status === EfaStatus.SUCCESS && w.t >= 30), 'the sends complete SUCCESS once acks get through');
 });
 
 t.test('a copy arriving after the receive window moved far past it is still a duplicate', async (t) => {
@@ -89,7 +89,7 @@ t.test('a copy arriving after the receive window moved far past it is still a du
   sim.drain(sim.now + 1000);
   t.equal(logB.recvs.length, N, 'the old copies of PSN 0..2 were not delivered again');
   t.equal(b.dev.stats.rx_drop_duplicate - dupsBefore, early.length, 'they were counted as duplicates');
-  t.equal(logA.sends.filter((w) => w.status === WcStatus.SUCCESS).length, N, 'every send SUCCESS');
+  t.equal(logA.sends.filter((w) => w.status === EfaStatus.SUCCESS).length, N, 'every send SUCCESS');
 });
 
 t.test('a corrupted data packet is dropped and the message arrives intact by retransmission', async (t) => {
@@ -109,7 +109,7 @@ t.test('a corrupted data packet is dropped and the message arrives intact by ret
   sim.runUntil(() => logA.sends.length === 1, 1000);
   t.equal(b.dev.stats.rx_drop_bad_checksum, 1, 'rx_drop_bad_checksum 1');
   t.equal(dataSends(sim, 1, 2).length, 2, 'resent once');
-  t.equal(logA.sends[0].status, WcStatus.SUCCESS, 'SUCCESS');
+  t.equal(logA.sends[0].status, EfaStatus.SUCCESS, 'SUCCESS');
   t.equal(logB.recvs.length, 1, 'delivered once');
   t.same(logB.payloads[0], patternPayload(1, 1000), 'intact');
 });
@@ -130,7 +130,7 @@ t.test('a corrupted ack is dropped; the resend gets a fresh one', async (t) => {
   postSrdSend(a, ahs[0][1], b, 1, patternPayload(1, 100));
   sim.runUntil(() => logA.sends.length === 1, 1000);
   t.equal(a.dev.stats.rx_drop_bad_checksum, 1, 'the sender dropped the bad ack');
-  t.equal(logA.sends[0].status, WcStatus.SUCCESS, 'SUCCESS after the resend');
+  t.equal(logA.sends[0].status, EfaStatus.SUCCESS, 'SUCCESS after the resend');
   t.equal(logB.recvs.length, 1, 'delivered once');
   t.equal(b.dev.stats.rx_drop_duplicate, 1, 'the resend was a duplicate');
 });
@@ -160,7 +160,7 @@ t.test('a restarted sender is talked to from scratch; late packets of its old se
   const [logA2] = watchEnds(sim, [a2]);
   for (let j = 0; j < 3; j++) postSrdSend(a2, ah2, b, 100 + j, patternPayload(100 + j, 100), { immData: 100 + j });
   sim.runUntil(() => logA2.sends.length === 3, 1000);
-  t.ok(logA2.sends.every((w) => w.status === WcStatus.SUCCESS), 'the new incarnation\'s sends succeed');
+  t.ok(logA2.sends.every((w) => w.status === EfaStatus.SUCCESS), 'the new incarnation\'s sends succeed');
   t.same(
     logB.recvs.slice(5).map((r) => r.immData),
     [100, 101, 102],
@@ -181,7 +181,7 @@ t.test('a restarted sender is talked to from scratch; late packets of its old se
   postSrdSend(a2, ah2, b, 103, patternPayload(103, 100), { immData: 103 });
   postRecvs(b, 1);
   sim.runUntil(() => logA2.sends.length === 4, sim.now + 1000);
-  t.equal(logA2.sends[3]?.status, WcStatus.SUCCESS, 'a later send succeeds');
+  t.equal(logA2.sends[3]?.status, EfaStatus.SUCCESS, 'a later send succeeds');
 });
 
 t.test('a late packet of an old session the receiver never saw does not take over the current one', async (t) => {
@@ -206,7 +206,7 @@ t.test('a late packet of an old session the receiver never saw does not take ove
   const [logA2, logB] = watchEnds(sim, [a2, b]);
   postSrdSend(a2, ah2, b, 1, patternPayload(1, 100), { immData: 1 });
   sim.runUntil(() => logA2.sends.length === 1, 1000);
-  t.equal(logA2.sends[0].status, WcStatus.SUCCESS, 'the new incarnation talks to the receiver');
+  t.equal(logA2.sends[0].status, EfaStatus.SUCCESS, 'the new incarnation talks to the receiver');
 
   // The old incarnation's packet finally arrives, then the new incarnation sends again.
   sim.replay(held[0], sim.now + 1);
@@ -215,7 +215,7 @@ t.test('a late packet of an old session the receiver never saw does not take ove
   sim.runUntil(() => logA2.sends.length === 4, sim.now + 5000);
   t.same(
     logA2.sends.slice(1).map((w) => w.status),
-    [WcStatus.SUCCESS, WcStatus.SUCCESS, WcStatus.SUCCESS],
+    [EfaStatus.SUCCESS, EfaStatus.SUCCESS, EfaStatus.SUCCESS],
     'the current session still gets its messages through',
   );
   t.ok(b.dev.stats.rx_drop_stale <= 1, `the current session's packets are not dropped as stale, at most the late one is (rx_drop_stale ${b.dev.stats.rx_drop_stale})`);
@@ -272,5 +272,5 @@ t.test('a data packet far beyond the receive window is dropped and counted', asy
   t.equal(b.dev.stats.rx_drop_window, 1, 'under rx_drop_window');
   postSrdSend(a, ahs[0][1], b, 1, patternPayload(1, 100));
   sim.runUntil(() => logA.sends.length === 2, sim.now + 1000);
-  t.equal(logA.sends[1].status, WcStatus.SUCCESS, 'the session goes on unharmed');
+  t.equal(logA.sends[1].status, EfaStatus.SUCCESS, 'the session goes on unharmed');
 });

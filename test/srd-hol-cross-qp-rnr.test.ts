@@ -5,7 +5,7 @@
 import t, { type Test } from 'tap';
 
 type Tap = Test;
-import { WcStatus } from '../src/common/wc-status';
+import { EfaStatus } from '../src/common/efa-status';
 import { createSrdEnd, patternPayload, postRecvs, postSrdSend, srdSim, watchEnds, type SrdEnd, type SrdSim } from './helpers/sim-network';
 
 const SRD = { unresponsiveTimeoutMs: 200, initialRtoMs: 5, minRtoMs: 1, maxRtoMs: 20, rnrBackoffMaxMs: 8 };
@@ -52,7 +52,7 @@ function stream(t: Tap, r: Rig): { finishedAt: number } {
   pump();
   sim.runUntil(() => logB.sends.length === N, 120_000);
   t.equal(logB.sends.length, N, `all ${N} sends on B completed`);
-  t.ok(logB.sends.every((w) => w.status === WcStatus.SUCCESS), 'every one SUCCESS');
+  t.ok(logB.sends.every((w) => w.status === EfaStatus.SUCCESS), 'every one SUCCESS');
   t.equal(new Set(logB2.recvs.map((w) => w.immData)).size, N, 'each message delivered');
   t.equal(logB2.recvs.length, N, 'exactly once');
   return { finishedAt };
@@ -86,7 +86,7 @@ t.test('10,000 messages flow on QP B while a message on QP A to the same peer wa
 
   postRecvs(qpA2, 1, SLOT);
   sim.runUntil(() => logA.sends.length === 1, sim.now + 1000);
-  t.equal(logA.sends[0]?.status, WcStatus.SUCCESS, 'once a receive is posted on A, its message completes SUCCESS');
+  t.equal(logA.sends[0]?.status, EfaStatus.SUCCESS, 'once a receive is posted on A, its message completes SUCCESS');
   sim.drain(sim.now + 1000);
   t.equal(logA2.recvs.length, 1, 'delivered once');
   t.same(logA2.payloads[0], patternPayload(7, 100), 'intact');
@@ -108,7 +108,7 @@ t.test('more waiting messages than a window, on several QPs: the others still fl
     while (reposted < logA2.recvs.length) postRecvs(qpA2, 1, SLOT, logA2.recvs[reposted++].wrId);
   })(sim.afterEvent);
   sim.runUntil(() => logA.sends.length === 300, sim.now + 10_000);
-  t.ok(logA.sends.length === 300 && logA.sends.every((w) => w.status === WcStatus.SUCCESS), 'then all 300 complete SUCCESS');
+  t.ok(logA.sends.length === 300 && logA.sends.every((w) => w.status === EfaStatus.SUCCESS), 'then all 300 complete SUCCESS');
   t.equal(new Set(logA2.recvs.map((w) => w.immData)).size, 300, 'each delivered');
   t.equal(logA2.recvs.length, 300, 'once');
 });

@@ -5,7 +5,7 @@
 // the sender neither stalls nor resends what arrived; the stuck message gets through once
 // its copies stop being lost, delivered once.
 import t from 'tap';
-import { WcStatus } from '../src/common/wc-status';
+import { EfaStatus } from '../src/common/efa-status';
 import { PacketType } from '../src/wire/header';
 import { patternPayload, postRecvs, postSrdSend, srdSim, watchEnds } from './helpers/sim-network';
 
@@ -47,7 +47,7 @@ t.test('10,000 messages flow past one whose every copy is lost, and it arrives a
   sim.runUntil(() => logA.sends.length === N, LOST_UNTIL);
   t.equal(logA.sends.length, N, `${N} sends completed while message ${STUCK} was still being lost (t=${sim.now.toFixed(1)} ms)`);
   t.notOk(logA.sends.some((w) => w.wrId === STUCK), `message ${STUCK} is not among them`);
-  t.ok(logA.sends.every((w) => w.status === WcStatus.SUCCESS), 'all SUCCESS');
+  t.ok(logA.sends.every((w) => w.status === EfaStatus.SUCCESS), 'all SUCCESS');
   t.ok(sim.now < LOST_UNTIL / 2, 'at the pace of a stream with nothing lost (a round trip per window)');
   t.ok(lostCopies >= 5, `every copy of message ${STUCK} was lost meanwhile (${lostCopies} copies)`);
   const retrans = a.dev.stats.retrans_pkts;
@@ -55,7 +55,7 @@ t.test('10,000 messages flow past one whose every copy is lost, and it arrives a
 
   sim.runUntil(() => logA.sends.length === N + 1, 10_000);
   const stuck = logA.sends.find((w) => w.wrId === STUCK);
-  t.equal(stuck?.status, WcStatus.SUCCESS, 'the stuck message completes SUCCESS once its copies get through');
+  t.equal(stuck?.status, EfaStatus.SUCCESS, 'the stuck message completes SUCCESS once its copies get through');
   t.ok((stuck?.t ?? 0) >= LOST_UNTIL, 'after the losses ended');
   sim.drain(sim.now + 1000);
   t.equal(logB.recvs.length, N + 1, 'the receiver got every message');

@@ -4,7 +4,7 @@
 // than sends in flight so RNR happens too. Every message must arrive exactly once and intact,
 // every send complete SUCCESS, and the stream finish in bounded time.
 import t from 'tap';
-import { WcStatus } from '../src/common/wc-status';
+import { EfaStatus } from '../src/common/efa-status';
 import { patternPayload, postRecvs, postSrdSend, srdSim, watchEnds } from './helpers/sim-network';
 
 const SIZES = [64, 256, 1024, 4096, 8192];
@@ -41,7 +41,7 @@ for (const size of SIZES) {
     sim.poll();
     const finished = sim.runUntil(() => logA.sends.length === N, 60_000);
     t.ok(finished, `the stream finished (t=${sim.now.toFixed(1)} ms virtual)`);
-    t.ok(logA.sends.every((w) => w.status === WcStatus.SUCCESS), 'every send SUCCESS');
+    t.ok(logA.sends.every((w) => w.status === EfaStatus.SUCCESS), 'every send SUCCESS');
     sim.drain(sim.now + 1000);
     t.equal(logB.recvs.length, N, 'every message delivered');
     t.equal(new Set(logB.recvs.map((r) => r.immData)).size, N, 'exactly once');

@@ -2,7 +2,7 @@
 // lost packet never holds back the messages sent after it (no head-of-line blocking), and the
 // selective acks of those later messages get the hole resent before its RTO (fast retransmit).
 import t from 'tap';
-import { WcStatus } from '../src/common/wc-status';
+import { EfaStatus } from '../src/common/efa-status';
 import { PacketType } from '../src/wire/header';
 import { dataSends, patternPayload, postRecvs, postSrdSend, sentOfType, srdSim, watchEnds } from './helpers/sim-network';
 
@@ -43,7 +43,7 @@ t.test('a lost packet does not delay the messages sent after it (no fast retrans
   const byImm = new Map(logB.recvs.map((r) => [r.immData, r]));
   for (let j = 0; j < BURST; j++) {
     const r = byImm.get(j);
-    t.ok(r !== undefined && r.status === WcStatus.SUCCESS, `message ${j} received`);
+    t.ok(r !== undefined && r.status === EfaStatus.SUCCESS, `message ${j} received`);
     if (j !== K) t.ok((r?.t ?? Infinity) < resentAt, `message ${j} completed at the receiver (t=${r?.t}) before PSN K was resent (t=${resentAt})`);
   }
   t.ok((byImm.get(K)?.t ?? -1) > resentAt, 'message K arrived only with its retransmission');
@@ -54,7 +54,7 @@ t.test('a lost packet does not delay the messages sent after it (no fast retrans
   }
 
   t.equal(logA.sends.length, BURST, 'every send completed');
-  t.ok(logA.sends.every((w) => w.status === WcStatus.SUCCESS), 'all SUCCESS');
+  t.ok(logA.sends.every((w) => w.status === EfaStatus.SUCCESS), 'all SUCCESS');
   const sendK = logA.sends.find((w) => w.wrId === K);
   for (const w of logA.sends) {
     if (w.wrId !== K) t.ok(w.t < resentAt, `send ${w.wrId} completed (t=${w.t}) before PSN K was resent`);
@@ -83,7 +83,7 @@ t.test('selective acks get a single hole resent before its RTO (fast retransmit)
   for (let j = 0; j < BURST; j++) if (j !== K) t.ok((byImm.get(j)?.t ?? Infinity) < resentAt, `message ${j} delivered before the resend`);
   t.equal(logB.recvs.length, BURST, 'every message arrived once');
   const sendK = logA.sends.find((w) => w.wrId === K);
-  t.equal(sendK?.status, WcStatus.SUCCESS, 'the lost message completed SUCCESS');
+  t.equal(sendK?.status, EfaStatus.SUCCESS, 'the lost message completed SUCCESS');
   t.ok((sendK?.t ?? Infinity) < rto, `and completed at ${sendK?.t} ms, before its RTO would even have fired`);
 });
 
@@ -101,7 +101,7 @@ t.test('messages reordered by the network are delivered in arrival order, each o
     [1, 3, 5, 7, 0, 2, 4, 6],
     'delivered as they arrived: odd PSNs first',
   );
-  t.ok(logA.sends.every((w) => w.status === WcStatus.SUCCESS), 'every send SUCCESS');
+  t.ok(logA.sends.every((w) => w.status === EfaStatus.SUCCESS), 'every send SUCCESS');
   sim.drain(sim.now + 1000);
   t.equal(logB.recvs.length, 8, 'each delivered once, whatever was resent meanwhile');
 });

@@ -4,7 +4,7 @@
 // exactly once. With a finite rnr_retry, the messages that run out of retries fail with
 // REMOTE_ERROR_RNR and are never delivered, later copies included.
 import t from 'tap';
-import { WcStatus } from '../src/common/wc-status';
+import { EfaStatus } from '../src/common/efa-status';
 import { patternPayload, postRecvs, postSrdSend, srdSim, watchEnds } from './helpers/sim-network';
 
 const SRD = { unresponsiveTimeoutMs: 100, initialRtoMs: 2, minRtoMs: 0.5, maxRtoMs: 10, rnrBackoffMs: 0.5, rnrBackoffMaxMs: 8 };
@@ -47,7 +47,7 @@ t.test('a receiver that pauses for 5 unresponsive timeouts, then resumes: everyt
   const pauseUntil = pauseFrom + 5 * SRD.unresponsiveTimeoutMs;
   const { a, b, logA, logB } = await pausedStream(7, pauseFrom, pauseUntil);
   t.equal(logA.sends.length, N, 'every send completed');
-  t.ok(logA.sends.every((w) => w.status === WcStatus.SUCCESS), 'all SUCCESS: an RNR wait is not a timeout');
+  t.ok(logA.sends.every((w) => w.status === EfaStatus.SUCCESS), 'all SUCCESS: an RNR wait is not a timeout');
   const during = logB.recvs.filter((r) => r.t >= pauseFrom + 1 && r.t < pauseUntil).length;
   t.ok(during <= DEPTH, `at most the posted receives were used during the pause (${during})`);
   t.ok(logA.sends.some((w) => w.t > pauseUntil), 'some sends waited out the pause');
@@ -63,8 +63,8 @@ t.test('with rnr_retry 2, the messages refused too often fail REMOTE_ERROR_RNR a
   const pauseUntil = pauseFrom + 3 * SRD.unresponsiveTimeoutMs;
   const { a, logA, logB } = await pausedStream(2, pauseFrom, pauseUntil);
   t.equal(logA.sends.length, N, 'every send completed');
-  const rnr = logA.sends.filter((w) => w.status === WcStatus.REMOTE_ERROR_RNR);
-  const ok = logA.sends.filter((w) => w.status === WcStatus.SUCCESS);
+  const rnr = logA.sends.filter((w) => w.status === EfaStatus.REMOTE_ERROR_RNR);
+  const ok = logA.sends.filter((w) => w.status === EfaStatus.SUCCESS);
   t.ok(rnr.length > 0, `some failed REMOTE_ERROR_RNR (${rnr.length})`);
   t.equal(rnr.length + ok.length, N, 'the others SUCCESS, nothing else');
   const delivered = new Set(logB.recvs.map((r) => r.immData));

@@ -3,7 +3,7 @@
 // completes with REMOTE_ERROR_RNR. An RNR NAK is an answer: a receiver that is slow to post
 // is not an unresponsive one.
 import t from 'tap';
-import { WcStatus } from '../src/common/wc-status';
+import { EfaStatus } from '../src/common/efa-status';
 import { QpState } from '../src/device/constants';
 import { PacketType } from '../src/wire/header';
 import { dataSends, patternPayload, postRecvs, postSrdSend, sentOfType, srdSim, watchEnds } from './helpers/sim-network';
@@ -19,7 +19,7 @@ t.test('a receiver that posts its receives late still gets every message (rnr_re
   sim.runUntil(() => logA.sends.length === 20, 10_000);
   sim.drain(sim.now + 1000);
   t.equal(logA.sends.length, 20, 'every send completed');
-  t.ok(logA.sends.every((w) => w.status === WcStatus.SUCCESS), 'all SUCCESS');
+  t.ok(logA.sends.every((w) => w.status === EfaStatus.SUCCESS), 'all SUCCESS');
   t.ok(logA.sends.every((w) => w.t >= 30), 'none before the receives were posted');
   t.equal(logB.recvs.length, 20, 'every message delivered once');
   t.same(new Set(logB.recvs.map((r) => r.immData)).size, 20, 'twenty different messages');
@@ -37,7 +37,7 @@ t.test('RNR for longer than the unresponsive timeout is still not a timeout (rnr
   for (let j = 0; j < 5; j++) postSrdSend(a, ahs[0][1], b, j, patternPayload(j, 100), { immData: j });
   sim.at(3 * SRD.unresponsiveTimeoutMs, () => postRecvs(b, 5, 512));
   sim.runUntil(() => logA.sends.length === 5, 10_000);
-  t.ok(logA.sends.length === 5 && logA.sends.every((w) => w.status === WcStatus.SUCCESS), 'all five SUCCESS after three timeouts of RNR');
+  t.ok(logA.sends.length === 5 && logA.sends.every((w) => w.status === EfaStatus.SUCCESS), 'all five SUCCESS after three timeouts of RNR');
   t.equal(logB.recvs.length, 5, 'all delivered');
   t.equal(a.dev.stats.unresponsive_remote_events + a.dev.stats.unreachable_remote_events, 0, 'no unresponsive-peer event');
   // Back-off: the retries of one message are spaced out up to rnrBackoffMaxMs, not sent back
@@ -77,8 +77,8 @@ t.test('a receiver that never posts: REMOTE_ERROR_RNR after exactly rnr_retry re
   const { sim, a, b, logA, logB } = await neverPosts(3);
   t.equal((await a.dev.queryQp(a.qp)).rnrRetry, 3, 'the QP has rnr_retry 3 (set on RTR -> RTS)');
   t.equal(logA.sends.length, 1, 'the send completed');
-  t.equal(logA.sends[0].status, WcStatus.REMOTE_ERROR_RNR, 'with REMOTE_ERROR_RNR (10)');
-  t.equal(WcStatus.REMOTE_ERROR_RNR, 10);
+  t.equal(logA.sends[0].status, EfaStatus.REMOTE_ERROR_RNR, 'with REMOTE_ERROR_RNR (10)');
+  t.equal(EfaStatus.REMOTE_ERROR_RNR, 10);
   t.equal(dataSends(sim, 1, 2).length, 4, 'the packet went out 4 times: once and 3 retries');
   t.equal(a.dev.stats.rnr_retries, 3, 'rnr_retries 3');
   t.equal(a.dev.stats.rnr_received, 4, 'rnr_received 4');
@@ -92,14 +92,14 @@ t.test('a receiver that never posts: REMOTE_ERROR_RNR after exactly rnr_retry re
 
 t.test('rnr_retry 0 fails on the first RNR NAK', async (t) => {
   const { sim, a, logA } = await neverPosts(0);
-  t.equal(logA.sends[0]?.status, WcStatus.REMOTE_ERROR_RNR, 'REMOTE_ERROR_RNR');
+  t.equal(logA.sends[0]?.status, EfaStatus.REMOTE_ERROR_RNR, 'REMOTE_ERROR_RNR');
   t.equal(dataSends(sim, 1, 2).length, 1, 'sent once, never retried');
   t.equal(a.dev.stats.rnr_retries, 0, 'rnr_retries 0');
 });
 
 t.test('duplicated RNR NAKs do not use up the retries', async (t) => {
   const { sim, a, logA } = await neverPosts(3, { dupNaks: true });
-  t.equal(logA.sends[0]?.status, WcStatus.REMOTE_ERROR_RNR, 'REMOTE_ERROR_RNR');
+  t.equal(logA.sends[0]?.status, EfaStatus.REMOTE_ERROR_RNR, 'REMOTE_ERROR_RNR');
   t.ok(a.dev.stats.rnr_received >= 7, `the copies arrived too (rnr_received ${a.dev.stats.rnr_received})`);
   const sends = dataSends(sim, 1, 2);
   t.equal(sends.length, 4, 'still once and 3 retries');
@@ -118,7 +118,7 @@ t.test('a receive posted between retries ends the RNR wait with SUCCESS', async 
   sim.runUntil(() => b.dev.stats.rnr_sent === 2, 1000);
   postRecvs(b, 1);
   sim.runUntil(() => logA.sends.length === 1, 1000);
-  t.equal(logA.sends[0]?.status, WcStatus.SUCCESS, 'SUCCESS');
+  t.equal(logA.sends[0]?.status, EfaStatus.SUCCESS, 'SUCCESS');
   t.equal(logB.recvs.length, 1, 'delivered once');
   t.equal(dataSends(sim, 1, 2).length, 3, 'after two RNR retries');
 });
@@ -135,6 +135,6 @@ t.test('a QP still in INIT is not ready either: RNR until it reaches RTR', async
   t.ok(b.dev.stats.rnr_sent > 0, 'the receiver answered RNR');
   await b.dev.modifyQp(b.qp, { qpState: QpState.RTR });
   sim.runUntil(() => logA.sends.length === 1, sim.now + 1000);
-  t.equal(logA.sends[0]?.status, WcStatus.SUCCESS, 'SUCCESS once it is in RTR');
+  t.equal(logA.sends[0]?.status, EfaStatus.SUCCESS, 'SUCCESS once it is in RTR');
   t.equal(logB.recvs.length, 1, 'delivered once');
 });

@@ -4,7 +4,7 @@ import { SRD_DATA_HDR_LEN } from '../src/wire/srd-header';
 // the RTO itself follows the measured round-trip time (RFC 6298), so a fast link drives it
 // down to minRtoMs and a slow one up.
 import t from 'tap';
-import { WcStatus } from '../src/common/wc-status';
+import { EfaStatus } from '../src/common/efa-status';
 import { dataSends, patternPayload, postRecvs, postSrdSend, srdSim, watchEnds } from './helpers/sim-network';
 
 const CFG = { initialRtoMs: 10, minRtoMs: 5, maxRtoMs: 250, unresponsiveTimeoutMs: 2000 };
@@ -45,7 +45,7 @@ t.test('on a blackholed link the RTO doubles per attempt up to maxRtoMs', async 
   t.equal(stats.retrans_bytes, (times.length - 1) * (SRD_DATA_HDR_LEN + 100), 'retrans_bytes counts whole datagrams');
 
   const wc = logA.sends[0];
-  t.equal(wc.status, WcStatus.LOCAL_ERROR_UNREACH_REMOTE, 'in the end the send fails (the peer never answered)');
+  t.equal(wc.status, EfaStatus.LOCAL_ERROR_UNREACH_REMOTE, 'in the end the send fails (the peer never answered)');
   t.ok(wc.t >= CFG.unresponsiveTimeoutMs && wc.t <= CFG.unresponsiveTimeoutMs + CFG.maxRtoMs, `after the unresponsive timeout (at ${wc.t} ms)`);
   t.ok(times.at(-1)! < wc.t, 'no resend after it failed');
 });
@@ -65,7 +65,7 @@ t.test('a silent peer is probed one packet at a time: the oldest, with back-off;
   const times = dataSends(sim, 1, 2, 0).map((r) => r.t);
   const gaps = times.slice(1).map((x, i) => x - times[i]);
   for (let i = 1; i < gaps.length && gaps[i] < CFG.maxRtoMs; i++) t.ok(gaps[i] >= gaps[i - 1] * 2 - 1e-9, `probe ${i + 1} waited twice as long as the one before`);
-  t.ok(logA.sends.every((w) => w.status === WcStatus.LOCAL_ERROR_UNREACH_REMOTE), 'all fail UNREACH_REMOTE');
+  t.ok(logA.sends.every((w) => w.status === EfaStatus.LOCAL_ERROR_UNREACH_REMOTE), 'all fail UNREACH_REMOTE');
 });
 
 /** Sends `n` messages one at a time (each after the previous completed) from a to b. */
@@ -100,7 +100,7 @@ t.test('RTT samples on a fast link lower the RTO to minRtoMs', async (t) => {
   const cold = await warmUp(0.05, srd, 0);
   t.equal(Number(firstRto(cold).toFixed(6)), 50, 'before any sample the RTO is initialRtoMs');
   const warm = await warmUp(0.05, srd);
-  t.equal(warm.logA.sends.filter((w) => w.status === WcStatus.SUCCESS).length, 30, 'the warm-up went through');
+  t.equal(warm.logA.sends.filter((w) => w.status === EfaStatus.SUCCESS).length, 30, 'the warm-up went through');
   t.equal(warm.a.dev.stats.retrans_pkts, 0, 'without resends');
   const rto = firstRto(warm);
   t.ok(rto >= srd.minRtoMs - 1e-9 && rto <= srd.minRtoMs * 1.5, `after 30 round trips of 0.1 ms the RTO is ${rto} ms, at minRtoMs (${srd.minRtoMs})`);
@@ -109,7 +109,7 @@ t.test('RTT samples on a fast link lower the RTO to minRtoMs', async (t) => {
 t.test('RTT samples on a slow link raise the RTO above the round trip', async (t) => {
   const srd = { initialRtoMs: 10, minRtoMs: 1, maxRtoMs: 250 };
   const warm = await warmUp(20, srd, 20);
-  t.equal(warm.logA.sends.filter((w) => w.status === WcStatus.SUCCESS).length, 20, 'the warm-up went through');
+  t.equal(warm.logA.sends.filter((w) => w.status === EfaStatus.SUCCESS).length, 20, 'the warm-up went through');
   const rto = firstRto(warm);
   t.ok(rto > 40 && rto <= 250, `with a 40 ms round trip the RTO is ${rto} ms (above 40, at most maxRtoMs)`);
 });

@@ -4,7 +4,7 @@
 // (15) when it never did. The QP is not broken by it: other peers, and the same peer once it
 // is back, are served as before.
 import t from 'tap';
-import { WcStatus } from '../src/common/wc-status';
+import { EfaStatus } from '../src/common/efa-status';
 import { QpState } from '../src/device/constants';
 import { PacketType } from '../src/wire/header';
 import { patternPayload, postRecvs, postSrdSend, srdSim, watchEnds, type SimPacket } from './helpers/sim-network';
@@ -20,7 +20,7 @@ t.test('a peer that answered before and then goes dark: LOCAL_ERROR_UNRESP_REMOT
   postRecvs(b, 6);
   for (let j = 0; j < 5; j++) postSrdSend(a, ahs[0][1], b, j, patternPayload(j, 100));
   sim.runUntil(() => logA.sends.length === 5, 1000);
-  t.ok(logA.sends.every((w) => w.status === WcStatus.SUCCESS), 'five sends went through');
+  t.ok(logA.sends.every((w) => w.status === EfaStatus.SUCCESS), 'five sends went through');
 
   const darkAt = 10;
   sim.partitionDevice(2, darkAt, Infinity);
@@ -29,8 +29,8 @@ t.test('a peer that answered before and then goes dark: LOCAL_ERROR_UNRESP_REMOT
   sim.runUntil(() => logA.sends.length === 6, 10_000);
   const wc = logA.sends[5];
   t.equal(wc.wrId, 5);
-  t.equal(wc.status, WcStatus.LOCAL_ERROR_UNRESP_REMOTE, 'LOCAL_ERROR_UNRESP_REMOTE (13)');
-  t.equal(WcStatus.LOCAL_ERROR_UNRESP_REMOTE, 13);
+  t.equal(wc.status, EfaStatus.LOCAL_ERROR_UNRESP_REMOTE, 'LOCAL_ERROR_UNRESP_REMOTE (13)');
+  t.equal(EfaStatus.LOCAL_ERROR_UNRESP_REMOTE, 13);
   const waited = wc.t - darkAt;
   t.ok(waited >= TIMEOUT && waited <= TIMEOUT + MAX_RTO, `completed ${waited} ms after it was posted: in [timeout, timeout + maxRto]`);
   t.equal(a.dev.stats.unresponsive_remote_events, 1, 'unresponsive_remote_events 1');
@@ -48,8 +48,8 @@ t.test('a peer that never answered: LOCAL_ERROR_UNREACH_REMOTE within the timeou
   postSrdSend(a, ahs[0][1], b, 1, patternPayload(1, 100));
   sim.runUntil(() => logA.sends.length === 1, 10_000);
   const wc = logA.sends[0];
-  t.equal(wc.status, WcStatus.LOCAL_ERROR_UNREACH_REMOTE, 'LOCAL_ERROR_UNREACH_REMOTE (15)');
-  t.equal(WcStatus.LOCAL_ERROR_UNREACH_REMOTE, 15);
+  t.equal(wc.status, EfaStatus.LOCAL_ERROR_UNREACH_REMOTE, 'LOCAL_ERROR_UNREACH_REMOTE (15)');
+  t.equal(EfaStatus.LOCAL_ERROR_UNREACH_REMOTE, 15);
   t.ok(wc.t >= TIMEOUT && wc.t <= TIMEOUT + MAX_RTO, `completed at ${wc.t} ms: in [timeout, timeout + maxRto]`);
   t.equal(a.dev.stats.unreachable_remote_events, 1, 'unreachable_remote_events 1');
   t.equal(a.dev.stats.unresponsive_remote_events, 0, 'unresponsive_remote_events 0');
@@ -77,18 +77,18 @@ t.test('the QP keeps serving other peers while one is unreachable, and afterward
   })(sim.afterEvent);
   sim.runUntil(() => logA.sends.some((w) => w.wrId === 1000), 10_000);
   const failed = logA.sends.find((w) => w.wrId === 1000)!;
-  t.equal(failed.status, WcStatus.LOCAL_ERROR_UNREACH_REMOTE, 'the send to the dead peer failed UNREACH_REMOTE');
+  t.equal(failed.status, EfaStatus.LOCAL_ERROR_UNREACH_REMOTE, 'the send to the dead peer failed UNREACH_REMOTE');
   const beforeFailure = logA.sends.filter((w) => w.wrId !== 1000);
   t.ok(beforeFailure.length >= 10, `${beforeFailure.length} sends to the live peer completed while it waited`);
-  t.ok(beforeFailure.every((w) => w.status === WcStatus.SUCCESS && w.t < failed.t), 'all SUCCESS, before the failure');
+  t.ok(beforeFailure.every((w) => w.status === EfaStatus.SUCCESS && w.t < failed.t), 'all SUCCESS, before the failure');
   t.equal((await a.dev.queryQp(a.qp)).qpState, QpState.RTS, 'the QP is still in RTS');
 
   sim.runUntil(() => logA.sends.length === 16, sim.now + 10_000);
   postSrdSend(a, ahs[0][2], c, 2000, patternPayload(1, 100));
   postSrdSend(a, ahs[0][1], b, 3000, patternPayload(2, 100));
   sim.runUntil(() => logA.sends.length === 18, sim.now + 10_000);
-  t.equal(logA.sends.find((w) => w.wrId === 2000)?.status, WcStatus.SUCCESS, 'a send to the live peer after the failure: SUCCESS');
-  t.equal(logA.sends.find((w) => w.wrId === 3000)?.status, WcStatus.LOCAL_ERROR_UNREACH_REMOTE, 'another send to the dead peer fails again');
+  t.equal(logA.sends.find((w) => w.wrId === 2000)?.status, EfaStatus.SUCCESS, 'a send to the live peer after the failure: SUCCESS');
+  t.equal(logA.sends.find((w) => w.wrId === 3000)?.status, EfaStatus.LOCAL_ERROR_UNREACH_REMOTE, 'another send to the dead peer fails again');
   t.equal(logC.recvs.length, 16, 'the live peer got every message');
 });
 
@@ -104,7 +104,7 @@ t.test('sends queued behind a full window to a dark peer fail within the timeout
   for (let j = 1; j <= 6; j++) postSrdSend(a, ahs[0][1], b, j, patternPayload(j, 10));
   sim.runUntil(() => logA.sends.length === 7, 10_000);
   const failed = logA.sends.slice(1);
-  t.ok(failed.every((w) => w.status === WcStatus.LOCAL_ERROR_UNRESP_REMOTE), 'all six fail UNRESP_REMOTE');
+  t.ok(failed.every((w) => w.status === EfaStatus.LOCAL_ERROR_UNRESP_REMOTE), 'all six fail UNRESP_REMOTE');
   for (const w of failed) t.ok(w.t - postedAt <= TIMEOUT + MAX_RTO, `send ${w.wrId} failed ${w.t - postedAt} ms after it was posted`);
 });
 
@@ -119,7 +119,7 @@ t.test('a peer dark for less than the timeout: every send still succeeds', async
   sim.runUntil(() => false, 10);
   for (let j = 1; j <= 5; j++) postSrdSend(a, ahs[0][1], b, j, patternPayload(j, 100));
   sim.runUntil(() => logA.sends.length === 6, 10_000);
-  t.ok(logA.sends.every((w) => w.status === WcStatus.SUCCESS), 'all SUCCESS');
+  t.ok(logA.sends.every((w) => w.status === EfaStatus.SUCCESS), 'all SUCCESS');
   t.ok(logA.sends.slice(1).every((w) => w.t >= 10 + TIMEOUT / 2), 'completed after the peer came back');
   t.equal(logB.recvs.length, 6, 'all delivered once');
   t.equal(a.dev.stats.unresponsive_remote_events + a.dev.stats.unreachable_remote_events, 0, 'no unresponsive-peer event');
@@ -136,7 +136,7 @@ t.test('acks lost on the way back: the send fails UNRESP_REMOTE although the dat
   const postedAt = sim.now;
   postSrdSend(a, ahs[0][1], b, 1, patternPayload(1, 100));
   sim.runUntil(() => logA.sends.length === 2, 10_000);
-  t.equal(logA.sends[1].status, WcStatus.LOCAL_ERROR_UNRESP_REMOTE, 'UNRESP_REMOTE');
+  t.equal(logA.sends[1].status, EfaStatus.LOCAL_ERROR_UNRESP_REMOTE, 'UNRESP_REMOTE');
   t.ok(logA.sends[1].t - postedAt <= TIMEOUT + MAX_RTO, 'within the timeout');
   t.equal(logB.recvs.length, 2, 'the message was delivered, once, despite every resend');
   t.ok(b.dev.stats.rx_drop_duplicate > 0, 'the resends were dropped as duplicates');
@@ -152,11 +152,11 @@ t.test('a peer that comes back after its sends failed is served again', async (t
   sim.partitionDevice(2, sim.now, 2 * TIMEOUT);
   for (let j = 1; j <= 3; j++) postSrdSend(a, ahs[0][1], b, j, patternPayload(j, 100));
   sim.runUntil(() => logA.sends.length === 4, 10_000);
-  t.ok(logA.sends.slice(1).every((w) => w.status === WcStatus.LOCAL_ERROR_UNRESP_REMOTE), 'three sends failed while it was dark');
+  t.ok(logA.sends.slice(1).every((w) => w.status === EfaStatus.LOCAL_ERROR_UNRESP_REMOTE), 'three sends failed while it was dark');
   sim.runUntil(() => false, 2 * TIMEOUT + 1);
   for (let j = 4; j <= 5; j++) postSrdSend(a, ahs[0][1], b, j, patternPayload(j, 100), { immData: j });
   sim.runUntil(() => logA.sends.length === 6, sim.now + 10_000);
-  t.ok(logA.sends.slice(4).every((w) => w.status === WcStatus.SUCCESS), 'the next two sends succeed');
+  t.ok(logA.sends.slice(4).every((w) => w.status === EfaStatus.SUCCESS), 'the next two sends succeed');
   t.same(
     logB.recvs.slice(1).map((r) => r.immData),
     [4, 5],
@@ -189,7 +189,7 @@ t.test('answers to copies already settled are not signs of life: the send still 
   const answers = a.dev.stats.rnr_received + a.dev.stats.acks_received - answersBefore;
   t.ok(answers > 10, `the old copies were answered (acks of settled PSNs, RNR NAKs) and the answers arrived (${answers})`);
   const wc = logA.sends[0];
-  t.equal(wc.status, WcStatus.LOCAL_ERROR_UNRESP_REMOTE, 'the send failed UNRESP_REMOTE');
+  t.equal(wc.status, EfaStatus.LOCAL_ERROR_UNRESP_REMOTE, 'the send failed UNRESP_REMOTE');
   t.ok(wc.t - cut <= TIMEOUT + SRD.maxRtoMs, `${(wc.t - cut).toFixed(1)} ms after the cut: within the timeout`);
   t.equal(logB.recvs.length, 0, 'nothing was delivered');
 });

@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { execFile } from 'node:child_process';
 import t from 'tap';
-import { WcStatus } from '../src/common/wc-status';
+import { EfaStatus } from '../src/common/efa-status';
 import { PcapWriter } from '../src/io/pcap-writer';
 import { BASE_HEADER_LEN, FLAG_HAS_IMM, OFF_CRC, PacketType, readU32, WIRE_MAGIC, WIRE_VERSION } from '../src/wire/header';
 import * as srd from '../src/wire/srd-header';
@@ -139,7 +139,7 @@ t.test('the dissector knows the same types, statuses, lengths and flags as the T
   const statusBlock = /local wc_status_names = \{([\s\S]*?)\n\}/.exec(lua)?.[1] ?? '';
   const statuses: Record<string, number> = {};
   for (const m of statusBlock.matchAll(/\[(\d+)\] = "([A-Z_]+)"/g)) statuses[m[2]] = Number(m[1]);
-  t.same(statuses, WcStatus, 'completion status names and numbers as in DESIGN section 6');
+  t.same(statuses, EfaStatus, 'completion status names and numbers as in DESIGN section 6');
 });
 
 t.test('tshark decodes every field of each packet type', { skip: noTshark }, async (t) => {

@@ -17,6 +17,7 @@ import {
   WcOpcode,
   WcStatus,
   wcStatusStr,
+  efaStatusStr,
   CompletionPoller,
   EfaError,
   InvalidArgumentError,
@@ -58,18 +59,21 @@ export interface PingPongResult {
 }
 
 /**
- * An error completion ended the ping-pong. The message is ibv_ud_pingpong's line, e.g.
- * `Failed status LOCAL_ERROR_BAD_LENGTH (6) for wr_id 0`.
+ * An error completion ended the ping-pong. The message is ibv_ud_pingpong's line, with EFA's
+ * vendor error after it, e.g.
+ * `Failed status local length error (1) for wr_id 0 (vendor_err 6 LOCAL_ERROR_BAD_LENGTH)`.
  */
 export class CompletionFailedError extends EfaError {
   constructor(
-    /** The completion's status (EFA's numbers, see wcStatusStr). */
+    /** The completion's ibv_wc_status (see wcStatusStr). */
     readonly status: number,
     readonly wrId: number,
     /** The completion's WcOpcode: which side (send or receive) failed. */
     readonly opcode: number,
+    /** The EFA completion status (see efaStatusStr). */
+    readonly vendorErr: number = 0,
   ) {
-    super('EWCSTATUS', `Failed status ${wcStatusStr(status)} (${status}) for wr_id ${wrId}`);
+    super('EWCSTATUS', `Failed status ${wcStatusStr(status)} (${status}) for wr_id ${wrId} (vendor_err ${vendorErr} ${efaStatusStr(vendorErr)})`);
   }
 }
 
@@ -205,7 +209,7 @@ class PingPong {
   /** Stops at the first error completion; the wait under way rejects with it. */
   private abort(wc: WorkCompletion): void {
     if (this.failure !== null) return;
-    this.failure = new CompletionFailedError(wc.status, wc.wrId, wc.opcode);
+    this.failure = new CompletionFailedError(wc.status, wc.wrId, wc.opcode, wc.vendorErr);
     this.poller?.stop();
     this.fail(this.failure);
   }

@@ -32,7 +32,8 @@ export const QP_STATE_NAMES: Record<number, string> = {
   6: 'ERR',
 };
 
-export { WcStatus, wcStatusStr } from '../common/wc-status';
+export { WcStatus, wcStatusStr, wcStatusFromEfa } from '../common/wc-status';
+export { EfaStatus, efaStatusStr } from '../common/efa-status';
 
 /** Completion opcodes, numbered as `enum ibv_wc_opcode`. */
 export const WcOpcode = {

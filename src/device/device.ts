@@ -31,7 +31,8 @@ import {
 } from './constants';
 // Imported from its home, not through constants' re-export, which compiles to a getter call
 // on every use in the hot path.
-import { WcStatus } from '../common/wc-status';
+import { EfaStatus } from '../common/efa-status';
+import { wcStatusFromEfa } from '../common/wc-status';
 import { DeviceStats } from './device-stats';
 import { MemoryRegion } from './memory-region';
 import { Peer, type Endpoint } from './peer';
@@ -570,7 +571,7 @@ export class Device extends EventEmitter {
     qp.destroyed = true;
     // Its sends are abandoned without completions (the QP is gone); the receivers learn to
     // forget them through the window start.
-    if (qp.qpType === QpType.SRD) this.srd.abandonOwner(this.clock(), qp, WcStatus.FLUSHED);
+    if (qp.qpType === QpType.SRD) this.srd.abandonOwner(this.clock(), qp, EfaStatus.FLUSHED);
     qp.state = QpState.RESET;
     qp.rq.clear();
     qp.sendCq.detachOwner(qp);
@@ -586,7 +587,7 @@ export class Device extends EventEmitter {
   /** Moving to ERR completes every posted receive and outstanding send with FLUSHED. */
   private flushQp(qp: QueuePair): void {
     if (qp.qpType === QpType.SRD) {
-      this.srd.abandonOwner(this.clock(), qp, WcStatus.FLUSHED);
+      this.srd.abandonOwner(this.clock(), qp, EfaStatus.FLUSHED);
       this.kickTimer();
     }
     const rq = qp.rq;
@@ -595,7 +596,8 @@ export class Device extends EventEmitter {
       const wc = qp.recvCq.push(qp);
       if (wc !== null) {
         wc.wrId = rq.wrId[slot];
-        wc.status = WcStatus.FLUSHED;
+        wc.status = wcStatusFromEfa(EfaStatus.FLUSHED);
+        wc.vendorErr = EfaStatus.FLUSHED;
         wc.opcode = WcOpcode.RECV;
         wc.qpNum = qp.qpNum;
       }
@@ -883,16 +885,16 @@ export class Device extends EventEmitter {
 
     const ah = wr.ah;
     if (!(ah instanceof AddressHandle) || ah.destroyed || ah.pd !== qp.pd) {
-      this.completeSend(qp, wr.wrId, WcStatus.LOCAL_ERROR_INVALID_AH, 0);
+      this.completeSend(qp, wr.wrId, EfaStatus.LOCAL_ERROR_INVALID_AH, 0);
       return;
     }
     if (total > this.attributes.maxMsgSize) {
-      this.completeSend(qp, wr.wrId, WcStatus.LOCAL_ERROR_BAD_LENGTH, 0);
+      this.completeSend(qp, wr.wrId, EfaStatus.LOCAL_ERROR_BAD_LENGTH, 0);
       return;
     }
     const remoteQpn = wr.remoteQpn;
     if (!Number.isInteger(remoteQpn) || remoteQpn < 0 || remoteQpn > 0xffff) {
-      this.completeSend(qp, wr.wrId, WcStatus.REMOTE_ERROR_BAD_DEST_QPN, 0);
+      this.completeSend(qp, wr.wrId, EfaStatus.REMOTE_ERROR_BAD_DEST_QPN, 0);
       return;
     }
     const srd = qp.qpType === QpType.SRD;
@@ -901,7 +903,7 @@ export class Device extends EventEmitter {
     const buf = srd ? (this.txPool.pop() ?? Buffer.allocUnsafeSlow(this.txPoolBytes)) : Buffer.allocUnsafe(off + total);
     if (!this.gather(qp, sgl, numSge, buf, off)) {
       if (srd) this.txPool.push(buf);
-      this.completeSend(qp, wr.wrId, WcStatus.LOCAL_ERROR_INVALID_LKEY, 0);
+      this.completeSend(qp, wr.wrId, EfaStatus.LOCAL_ERROR_INVALID_LKEY, 0);
       return;
     }
     this.stats.send_bytes += total;
@@ -913,7 +915,7 @@ export class Device extends EventEmitter {
     }
     const len = finishUdPacket(buf, total, qp.qpNum, remoteQpn, wr.remoteQkey >>> 0, imm, this.gid);
     this.transmitTo(buf, len, ah.peer.host, ah.peer.port, null);
-    this.completeSend(qp, wr.wrId, WcStatus.SUCCESS, total);
+    this.completeSend(qp, wr.wrId, EfaStatus.SUCCESS, total);
   }
 
   /**
@@ -945,7 +947,7 @@ export class Device extends EventEmitter {
   private completeSrdSend(op: SendOp, status: number): void {
     const qp = op.owner as QueuePair;
     if (qp.destroyed) return;
-    this.completeSend(qp, op.wrId, status as WcStatus, status === WcStatus.SUCCESS ? op.byteLen : 0);
+    this.completeSend(qp, op.wrId, status as EfaStatus, status === EfaStatus.SUCCESS ? op.byteLen : 0);
   }
 
   /**
@@ -957,29 +959,29 @@ export class Device extends EventEmitter {
     const qp = this.qps[hdr.dstQpn];
     if (qp === undefined || qp.qpType !== QpType.SRD) {
       this.stats.drop('rx_drop_unknown_qpn');
-      return WcStatus.REMOTE_ERROR_BAD_DEST_QPN;
+      return EfaStatus.REMOTE_ERROR_BAD_DEST_QPN;
     }
     if (qp.state === QpState.RESET || qp.state === QpState.INIT) {
       // Not ready yet: the sender retries, as it would for a missing receive.
       this.stats.drop('rx_drop_qp_state');
-      return WcStatus.REMOTE_ERROR_RNR;
+      return EfaStatus.REMOTE_ERROR_RNR;
     }
     if (!ACCEPTS_RECEIVES[qp.state]) {
       this.stats.drop('rx_drop_qp_state');
-      return WcStatus.REMOTE_ERROR_BAD_DEST_QPN;
+      return EfaStatus.REMOTE_ERROR_BAD_DEST_QPN;
     }
     if (hdr.qkey !== qp.qkey) {
       this.stats.drop('rx_drop_qkey_mismatch');
-      return WcStatus.REMOTE_ERROR_BAD_DEST_QPN;
+      return EfaStatus.REMOTE_ERROR_BAD_DEST_QPN;
     }
     if (qp.rq.count === 0) {
       this.stats.drop('rx_drop_no_recv_wr');
-      return WcStatus.REMOTE_ERROR_RNR;
+      return EfaStatus.REMOTE_ERROR_RNR;
     }
     const status = this.deliver(qp, buf, hdr, payloadOff, payloadLen, false);
-    if (status === WcStatus.SUCCESS) return WcStatus.SUCCESS;
-    if (status === WcStatus.LOCAL_ERROR_BAD_LENGTH) return WcStatus.REMOTE_ERROR_BAD_LENGTH;
-    return WcStatus.REMOTE_ERROR_BAD_ADDRESS;
+    if (status === EfaStatus.SUCCESS) return EfaStatus.SUCCESS;
+    if (status === EfaStatus.LOCAL_ERROR_BAD_LENGTH) return EfaStatus.REMOTE_ERROR_BAD_LENGTH;
+    return EfaStatus.REMOTE_ERROR_BAD_ADDRESS;
   }
 
   /** Runs the device's due timers (SRD acks and retransmissions); the io layer's timer calls it. */
@@ -995,11 +997,12 @@ export class Device extends EventEmitter {
     if (d !== Infinity) this.timer.arm(d);
   }
 
-  private completeSend(qp: QueuePair, wrId: number, status: WcStatus, byteLen: number): void {
+  private completeSend(qp: QueuePair, wrId: number, status: EfaStatus, byteLen: number): void {
     const wc = qp.sendCq.push(qp);
     if (wc === null) return;
     wc.wrId = wrId;
-    wc.status = status;
+    wc.status = wcStatusFromEfa(status);
+    wc.vendorErr = status;
     wc.opcode = WcOpcode.SEND;
     wc.byteLen = byteLen;
     wc.qpNum = qp.qpNum;
@@ -1100,13 +1103,13 @@ export class Device extends EventEmitter {
    * Scatters a message into the QP's oldest posted receive and completes it. With `grh`, the
    * 40-byte GRH goes first (UD). Returns the completion status.
    */
-  private deliver(qp: QueuePair, buf: Buffer, hdr: PacketHeader, payloadOff: number, payloadLen: number, grh: boolean): WcStatus {
+  private deliver(qp: QueuePair, buf: Buffer, hdr: PacketHeader, payloadOff: number, payloadLen: number, grh: boolean): EfaStatus {
     const rq = qp.rq;
     const slot = rq.head;
     const base = slot * rq.maxSge;
     const n = rq.sgeCount[slot];
     const needed = payloadLen + (grh ? GRH_LENGTH : 0);
-    let status: WcStatus = WcStatus.SUCCESS;
+    let status: EfaStatus = EfaStatus.SUCCESS;
     let capacity = 0;
     for (let i = 0; i < n; i++) {
       const mr = rq.sgeMr[base + i];
@@ -1122,13 +1125,13 @@ export class Device extends EventEmitter {
         addr < 0 ||
         addr + len > mr.buffer.length
       ) {
-        status = WcStatus.LOCAL_ERROR_INVALID_LKEY;
+        status = EfaStatus.LOCAL_ERROR_INVALID_LKEY;
         break;
       }
       capacity += len;
     }
-    if (status === WcStatus.SUCCESS && capacity < needed) status = WcStatus.LOCAL_ERROR_BAD_LENGTH;
-    if (status === WcStatus.SUCCESS) {
+    if (status === EfaStatus.SUCCESS && capacity < needed) status = EfaStatus.LOCAL_ERROR_BAD_LENGTH;
+    if (status === EfaStatus.SUCCESS) {
       // Two sources, GRH then payload, scattered across up to maxRecvSge entries.
       let srcBuf: Buffer = grh ? this.grhScratch : buf;
       let srcOff = grh ? 0 : payloadOff;
@@ -1160,11 +1163,12 @@ export class Device extends EventEmitter {
     const wc = qp.recvCq.push(qp);
     if (wc !== null) {
       wc.wrId = rq.wrId[slot];
-      wc.status = status;
+      wc.status = wcStatusFromEfa(status);
+      wc.vendorErr = status;
       wc.opcode = WcOpcode.RECV;
       wc.qpNum = qp.qpNum;
       wc.srcQp = hdr.srcQpn;
-      wc.byteLen = status === WcStatus.SUCCESS ? needed : 0;
+      wc.byteLen = status === EfaStatus.SUCCESS ? needed : 0;
       let flags = grh ? WcFlags.GRH : 0;
       if ((hdr.flags & FLAG_HAS_IMM) !== 0) {
         flags |= WcFlags.WITH_IMM;

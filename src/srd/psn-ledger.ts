@@ -7,7 +7,7 @@ export const MAX_PSN_SPAN = 1 << 18;
 
 /** Ledger entry: nothing known about this PSN yet. */
 export const PSN_UNKNOWN = 0;
-/** Ledger entry: delivered to the application. Refusals store their WcStatus (1..127). */
+/** Ledger entry: delivered to the application. Refusals store their EfaStatus (1..127). */
 export const PSN_DELIVERED = 0xff;
 
 const INITIAL_SPAN = 256;

@@ -1,5 +1,5 @@
 import { isNewerIncarnation } from '../common/incarnation';
-import { WcStatus } from '../common/wc-status';
+import { EfaStatus } from '../common/efa-status';
 import { sealPacket, writeU32 } from '../wire/header';
 import { OFF_TX_TIME, OFF_WINDOW_START, sackBit, SACK_BITS, writeSrdData } from '../wire/srd-header';
 import { DeadlineHeap } from './deadline-heap';
@@ -10,7 +10,7 @@ import type { SrdChannel } from './srd-channel';
 import type { SrdConfig } from './srd-config';
 import type { SrdCounters, SrdHost } from './srd-host';
 
-const RNR = WcStatus.REMOTE_ERROR_RNR;
+const RNR = EfaStatus.REMOTE_ERROR_RNR;
 
 /** A timer this late (ms) says the device itself was stalled. */
 const STALL_MS = 20;
@@ -247,7 +247,7 @@ export class Requester {
     const limit = ((cum - tx.nextPsn) | 0) > 0 ? tx.nextPsn : cum;
     let settled = 0;
     while (tx.head !== null && ((tx.head.psn - limit) | 0) < 0) {
-      this.settle(tx.head, WcStatus.SUCCESS);
+      this.settle(tx.head, EfaStatus.SUCCESS);
       settled++;
     }
     if (sack !== null) {
@@ -257,7 +257,7 @@ export class Requester {
         const d = (op.psn - sackBase) | 0;
         if (d >= SACK_BITS) break;
         if (d >= 0 && sackBit(sack, d)) {
-          this.settle(op, WcStatus.SUCCESS);
+          this.settle(op, EfaStatus.SUCCESS);
           settled++;
         }
         op = next;
@@ -313,7 +313,7 @@ export class Requester {
     if (status !== RNR) {
       // The receiver restarted: what it refused was meant for its predecessor. New sends go
       // unstamped until its acks tell the new incarnation.
-      if (status === WcStatus.REMOTE_ERROR_UNKNOWN_PEER && tx.rxIncarnation === op.destIncarnation) tx.rxIncarnation = 0;
+      if (status === EfaStatus.REMOTE_ERROR_UNKNOWN_PEER && tx.rxIncarnation === op.destIncarnation) tx.rxIncarnation = 0;
       this.settle(op, status);
       this.slotFreed(now, ch);
       return;
@@ -481,8 +481,8 @@ export class Requester {
     tx.stallCredit = 0;
   }
 
-  private silenceStatus(tx: SendState): WcStatus {
-    return tx.everAnswered ? WcStatus.LOCAL_ERROR_UNRESP_REMOTE : WcStatus.LOCAL_ERROR_UNREACH_REMOTE;
+  private silenceStatus(tx: SendState): EfaStatus {
+    return tx.everAnswered ? EfaStatus.LOCAL_ERROR_UNRESP_REMOTE : EfaStatus.LOCAL_ERROR_UNREACH_REMOTE;
   }
 
   private countSilence(tx: SendState): void {

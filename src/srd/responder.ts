@@ -1,4 +1,4 @@
-import { WcStatus } from '../common/wc-status';
+import { EfaStatus } from '../common/efa-status';
 import { encodeHeader, PacketType, sealPacket, type PacketHeader } from '../wire/header';
 import {
   setSackBit,
@@ -52,7 +52,7 @@ export class Responder implements AckCarrier {
       // Meant for an earlier incarnation of this device (the process restarted): refusing it
       // keeps "at most once" across restarts; the sender fails it with UNKNOWN_PEER.
       this.drop('rx_drop_wrong_incarnation');
-      this.sendNak(ch, f.session, f.psn, WcStatus.REMOTE_ERROR_UNKNOWN_PEER, f.txTime);
+      this.sendNak(ch, f.session, f.psn, EfaStatus.REMOTE_ERROR_UNKNOWN_PEER, f.txTime);
       return;
     }
     if (!rx.hasSession || rx.session !== f.session) {
@@ -91,7 +91,7 @@ export class Responder implements AckCarrier {
       return;
     }
     const status = this.host.deliver(buf, hdr, hdr.hdrLen, hdr.payloadLen);
-    if (status === WcStatus.SUCCESS) {
+    if (status === EfaStatus.SUCCESS) {
       rx.echoTime = f.txTime;
       // A new gap, or a hole filled, is news the sender acts on (fast retransmit, window): say
       // it at once. Packets that simply continue the stream are acked together.
@@ -106,7 +106,7 @@ export class Responder implements AckCarrier {
     }
     // Final for this PSN, RNR included: the sender retries an RNR'd message under a new PSN,
     // so no copy of this one may ever be delivered.
-    if (status === WcStatus.REMOTE_ERROR_RNR) this.counters.rnr_sent++;
+    if (status === EfaStatus.REMOTE_ERROR_RNR) this.counters.rnr_sent++;
     ledger.set(psn, status);
     this.sendNak(ch, rx.session, psn, status, f.txTime);
   }

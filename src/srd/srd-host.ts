@@ -13,7 +13,7 @@ export interface SrdHost {
    */
   transmit(buf: Buffer, len: number, host: string, port: number, onSent: (() => void) | null): void;
   /**
-   * Delivers a message to the local QP the header names. Returns WcStatus.SUCCESS (0) when it
+   * Delivers a message to the local QP the header names. Returns EfaStatus.SUCCESS (0) when it
    * was placed in a posted receive, REMOTE_ERROR_RNR (10) when no receive is posted (the
    * sender will retry), or the final status the sender reports.
    */

@@ -23,6 +23,10 @@ import { crc32 } from './checksum';
 export const WIRE_MAGIC = 0xefa1;
 /** 2: SRD acks carry a sack_base; every RNR answer is final for its PSN (no RNR_LAST flag). */
 export const WIRE_VERSION = 2;
+/** True for the packet types that are SRD data (sequenced, acked, retransmitted). */
+export function isSrdData(type: number): boolean {
+  return type === PacketType.SRD_DATA || type >= PacketType.SRD_RDMA_WRITE;
+}
 export const BASE_HEADER_LEN = 40;
 
 export const OFF_MAGIC = 0;
@@ -47,6 +51,12 @@ export const PacketType = {
   SRD_ACK: 3,
   /** A negative acknowledgement of one packet: receiver not ready, or a final error status. */
   SRD_NAK: 4,
+  /** One segment of an RDMA write (SRD data with the RDMA extension, see rdma-header.ts). */
+  SRD_RDMA_WRITE: 5,
+  /** An RDMA read request: no payload, the target answers with SRD_READ_RESP packets. */
+  SRD_READ_REQ: 6,
+  /** One segment of the data an RDMA read returns. */
+  SRD_READ_RESP: 7,
 } as const;
 export type PacketType = (typeof PacketType)[keyof typeof PacketType];
 
@@ -80,7 +90,7 @@ export class PacketHeader {
 }
 
 function isKnownType(type: number): boolean {
-  return type >= PacketType.UD_SEND && type <= PacketType.SRD_NAK;
+  return type >= PacketType.UD_SEND && type <= PacketType.SRD_READ_RESP;
 }
 
 /**

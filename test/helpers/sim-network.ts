@@ -63,7 +63,7 @@ export interface PacketInfo {
   sackBase: number;
   /** SRD_ACK, SRD_NAK: the tx_time of the data packet answered. */
   echoTime: number;
-  /** SRD_NAK: the WcStatus the sender is to report (10 = RNR). */
+  /** SRD_NAK: the EfaStatus the sender is to report (10 = RNR). */
   status: number;
   /** SRD_DATA: the session of the ack it carries for the other direction (0: none). */
   pbSession: number;
@@ -815,6 +815,7 @@ export function patternPayload(id: number, len: number): Buffer {
 export interface TimedCompletion {
   t: number;
   wrId: number;
+  /** The EFA completion status (the completion's vendorErr). */
   status: number;
   opcode: number;
   byteLen: number;
@@ -844,10 +845,10 @@ export function watchEnds(sim: SimNetwork, ends: SrdEnd[], slotSize = 8192): End
     for (let n = end.dev.pollCq(cq, 64, scratch); n > 0; n = end.dev.pollCq(cq, 64, scratch)) {
       for (let i = 0; i < n; i++) {
         const wc = scratch[i];
-        into.push({ t: sim.now, wrId: wc.wrId, status: wc.status, opcode: wc.opcode, byteLen: wc.byteLen, qpNum: wc.qpNum, srcQp: wc.srcQp, immData: wc.immData, wcFlags: wc.wcFlags });
+        into.push({ t: sim.now, wrId: wc.wrId, status: wc.vendorErr, opcode: wc.opcode, byteLen: wc.byteLen, qpNum: wc.qpNum, srcQp: wc.srcQp, immData: wc.immData, wcFlags: wc.wcFlags });
         if (recv) {
           const off = wc.wrId * slotSize;
-          log.payloads.push(wc.status === 0 ? Buffer.from(end.buf.subarray(off, off + wc.byteLen)) : Buffer.alloc(0));
+          log.payloads.push(wc.vendorErr === 0 ? Buffer.from(end.buf.subarray(off, off + wc.byteLen)) : Buffer.alloc(0));
         }
       }
     }

@@ -27,7 +27,7 @@
  *  - rx_drops is the sum of the rx_drop_* causes on every device.
  */
 import { Prng } from '../../src/common/prng';
-import { WcStatus, wcStatusStr } from '../../src/common/wc-status';
+import { EfaStatus, efaStatusStr } from '../../src/common/efa-status';
 import type { AddressHandle } from '../../src/device/address-handle';
 import { WcFlags, WcOpcode, WrOpcode } from '../../src/device/constants';
 import { WorkCompletion } from '../../src/device/work-completion';
@@ -474,7 +474,7 @@ export async function runScenario(p: ScenarioParams, wantTrace = false): Promise
   const checkRecv = (node: SimNode, wc: WorkCompletion) => {
     const end = endByQpn[node.index][wc.qpNum];
     if (end === undefined) return problem(`device ${node.index}: receive completion for unknown QP ${wc.qpNum}`);
-    if (wc.status !== WcStatus.SUCCESS) return problem(`device ${node.index}: receive completion status ${wcStatusStr(wc.status)}`);
+    if (wc.vendorErr !== EfaStatus.SUCCESS) return problem(`device ${node.index}: receive completion status ${efaStatusStr(wc.vendorErr)}`);
     if (wc.opcode !== WcOpcode.RECV) problem(`device ${node.index}: receive completion opcode ${wc.opcode}`);
     const slot = wc.wrId;
     const msg = (wc.wcFlags & WcFlags.WITH_IMM) !== 0 ? msgs[wc.immData] : undefined;
@@ -485,7 +485,7 @@ export async function runScenario(p: ScenarioParams, wantTrace = false): Promise
       if (msg.deliveries > 1) problem(`message ${msg.id} (${msg.from}->${msg.to}) delivered ${msg.deliveries} times`);
       if (msg.completions > 0) {
         lateDeliveries++;
-        if (msg.status === WcStatus.REMOTE_ERROR_RNR) problem(`message ${msg.id} (${msg.from}->${msg.to}) was delivered after its send completed REMOTE_ERROR_RNR at t=${msg.completedAt.toFixed(3)}`);
+        if (msg.status === EfaStatus.REMOTE_ERROR_RNR) problem(`message ${msg.id} (${msg.from}->${msg.to}) was delivered after its send completed REMOTE_ERROR_RNR at t=${msg.completedAt.toFixed(3)}`);
       }
       msg.deliveredAt = sim.now;
       if (msg.to !== node.index || msg.toEnd !== end) problem(`message ${msg.id} for ${msg.to}/QP ${msg.toEnd.qp.qpNum} delivered to ${node.index}/QP ${wc.qpNum}`);
@@ -505,32 +505,32 @@ export async function runScenario(p: ScenarioParams, wantTrace = false): Promise
     const msg = msgs[wc.wrId];
     if (msg === undefined || msg.from !== node.index) return problem(`device ${node.index}: send completion for unknown wr ${wc.wrId}`);
     msg.completions++;
-    if (msg.completions > 1) return problem(`message ${msg.id} completed ${msg.completions} times (now ${wcStatusStr(wc.status)}, first ${wcStatusStr(msg.status)})`);
+    if (msg.completions > 1) return problem(`message ${msg.id} completed ${msg.completions} times (now ${efaStatusStr(wc.vendorErr)}, first ${efaStatusStr(msg.status)})`);
     completed++;
-    msg.status = wc.status;
+    msg.status = wc.vendorErr;
     msg.completedAt = sim.now;
     if (wc.qpNum !== msg.fromEnd.qp.qpNum) problem(`message ${msg.id}: send completion on QP ${wc.qpNum}, posted on ${msg.fromEnd.qp.qpNum}`);
     if (wc.opcode !== WcOpcode.SEND) problem(`message ${msg.id}: send completion opcode ${wc.opcode}`);
-    if (wc.status === WcStatus.SUCCESS) {
+    if (wc.vendorErr === EfaStatus.SUCCESS) {
       if (msg.deliveries !== 1) problem(`message ${msg.id} (${msg.from}->${msg.to}) completed SUCCESS but was delivered ${msg.deliveries} times`);
       if (wc.byteLen !== msg.len) problem(`message ${msg.id}: send byteLen ${wc.byteLen}, sent ${msg.len}`);
       return;
     }
-    const name = wcStatusStr(wc.status);
-    if (wc.status === WcStatus.REMOTE_ERROR_RNR) {
+    const name = efaStatusStr(wc.vendorErr);
+    if (wc.vendorErr === EfaStatus.REMOTE_ERROR_RNR) {
       // The receiver said "not ready" more often than rnr_retry allows: only on scenarios whose
       // receivers are slow and whose QPs do not retry for ever, and the message never lands.
       if (p.rnr === null || p.rnrRetry === 7) problem(`message ${msg.id} (${msg.from}->${msg.to}) completed REMOTE_ERROR_RNR with rnr_retry ${p.rnrRetry}`);
       if (msg.deliveries > 0) problem(`message ${msg.id} (${msg.from}->${msg.to}) completed REMOTE_ERROR_RNR but was delivered at t=${msg.deliveredAt.toFixed(3)}`);
       return;
     }
-    if (wc.status !== WcStatus.LOCAL_ERROR_UNRESP_REMOTE && wc.status !== WcStatus.LOCAL_ERROR_UNREACH_REMOTE) {
+    if (wc.vendorErr !== EfaStatus.LOCAL_ERROR_UNRESP_REMOTE && wc.vendorErr !== EfaStatus.LOCAL_ERROR_UNREACH_REMOTE) {
       return problem(`message ${msg.id} (${msg.from}->${msg.to}) completed ${name}`);
     }
     if (!errorsAllowed(msg.from, msg.to, sim.now)) problem(`message ${msg.id} (${msg.from}->${msg.to}) completed ${name}, posted at ${msg.postAt.toFixed(3)}, but the devices were not cut off for long around then`);
     const everHeard = heard.has(pairKey(msg.from, msg.to));
-    if (wc.status === WcStatus.LOCAL_ERROR_UNREACH_REMOTE && everHeard) problem(`message ${msg.id} (${msg.from}->${msg.to}): UNREACH_REMOTE, but device ${msg.from} had heard from ${msg.to}`);
-    if (wc.status === WcStatus.LOCAL_ERROR_UNRESP_REMOTE && !everHeard) problem(`message ${msg.id} (${msg.from}->${msg.to}): UNRESP_REMOTE, but device ${msg.from} never heard from ${msg.to}`);
+    if (wc.vendorErr === EfaStatus.LOCAL_ERROR_UNREACH_REMOTE && everHeard) problem(`message ${msg.id} (${msg.from}->${msg.to}): UNREACH_REMOTE, but device ${msg.from} had heard from ${msg.to}`);
+    if (wc.vendorErr === EfaStatus.LOCAL_ERROR_UNRESP_REMOTE && !everHeard) problem(`message ${msg.id} (${msg.from}->${msg.to}): UNRESP_REMOTE, but device ${msg.from} never heard from ${msg.to}`);
   };
   const pollNode = (node: SimNode) => {
     const dev = node.device;
@@ -584,7 +584,7 @@ export async function runScenario(p: ScenarioParams, wantTrace = false): Promise
     if (o !== 0) problem(`device ${node.index}: engine.outstanding = ${o} after every send completed`);
   }
   for (const msg of msgs) {
-    if (msg.status === WcStatus.SUCCESS && msg.deliveries !== 1) problem(`message ${msg.id}: SUCCESS but delivered ${msg.deliveries} times`);
+    if (msg.status === EfaStatus.SUCCESS && msg.deliveries !== 1) problem(`message ${msg.id}: SUCCESS but delivered ${msg.deliveries} times`);
   }
 
   for (const node of nodes) {
@@ -609,10 +609,10 @@ export async function runScenario(p: ScenarioParams, wantTrace = false): Promise
   return {
     problems,
     msgs: msgs.length,
-    ok: msgs.filter((m) => m.status === WcStatus.SUCCESS).length,
-    unresp: msgs.filter((m) => m.status === WcStatus.LOCAL_ERROR_UNRESP_REMOTE).length,
-    unreach: msgs.filter((m) => m.status === WcStatus.LOCAL_ERROR_UNREACH_REMOTE).length,
-    rnr: msgs.filter((m) => m.status === WcStatus.REMOTE_ERROR_RNR).length,
+    ok: msgs.filter((m) => m.status === EfaStatus.SUCCESS).length,
+    unresp: msgs.filter((m) => m.status === EfaStatus.LOCAL_ERROR_UNRESP_REMOTE).length,
+    unreach: msgs.filter((m) => m.status === EfaStatus.LOCAL_ERROR_UNREACH_REMOTE).length,
+    rnr: msgs.filter((m) => m.status === EfaStatus.REMOTE_ERROR_RNR).length,
     counters,
     lateDeliveries,
     finishedAt,
