@@ -22,6 +22,8 @@ export const ENV_FAULTS = 'EFA_EMU_FAULTS';
  * real processes.
  */
 export const ENV_SRD = 'EFA_EMU_SRD';
+/** The EFA generation a device emulates (`efa0` .. `efa3`); the newest when unset. */
+export const ENV_GENERATION = 'EFA_EMU_GENERATION';
 /** Device name; the daemon keeps a device's GID stable per name. */
 export const ENV_DEVICE_NAME = 'EFA_EMU_DEVICE_NAME';
 /**
@@ -63,6 +65,8 @@ export interface RankEnv {
   srd: string | null;
   /** Device name from `EFA_EMU_DEVICE_NAME`. */
   deviceName: string | null;
+  /** EFA generation from `EFA_EMU_GENERATION`. */
+  generation: string | null;
   /** True when started by `efa-emu launch` (`EFA_EMU_LAUNCHED=1`). */
   launched: boolean;
 }
@@ -144,6 +148,7 @@ export function readRankEnv(env: NodeJS.ProcessEnv = process.env): RankEnv {
     faults: nonEmpty(env[ENV_FAULTS]),
     srd: nonEmpty(env[ENV_SRD]),
     deviceName: nonEmpty(env[ENV_DEVICE_NAME]),
+    generation: nonEmpty(env[ENV_GENERATION]),
     launched: env[ENV_LAUNCHED] === '1',
   };
 }
@@ -157,6 +162,7 @@ export function rankEnvVars(opts: {
   size: number;
   daemon: HostPort;
   faults?: string | null;
+  generation?: string | null;
 }): Record<string, string> {
   const vars: Record<string, string> = {
     [ENV_DAEMON]: formatHostPort(opts.daemon),
@@ -165,6 +171,7 @@ export function rankEnvVars(opts: {
     [ENV_LAUNCHED]: '1',
   };
   if (opts.faults !== undefined && opts.faults !== null) vars[ENV_FAULTS] = opts.faults;
+  if (opts.generation !== undefined && opts.generation !== null) vars[ENV_GENERATION] = opts.generation;
   return vars;
 }
 

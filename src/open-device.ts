@@ -4,7 +4,8 @@ import { parseGid } from './common/gid';
 import { DaemonClient } from './control/client';
 import type { DeviceAttributes } from './device/attributes';
 import { Device } from './device/device';
-import { ENV_SRD, readRankEnv, parseHostPort, type HostPort } from './env';
+import { ENV_GENERATION, ENV_SRD, readRankEnv, parseHostPort, type HostPort } from './env';
+import { DEFAULT_GENERATION, generationProfile } from './device/generations';
 import { UdpPort } from './io/udp-port';
 import { TimerDriver } from './io/timer-driver';
 import { FaultInjector, defaultTargetKey } from './io/fault-injector';
@@ -28,6 +29,11 @@ export interface OpenDeviceOptions {
   port?: number;
   /** This process's rank, reported to the daemon. Default: from the launcher's variables. */
   rank?: number | null;
+  /**
+   * The EFA generation to emulate: `efa0` (the 2018 device: send/receive only) .. `efa3`, or
+   * the PCI id (`0xefa1`). Default: `EFA_EMU_GENERATION`, else the newest.
+   */
+  generation?: string;
   /** Overrides of the device attributes (limits, MTU). */
   attributes?: Partial<DeviceAttributes>;
   /** SRD tunables (window, RTO bounds, `unresponsiveTimeoutMs`, ...). Default: `EFA_EMU_SRD`. */
@@ -77,6 +83,8 @@ export async function openDevice(opts: OpenDeviceOptions = {}): Promise<EfaDevic
   const faultSource = opts.faults !== undefined ? 'faults' : 'EFA_EMU_FAULTS';
   // Checked before anything is opened: a bad spec is the caller's error, named as such.
   const faultSpec = toFaultSpec(opts.faults !== undefined ? opts.faults : env.faults, faultSource);
+  const generation = opts.generation ?? env.generation ?? DEFAULT_GENERATION;
+  generationProfile(generation, opts.generation !== undefined ? 'generation' : ENV_GENERATION);
   const srd = opts.srd ?? (env.srd === null ? undefined : resolveSrdConfig(parseSrdConfigText(env.srd, ENV_SRD)));
 
   const client = await DaemonClient.connect({ host: daemonAddr.host, port: daemonAddr.port, logger, token: opts.daemonToken });
@@ -122,6 +130,7 @@ export async function openDevice(opts: OpenDeviceOptions = {}): Promise<EfaDevic
       gid: parseGid(lease.gid),
       rank,
       incarnation,
+      generation,
       attributes: opts.attributes,
       srd,
       timer,

@@ -1,7 +1,9 @@
 -- Wireshark dissector for efa-emu, the emulated AWS EFA fabric.
 --
--- Decodes the 40-byte base header of every efa-emu datagram (src/wire/header.ts) and the SRD
--- extensions (src/wire/srd-header.ts); the rest of the datagram is shown as data. It finds
+-- Decodes the 40-byte base header of every efa-emu datagram (src/wire/header.ts), the SRD
+-- extensions (src/wire/srd-header.ts) and the RDMA extension that RDMA writes, read requests
+-- and read responses carry after their SRD data part (src/wire/rdma-header.ts); the rest of
+-- the datagram is shown as data. It finds
 -- the traffic by itself (heuristic on UDP: magic 0xEFA1, version 1 or 2), and can also be forced
 -- onto a port with "Decode As... -> UDP port -> EFA_EMU" or the "UDP port" preference.
 --
@@ -14,20 +16,24 @@
 --   efa_emu.hdr_len efa_emu.src_qpn efa_emu.dst_qpn efa_emu.payload_len efa_emu.qkey
 --   efa_emu.imm efa_emu.src_gid efa_emu.src_gid.fabric_id efa_emu.src_gid.device_index
 --   efa_emu.crc efa_emu.crc.status
---   efa_emu.srd.session efa_emu.srd.psn (data and NAK, so one filter follows a PSN)
+--   efa_emu.srd.session efa_emu.srd.psn (data, RDMA and NAK, so one filter follows a PSN)
 --   efa_emu.srd.window_start efa_emu.srd.tx_time efa_emu.srd.dest_incarnation
 --   efa_emu.srd.piggyback.session efa_emu.srd.piggyback.cum_ack efa_emu.srd.piggyback.echo_time
 --   efa_emu.srd.cum_ack efa_emu.srd.echo_time (ack and NAK) efa_emu.srd.incarnation
 --   efa_emu.srd.sack_base efa_emu.srd.sack efa_emu.srd.sack_count efa_emu.srd.sacked_psn
 --   efa_emu.srd.sack_ranges
 --   efa_emu.srd.nak_status efa_emu.srd.reserved efa_emu.srd.ext_unknown
+--   efa_emu.rdma.rkey efa_emu.rdma.addr efa_emu.rdma.length efa_emu.rdma.op_id
+--     (SRD_RDMA_WRITE, SRD_READ_REQ, SRD_READ_RESP; their SRD part uses the efa_emu.srd.* fields
+--     of SRD_DATA)
 --
 -- Written against the Wireshark 3.x/4.x Lua API; works with Lua 5.1 to 5.4.
 
 local efa = Proto("efa_emu", "efa-emu Fabric (emulated EFA)")
 
 ---------------------------------------------------------------------------------------------
--- Wire constants (keep in step with src/wire/header.ts and src/wire/srd-header.ts).
+-- Wire constants (keep in step with src/wire/header.ts, src/wire/srd-header.ts and
+-- src/wire/rdma-header.ts).
 
 local WIRE_MAGIC = 0xEFA1
 local WIRE_VERSION = 2
@@ -43,20 +49,36 @@ local SRD_DATA_HDR_LEN = 72
 local SRD_ACK_HDR_LEN = 76
 local SRD_ACK_V1_HDR_LEN = 72
 local SRD_NAK_HDR_LEN = 56
+-- RDMA packets: the SRD_DATA header (72 bytes, always complete: these types are newer than it),
+-- then rkey, addr (u64), length and op_id.
+local RDMA_HDR_LEN = 92
 local SACK_BITS = 128
 local FLAG_HAS_IMM = 0x01
 local FLAG_RNR_LAST_V1 = 0x02
 
 local UD_SEND, SRD_DATA, SRD_ACK, SRD_NAK = 1, 2, 3, 4
+local SRD_RDMA_WRITE, SRD_READ_REQ, SRD_READ_RESP = 5, 6, 7
 local type_names = {
     [UD_SEND] = "UD_SEND",
     [SRD_DATA] = "SRD_DATA",
     [SRD_ACK] = "SRD_ACK",
     [SRD_NAK] = "SRD_NAK",
+    [SRD_RDMA_WRITE] = "SRD_RDMA_WRITE",
+    [SRD_READ_REQ] = "SRD_READ_REQ",
+    [SRD_READ_RESP] = "SRD_READ_RESP",
 }
 
--- Work-completion statuses with EFA's numbers (DESIGN section 6, src/common/wc-status.ts).
-local wc_status_names = {
+-- The RDMA types: SRD data packets (sequenced, acked) with the RDMA extension after it.
+local function is_rdma(ptype)
+    return ptype == SRD_RDMA_WRITE or ptype == SRD_READ_REQ or ptype == SRD_READ_RESP
+end
+-- Types whose SRD part is an SRD_DATA header (isSrdData in src/wire/header.ts).
+local function is_srd_data(ptype)
+    return ptype == SRD_DATA or is_rdma(ptype)
+end
+
+-- EFA completion statuses, as a NAK carries them (DESIGN section 6, src/common/efa-status.ts).
+local efa_status_names = {
     [0] = "SUCCESS",
     [1] = "FLUSHED",
     [2] = "LOCAL_ERROR_QP_INTERNAL_ERROR",
@@ -121,7 +143,12 @@ local f = {
     sack_count = ProtoField.uint32("efa_emu.srd.sack_count", "SACKed PSNs", base.DEC),
     sacked_psn = ProtoField.uint32("efa_emu.srd.sacked_psn", "SACKed PSN", base.DEC),
     sack_ranges = ProtoField.string("efa_emu.srd.sack_ranges", "SACKed ranges"),
-    nak_status = ProtoField.uint8("efa_emu.srd.nak_status", "Status", base.DEC, wc_status_names),
+    nak_status = ProtoField.uint8("efa_emu.srd.nak_status", "Status", base.DEC, efa_status_names),
+
+    rkey = ProtoField.uint32("efa_emu.rdma.rkey", "R_Key", base.HEX),
+    addr = ProtoField.uint64("efa_emu.rdma.addr", "Address", base.HEX),
+    rdma_length = ProtoField.uint32("efa_emu.rdma.length", "Length (whole operation)", base.DEC),
+    op_id = ProtoField.uint32("efa_emu.rdma.op_id", "Read id", base.DEC),
 }
 local field_list = {}
 for _, field in pairs(f) do field_list[#field_list + 1] = field end
@@ -141,8 +168,11 @@ local ex = {
         expert.group.SEQUENCE, expert.severity.NOTE),
     nak_final = ProtoExpert.new("efa_emu.srd.nak_final", "Final NAK: the send completes with this error",
         expert.group.RESPONSE_CODE, expert.severity.WARN),
+    write_imm = ProtoExpert.new("efa_emu.rdma.write_imm_final",
+        "Final packet of an RDMA write with immediate: the target completes the write on it",
+        expert.group.SEQUENCE, expert.severity.CHAT),
 }
-efa.experts = { ex.bad_crc, ex.bad_type, ex.bad_length, ex.short_ext, ex.rnr, ex.nak_final }
+efa.experts = { ex.bad_crc, ex.bad_type, ex.bad_length, ex.short_ext, ex.rnr, ex.nak_final, ex.write_imm }
 
 efa.prefs.udp_port = Pref.uint("UDP port", 0,
     "Always decode this UDP port as efa-emu (0: none; the heuristic finds the traffic anyway)")
@@ -218,17 +248,30 @@ local function ranges_of(psns)
     return table.concat(parts, ",")
 end
 
--- Dissects the SRD extension (bytes 40 .. hdr_len) into its own subtree; returns a short
--- summary for the Info column, e.g. "psn=12". A capture with a small snaplen may hold only
--- part of the extension: the fields that were captured are shown, the others left out.
+-- Dissects the SRD extension (bytes 40 .. hdr_len; for the RDMA types their SRD data part,
+-- bytes 40 .. 72) into its own subtree; returns a short summary for the Info column, e.g.
+-- "psn=12". A capture with a small snaplen may hold only part of the extension: the fields
+-- that were captured are shown, the others left out.
 local function dissect_srd(tvb, root, ptype, hdr_len, version)
     local caplen = tvb:len()
     local ack_len = version == WIRE_VERSION_1 and SRD_ACK_V1_HDR_LEN or SRD_ACK_HDR_LEN
-    local need = ptype == SRD_ACK and ack_len or (ptype == SRD_DATA and SRD_DATA_MIN_LEN or SRD_NAK_HDR_LEN)
+    local need
+    if ptype == SRD_ACK then
+        need = ack_len
+    elseif ptype == SRD_DATA then
+        need = SRD_DATA_MIN_LEN
+    elseif is_rdma(ptype) then
+        -- The RDMA types were born with the whole 72-byte SRD_DATA header.
+        need = SRD_DATA_HDR_LEN
+    else
+        need = SRD_NAK_HDR_LEN
+    end
     local ext_end = math.min(hdr_len, caplen)
+    -- An RDMA packet's SRD part ends where its RDMA extension (dissect_rdma) starts.
+    if is_rdma(ptype) then ext_end = math.min(ext_end, SRD_DATA_HDR_LEN) end
     -- A subtree of the protocol item, not a second protocol item: the frame holds one PDU.
     local srd = root:add(tvb(BASE_HEADER_LEN, ext_end - BASE_HEADER_LEN),
-        "SRD " .. type_names[ptype]:sub(5) .. " extension")
+        "SRD " .. (is_rdma(ptype) and "DATA" or type_names[ptype]:sub(5)) .. " extension")
     if hdr_len < need then
         srd:add_proto_expert_info(ex.short_ext, "hdr_len " .. hdr_len .. " < " .. need)
         return ""
@@ -242,7 +285,7 @@ local function dissect_srd(tvb, root, ptype, hdr_len, version)
 
     add(f.session, 40, 4)
     local known, summary = need, ""
-    if ptype == SRD_DATA then
+    if is_srd_data(ptype) then
         local psn = u32(44)
         add(f.psn, 44, 4)
         add(f.window_start, 48, 4)
@@ -316,7 +359,7 @@ local function dissect_srd(tvb, root, ptype, hdr_len, version)
         add(f.psn, 44, 4)
         if fits(48, 1) then
             local status = tvb(48, 1):uint()
-            local name = wc_status_names[status] or ("UNKNOWN_STATUS_" .. status)
+            local name = efa_status_names[status] or ("UNKNOWN_STATUS_" .. status)
             local st = srd:add(f.nak_status, tvb(48, 1))
             st:add_proto_expert_info(status == 10 and ex.rnr or ex.nak_final)
             srd:append_text(", PSN " .. psn .. ", " .. name)
@@ -330,6 +373,96 @@ local function dissect_srd(tvb, root, ptype, hdr_len, version)
     -- A newer emulator may extend the header: show the bytes rather than misread them.
     if ext_end > known then srd:add(f.ext_unknown, tvb(known, ext_end - known)) end
     return summary
+end
+
+-- "0x1000" for the 64-bit address at `off` (the emulator keeps addresses below 2^53, but any
+-- value prints right: the halves are formatted separately).
+local function addr_hex(tvb, off)
+    local hi, lo = tvb(off, 4):uint(), tvb(off + 4, 4):uint()
+    if hi == 0 then return string.format("0x%x", lo) end
+    return string.format("0x%x%08x", hi, lo)
+end
+
+-- Dissects the RDMA extension of SRD_RDMA_WRITE / SRD_READ_REQ / SRD_READ_RESP (bytes 72 .. 92,
+-- after the SRD data part) into an "RDMA" subtree; returns a summary for the Info column, e.g.
+-- "addr=0x1000 len=4096 rkey=0x00c0de01". Called once dissect_srd has shown bytes 40 .. 72.
+local function dissect_rdma(tvb, root, ptype, hdr_len, payload_len)
+    local caplen = tvb:len()
+    local start = SRD_DATA_HDR_LEN
+    if hdr_len < RDMA_HDR_LEN then
+        -- Below 72, dissect_srd has flagged it already.
+        if hdr_len >= SRD_DATA_HDR_LEN then
+            root:add_proto_expert_info(ex.short_ext,
+                "hdr_len " .. hdr_len .. " < " .. RDMA_HDR_LEN .. ": no room for the RDMA extension")
+        end
+        return ""
+    end
+    local ext_end = math.min(hdr_len, caplen)
+    -- Nothing of it captured (small snaplen): the SRD subtree already says it was cut short.
+    if ext_end <= start then return "" end
+    local rdma = root:add(tvb(start, ext_end - start), "RDMA")
+    if caplen < RDMA_HDR_LEN then rdma:append_text(" [cut short by the capture's snaplen]") end
+    local function fits(off, len) return off + len <= caplen end
+    local function add(field, off, len)
+        if fits(off, len) then return rdma:add(field, tvb(off, len)) end
+        return nil
+    end
+
+    local rkey = fits(72, 4) and tvb(72, 4):uint() or nil
+    local addr = fits(76, 8) and addr_hex(tvb, 76) or nil
+    local length = fits(84, 4) and tvb(84, 4):uint() or nil
+    local op_id = fits(88, 4) and tvb(88, 4):uint() or nil
+    local rkey_item = add(f.rkey, 72, 4)
+    local addr_item = add(f.addr, 76, 8)
+    local length_item = add(f.rdma_length, 84, 4)
+    local op_item = add(f.op_id, 88, 4)
+
+    local parts = {}
+    local function part(name, v)
+        if v ~= nil then parts[#parts + 1] = name .. "=" .. v end
+    end
+    local rkey_text = rkey and string.format("0x%08x", rkey)
+    local offset_desc
+    if ptype == SRD_RDMA_WRITE then
+        rdma:append_text(" write")
+        if addr_item then addr_item:append_text(" (this payload's offset in the remote MR)") end
+        if length_item then length_item:append_text(" (bytes of the whole write)") end
+        if op_item then op_item:append_text(" (unused in writes)") end
+        part("addr", addr)
+        part("len", length)
+        part("rkey", rkey_text)
+        offset_desc = addr and ("remote MR offset " .. addr)
+    elseif ptype == SRD_READ_REQ then
+        rdma:append_text(" read request")
+        if addr_item then addr_item:append_text(" (where the read starts in the remote MR)") end
+        if length_item then length_item:append_text(" (bytes to read)") end
+        part("op_id", op_id)
+        part("addr", addr)
+        part("len", length)
+        part("rkey", rkey_text)
+    else -- SRD_READ_RESP
+        rdma:append_text(" read response")
+        if rkey_item then rkey_item:append_text(" (unused in read responses)") end
+        -- The address field is the payload's offset within the read: show it as one.
+        local off = fits(76, 8) and tvb(76, 8):uint64() or nil
+        if addr_item then addr_item:append_text(" (offset of this payload within the read)") end
+        if length_item then length_item:append_text(" (bytes of the whole read)") end
+        part("op_id", op_id)
+        part("off", off and tostring(off))
+        part("len", length)
+        offset_desc = off and ("read offset " .. tostring(off))
+    end
+    if #parts > 0 then rdma:append_text(": " .. table.concat(parts, ", ")) end
+
+    -- The payload itself goes to the data dissector; here, where it lands.
+    if payload_len > 0 and caplen > hdr_len then
+        local text = "Payload: " .. payload_len .. " bytes"
+        if offset_desc then text = text .. " at " .. offset_desc end
+        rdma:add(tvb(hdr_len, caplen - hdr_len), text)
+    end
+    -- A newer emulator may extend the header: show the bytes rather than misread them.
+    if ext_end > RDMA_HDR_LEN then rdma:add(f.ext_unknown, tvb(RDMA_HDR_LEN, ext_end - RDMA_HDR_LEN)) end
+    return table.concat(parts, " ")
 end
 
 local function dissect(tvb, pinfo, tree)
@@ -388,9 +521,15 @@ local function dissect(tvb, pinfo, tree)
     end
 
     local summary = ""
-    if ptype == SRD_DATA or ptype == SRD_ACK or ptype == SRD_NAK then
+    if is_srd_data(ptype) or ptype == SRD_ACK or ptype == SRD_NAK then
         if hdr_len > BASE_HEADER_LEN then
             summary = dissect_srd(tvb, root, ptype, hdr_len, version)
+            if is_rdma(ptype) then
+                local rdma_summary = dissect_rdma(tvb, root, ptype, hdr_len, payload_len)
+                if rdma_summary ~= "" then
+                    summary = summary == "" and rdma_summary or (summary .. " " .. rdma_summary)
+                end
+            end
         else
             type_item:add_proto_expert_info(ex.short_ext)
         end
@@ -403,7 +542,14 @@ local function dissect(tvb, pinfo, tree)
     if summary ~= "" then info[#info + 1] = summary end
     info[#info + 1] = src_qpn .. "->" .. dst_qpn
     if ptype == UD_SEND or ptype == SRD_DATA then info[#info + 1] = "len=" .. payload_len end
+    -- RDMA packets use len= for the operation's length: their own bytes are the payload.
+    if is_rdma(ptype) and payload_len > 0 then info[#info + 1] = "payload=" .. payload_len end
     if band(flags, FLAG_HAS_IMM) ~= 0 then info[#info + 1] = string.format("imm=0x%08x", tvb(16, 4):uint()) end
+    if ptype == SRD_RDMA_WRITE and band(flags, FLAG_HAS_IMM) ~= 0 then
+        -- The immediate rides on a write's last packet only, sent once the rest is acked.
+        flags_item:add_proto_expert_info(ex.write_imm)
+        info[#info + 1] = "[write-with-imm final]"
+    end
     if version == WIRE_VERSION_1 and band(flags, FLAG_RNR_LAST_V1) ~= 0 then info[#info + 1] = "[RNR_LAST]" end
     if crc_ok == false then info[#info + 1] = "[bad CRC]" end
     pinfo.cols.info:set(table.concat(info, " "))

@@ -1,11 +1,18 @@
 import { InvalidArgumentError } from '../common/errors';
+import { DEFAULT_GENERATION, generationProfile, type GenerationName, type GenerationProfile } from './generations';
 
 /**
  * Device attributes as `queryDevice()` returns them, named after `ibv_device_attr` and
- * `efadv_device_attr` fields in camelCase. Defaults are those of a typical EFA device, with
- * `maxPd` at 128 as on the first-generation device.
+ * `efadv_device_attr` fields in camelCase. The generation's profile (generations.ts) sets
+ * the limits and capabilities; the rest is common to every generation.
  */
 export interface DeviceAttributes {
+  /** The EFA generation the device emulates (`efa0` .. `efa3`). */
+  generation: GenerationName;
+  /** efadv `device_caps` (EfadvDeviceCaps bits). */
+  deviceCaps: number;
+  /** Largest RDMA read or write in bytes (efadv `max_rdma_size`); 0 when the device has no RDMA. */
+  maxRdmaSize: number;
   /** Vendor id of Amazon (0x1d0f), as real EFA devices report. */
   vendorId: number;
   vendorPartId: number;
@@ -31,40 +38,57 @@ export interface DeviceAttributes {
   physPortCnt: number;
 }
 
-export const DEFAULT_ATTRIBUTES: Readonly<DeviceAttributes> = Object.freeze({
-  vendorId: 0x1d0f,
-  vendorPartId: 0xefa0,
-  fwVer: '0.1.0-emu',
-  maxQp: 256,
-  maxQpWr: 4096,
-  maxSqWr: 4096,
-  maxRqWr: 32768,
-  maxSge: 2,
-  maxSqSge: 2,
-  maxRqSge: 3,
-  maxInlineData: 32,
-  maxCq: 512,
-  maxCqe: 32768,
-  maxMr: 262144,
-  maxMrSize: 2 ** 32,
-  maxPd: 128,
-  maxAh: 1024,
-  mtu: 8192,
-  maxMsgSize: 8192,
-  physPortCnt: 1,
-});
+/** The attributes of a device of generation `p`. */
+export function profileAttributes(p: GenerationProfile): DeviceAttributes {
+  return {
+    generation: p.name,
+    deviceCaps: p.deviceCaps,
+    maxRdmaSize: p.maxRdmaSize,
+    vendorId: 0x1d0f,
+    vendorPartId: p.vendorPartId,
+    fwVer: '0.1.0-emu',
+    maxQp: p.maxQp,
+    maxQpWr: Math.max(p.maxSqWr, p.maxRqWr),
+    maxSqWr: p.maxSqWr,
+    maxRqWr: p.maxRqWr,
+    maxSge: Math.max(p.maxSqSge, p.maxRqSge),
+    maxSqSge: p.maxSqSge,
+    maxRqSge: p.maxRqSge,
+    maxInlineData: p.maxInlineData,
+    maxCq: p.maxCq,
+    maxCqe: 32768,
+    maxMr: 262144,
+    maxMrSize: 2 ** 32,
+    maxPd: p.maxPd,
+    maxAh: p.maxAh,
+    mtu: 8192,
+    maxMsgSize: 8192,
+    physPortCnt: 1,
+  };
+}
+
+/** The attributes of the default (newest) generation. */
+export const DEFAULT_ATTRIBUTES: Readonly<DeviceAttributes> = Object.freeze(profileAttributes(generationProfile(DEFAULT_GENERATION)));
+
+/** Attributes that come from the generation and cannot be overridden one by one. */
+const FROM_GENERATION = new Set(['generation', 'deviceCaps', 'maxRdmaSize', 'vendorPartId']);
 
 /** Largest MTU the wire allows: the payload length field is 16-bit and a datagram ≤ 65507. */
 export const MAX_EMULATED_MTU = 65000;
 
 /**
- * Merges user overrides onto the defaults, checking each one; the error names the option.
+ * The attributes of a device of `generation` with the user's overrides, each one checked;
+ * the error names the option.
  */
-export function resolveAttributes(overrides: Partial<DeviceAttributes> = {}): DeviceAttributes {
-  const attrs: DeviceAttributes = { ...DEFAULT_ATTRIBUTES };
+export function resolveAttributes(overrides: Partial<DeviceAttributes> = {}, generation: string = DEFAULT_GENERATION): DeviceAttributes {
+  const attrs: DeviceAttributes = profileAttributes(generationProfile(generation));
   for (const [key, value] of Object.entries(overrides)) {
     if (value === undefined) continue;
     if (!(key in DEFAULT_ATTRIBUTES)) throw new InvalidArgumentError(`attributes.${key}: unknown device attribute`);
+    if (FROM_GENERATION.has(key)) {
+      if (value === attrs[key as keyof DeviceAttributes]) continue;
+      throw new InvalidArgumentError(`attributes.${key}: set by the generation (choose one with the generation option)`);
+    }
     const k = key as keyof DeviceAttributes;
     if (typeof DEFAULT_ATTRIBUTES[k] === 'number') {
       if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) {

@@ -38,7 +38,10 @@ export { EfaStatus, efaStatusStr } from '../common/efa-status';
 /** Completion opcodes, numbered as `enum ibv_wc_opcode`. */
 export const WcOpcode = {
   SEND: 0,
+  RDMA_WRITE: 1,
+  RDMA_READ: 2,
   RECV: 128,
+  RECV_RDMA_WITH_IMM: 129,
 } as const;
 export type WcOpcode = (typeof WcOpcode)[keyof typeof WcOpcode];
 
@@ -48,10 +51,42 @@ export const WcFlags = {
   WITH_IMM: 1 << 1,
 } as const;
 
+/** `efadv_qp_init_attr.flags`, as `enum efadv_qp_flags`. */
+export const EfadvQpFlags = {
+  /** RDMA writes with immediate complete at this QP without consuming a posted receive. */
+  UNSOLICITED_WRITE_RECV: 1 << 0,
+} as const;
+
+/** `efadv_cq_init_attr.wc_flags`, as `enum efadv_wc_ex_flags`. */
+export const EfadvWcFlags = {
+  /** The CQ reports the sender GID of receive completions whose sender has no AH here (efadv_wc_read_sgid). */
+  WITH_SGID: 1 << 0,
+  /** The CQ tells unsolicited write-with-immediate completions apart (efadv_wc_is_unsolicited). */
+  WITH_IS_UNSOLICITED: 1 << 1,
+} as const;
+
+/** `efadv_qp_init_attr.driver_qp_type`: the one driver QP type, SRD. */
+export const EFADV_QP_DRIVER_TYPE_SRD = 0;
+
+/** `ibv_qp_init_attr_ex.send_ops_flags`, as `enum ibv_qp_create_send_ops_flags`. */
+export const QpSendOps = {
+  RDMA_WRITE: 1 << 0,
+  RDMA_WRITE_WITH_IMM: 1 << 1,
+  SEND: 1 << 2,
+  SEND_WITH_IMM: 1 << 3,
+  RDMA_READ: 1 << 4,
+} as const;
+
+/** What the extended CQ's `startPoll` / `nextPoll` return when no completion is there. */
+export const ENOENT = 2;
+
 /** Send opcodes, as `enum ibv_wr_opcode`. */
 export const WrOpcode = {
+  RDMA_WRITE: 0,
+  RDMA_WRITE_WITH_IMM: 1,
   SEND: 2,
   SEND_WITH_IMM: 3,
+  RDMA_READ: 4,
 } as const;
 export type WrOpcode = (typeof WrOpcode)[keyof typeof WrOpcode];
 

@@ -29,6 +29,21 @@ export class DeviceStats {
   /** Acks carried by data packets going the other way instead of packets of their own. */
   acks_piggybacked = 0;
   cq_overruns = 0;
+  /** RDMA counters, named as the EFA driver's hw stats. */
+  rdma_read_wrs = 0;
+  rdma_read_bytes = 0;
+  rdma_read_wr_err = 0;
+  /** Bytes this device sent back as the target of peers' reads. */
+  rdma_read_resp_bytes = 0;
+  rdma_write_wrs = 0;
+  rdma_write_bytes = 0;
+  rdma_write_wr_err = 0;
+  /** Bytes placed in this device's memory by peers' writes. */
+  rdma_write_recv_bytes = 0;
+  /** RDMA requests refused at this device as target: unknown rkey, other PD, no access, out of bounds. */
+  rdma_remote_access_errors = 0;
+  /** Read data that arrived for a read no longer waited for (failed or flushed). */
+  rdma_read_resp_stale = 0;
   /** Datagrams shorter than a header or with a wrong length field. */
   rx_drop_bad_header = 0;
   rx_drop_bad_checksum = 0;

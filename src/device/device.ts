@@ -1,18 +1,22 @@
 import { EventEmitter } from 'node:events';
-import { ClosedError, InvalidArgumentError, ResourceBusyError, ResourceExhaustedError } from '../common/errors';
+import { ClosedError, InvalidArgumentError, NotSupportedError, ResourceBusyError, ResourceExhaustedError } from '../common/errors';
 import { nextIncarnation } from '../common/incarnation';
 import { copyBytes } from '../common/copy-bytes';
 import { formatGid, gidDeviceIndex, gidFabricId, parseGid, type Gid } from '../common/gid';
 import { silentLogger, type Logger } from '../common/logger';
 import { finishUdPacket, UD_PAYLOAD_OFFSET, udQkeyMatches, writeGrh } from '../ud/ud-packet';
-import { SrdEngine, SRD_PAYLOAD_OFFSET } from '../srd/srd-engine';
+import { SrdEngine, SRD_PAYLOAD_OFFSET, RDMA_PAYLOAD_OFFSET } from '../srd/srd-engine';
 import type { SrdConfig } from '../srd/srd-config';
 import type { SrdHost } from '../srd/srd-host';
 import type { SendOp } from '../srd/send-op';
+import type { SrdPeer } from '../srd/srd-channel';
 import { decodeHeader, DecodeError, FLAG_HAS_IMM, PacketHeader, PacketType } from '../wire/header';
 import { AddressHandle } from './address-handle';
 import { AdminFailure, AdminOpcode, AdminQueue, AdminStatus } from './admin';
 import { resolveAttributes, type DeviceAttributes } from './attributes';
+import { DEFAULT_GENERATION, EfadvDeviceCaps } from './generations';
+import { RdmaUnit, type LocalSgl } from './rdma';
+import { WrSession } from './wr-session';
 import { CompletionChannel } from './completion-channel';
 import { CompletionQueue } from './completion-queue';
 import {
@@ -28,6 +32,10 @@ import {
   WcFlags,
   WcOpcode,
   WrOpcode,
+  EfadvQpFlags,
+  EfadvWcFlags,
+  EFADV_QP_DRIVER_TYPE_SRD,
+  QpSendOps,
 } from './constants';
 // Imported from its home, not through constants' re-export, which compiles to a getter call
 // on every use in the hot path.
@@ -85,6 +93,8 @@ export interface DeviceOptions {
   /** The GID the control plane leased to this device. */
   gid: Gid;
   rank?: number | null;
+  /** The EFA generation to emulate (`efa0` .. `efa3`, or `0xefa0` ..); default the newest. */
+  generation?: string;
   attributes?: Partial<DeviceAttributes>;
   transport: PacketTransport;
   resolver: GidResolver;
@@ -109,9 +119,11 @@ export interface DeviceOptions {
 
 /** Options of `createCq`, as `ibv_create_cq`. */
 export interface CqInit {
-  /** Completions the CQ holds (1..maxCqe). */
+  /** Completions the CQ holds (1..maxCqe), rounded up to a power of two as EFA's provider does. */
   cqe: number;
   channel?: CompletionChannel | null;
+  /** `efadv_cq_init_attr`: EfadvWcFlags (WITH_SGID, WITH_IS_UNSOLICITED), as `efadv_create_cq`. */
+  efadv?: { wcFlags?: number };
 }
 
 /** Options of `createQp`, as `ibv_qp_init_attr` (EFA: `efadv_create_driver_qp` for SRD). */
@@ -120,8 +132,18 @@ export interface QpInit {
   sendCq: CompletionQueue;
   recvCq: CompletionQueue;
   cap: Partial<QpCap> & { maxSendWr: number; maxRecvWr: number };
-  /** EFA completes every send; false is rejected. */
+  /**
+   * Every send completes (default true). With false, each send must carry SendFlags.SIGNALED:
+   * EFA has no unsignaled sends, and refuses one with EINVAL at post time.
+   */
   sqSigAll?: boolean;
+  /**
+   * The operations the `wr*` API may post (`ibv_qp_init_attr_ex.send_ops_flags`, QpSendOps
+   * bits). Default: all the QP type and the device support; naming one they do not is EOPNOTSUPP.
+   */
+  sendOpsFlags?: number;
+  /** `efadv_qp_init_attr`: the driver QP type (SRD) and EfadvQpFlags. */
+  efadv?: { driverQpType?: number; flags?: number };
 }
 
 /** What `queryQp` reports, as `ibv_query_qp`. */
@@ -163,6 +185,12 @@ const MR_INDEX_LIMIT = 1 << 24;
 
 const ACCEPTS_RECEIVES = [false, false, true, true, true, true, false]; // by QpState
 const ACCEPTS_SENDS = [false, false, false, true, true, false, false];
+
+/** Local SGEs of an RDMA work request (EFA's `max_sge_rd`: one buffer per RDMA descriptor). */
+const MAX_RDMA_SGE = 1;
+
+/** EFA's provider reports an RDMA read's completion with IBV_WC_SEND (it tells writes apart only). */
+const RDMA_READ_WC_OPCODE = WcOpcode.SEND;
 
 /**
  * An emulated EFA device: the verbs context (`ibv_context`) with its objects, their rules,
@@ -219,6 +247,8 @@ export class Device extends EventEmitter {
   readonly incarnation: number;
   /** The SRD transport shared by every SRD QP of the device. */
   readonly srd: SrdEngine;
+  /** RDMA read and write over SRD. */
+  readonly rdma: RdmaUnit;
   private closing: Promise<void> | null = null;
   private readonly grhScratch = Buffer.alloc(GRH_LENGTH);
   /**
@@ -238,7 +268,7 @@ export class Device extends EventEmitter {
     this.fabricId = gidFabricId(this.gid);
     this.ownIndex = gidDeviceIndex(this.gid);
     this.rank = opts.rank ?? null;
-    this.attributes = resolveAttributes(opts.attributes);
+    this.attributes = resolveAttributes(opts.attributes, opts.generation ?? DEFAULT_GENERATION);
     this.transport = opts.transport;
     this.resolver = opts.resolver;
     this.clock = opts.clock ?? defaultClock;
@@ -246,11 +276,12 @@ export class Device extends EventEmitter {
     this.qpnAllocator = new QpnAllocator(this.clock, opts.qpnQuarantineMs ?? 10_000);
     this.onClose = opts.onClose ?? null;
     this.timer = opts.timer ?? null;
-    this.txPoolBytes = SRD_PAYLOAD_OFFSET + this.attributes.mtu;
+    // Room for the RDMA extension too, so one pool serves sends and RDMA segments.
+    this.txPoolBytes = RDMA_PAYLOAD_OFFSET + this.attributes.mtu;
     this.incarnation = (opts.incarnation ?? nextIncarnation()) >>> 0;
     const srdHost: SrdHost = {
       transmit: (buf, len, host, port, onSent) => this.transmitTo(buf, len, host, port, onSent),
-      deliver: (buf, hdr, off, len) => this.deliverSrd(buf, hdr, off, len),
+      deliver: (buf, hdr, off, len, peer) => this.deliverSrd(buf, hdr, off, len, peer),
       completeSend: (op, status) => this.completeSrdSend(op, status),
       releaseBuffer: (buf) => {
         if (buf.length === this.txPoolBytes && this.txPool.length < TX_POOL_MAX) this.txPool.push(buf);
@@ -262,6 +293,18 @@ export class Device extends EventEmitter {
       localGid: this.gid,
       incarnation: this.incarnation,
       config: opts.srd,
+    });
+    const cfg = this.srd.config;
+    this.rdma = new RdmaUnit({
+      srd: this.srd,
+      stats: this.stats,
+      mtu: this.attributes.mtu,
+      // Longer than the target takes to give up sending (its own unresponsive timeout).
+      readTimeoutMs: 2 * cfg.unresponsiveTimeoutMs + 4 * cfg.maxRtoMs,
+      clock: this.clock,
+      takeTxBuffer: () => this.txPool.pop() ?? Buffer.allocUnsafeSlow(this.txPoolBytes),
+      completeSend: (qp, wrId, status, byteLen, opcode) => this.completeSend(qp, wrId, status as EfaStatus, byteLen, opcode),
+      mrByKey: (key) => this.mrs.get(key),
     });
   }
 
@@ -333,6 +376,16 @@ export class Device extends EventEmitter {
       }
       if ((access & AccessFlags.REMOTE_WRITE) !== 0 && (access & AccessFlags.LOCAL_WRITE) === 0) {
         throw new AdminFailure(AdminStatus.ILLEGAL_PARAMETER, 'REMOTE_WRITE requires LOCAL_WRITE');
+      }
+      // As the kernel driver: remote access the device cannot serve is refused, not ignored.
+      const caps = this.attributes.deviceCaps;
+      const supported = AccessFlags.LOCAL_WRITE | ((caps & EfadvDeviceCaps.RDMA_READ) !== 0 ? AccessFlags.REMOTE_READ : 0) | ((caps & EfadvDeviceCaps.RDMA_WRITE) !== 0 ? AccessFlags.REMOTE_WRITE : 0);
+      if ((access & ~supported) !== 0) {
+        throw new AdminFailure(
+          AdminStatus.UNSUPPORTED_OPCODE,
+          `access flags 0x${access.toString(16)} include remote access this device (${this.attributes.generation}) does not support (supported 0x${supported.toString(16)})`,
+          'EOPNOTSUPP',
+        );
       }
       if (this.mrs.size >= this.attributes.maxMr) {
         throw new AdminFailure(AdminStatus.RESOURCE_ALLOCATION_FAILURE, `the device has its maximum of ${this.attributes.maxMr} MRs`);
@@ -414,7 +467,19 @@ export class Device extends EventEmitter {
       if (this.cqs.size >= this.attributes.maxCq) {
         throw new AdminFailure(AdminStatus.RESOURCE_ALLOCATION_FAILURE, `the device has its maximum of ${this.attributes.maxCq} CQs`);
       }
-      const cq = new CompletionQueue(this.nextCqHandle++, cqe, channel, this.onCqOverrun);
+      const dvFlags = init.efadv?.wcFlags ?? 0;
+      if (!Number.isInteger(dvFlags) || (dvFlags & ~(EfadvWcFlags.WITH_SGID | EfadvWcFlags.WITH_IS_UNSOLICITED)) !== 0) {
+        throw new AdminFailure(AdminStatus.UNSUPPORTED_OPCODE, `efadv.wcFlags 0x${Number(dvFlags).toString(16)} name unknown bits`, 'EOPNOTSUPP');
+      }
+      const caps = this.attributes.deviceCaps;
+      if ((dvFlags & EfadvWcFlags.WITH_SGID) !== 0 && (caps & EfadvDeviceCaps.CQ_WITH_SGID) === 0) {
+        throw new AdminFailure(AdminStatus.UNSUPPORTED_OPCODE, `efadv.wcFlags WITH_SGID: the device (${this.attributes.generation}) lacks CQ_WITH_SGID`, 'EOPNOTSUPP');
+      }
+      if ((dvFlags & EfadvWcFlags.WITH_IS_UNSOLICITED) !== 0 && (caps & EfadvDeviceCaps.UNSOLICITED_WRITE_RECV) === 0) {
+        throw new AdminFailure(AdminStatus.UNSUPPORTED_OPCODE, `efadv.wcFlags WITH_IS_UNSOLICITED: the device (${this.attributes.generation}) lacks UNSOLICITED_WRITE_RECV`, 'EOPNOTSUPP');
+      }
+      // The provider rounds the depth up to a power of two and reports what it got.
+      const cq = new CompletionQueue(this.nextCqHandle++, roundUpPow2(cqe), channel, this.onCqOverrun, dvFlags);
       this.cqs.add(cq);
       return cq;
     });
@@ -472,8 +537,27 @@ export class Device extends EventEmitter {
           throw new AdminFailure(AdminStatus.ILLEGAL_PARAMETER, `${key} is not a CQ of this device`);
         }
       }
-      if (init.sqSigAll === false) {
-        throw new AdminFailure(AdminStatus.ILLEGAL_PARAMETER, 'sqSigAll=false: EFA completes every send, unsignaled sends are not supported');
+      const srd = init.qpType === QpType.SRD;
+      const caps = this.attributes.deviceCaps;
+      const dv = init.efadv ?? {};
+      if (dv.driverQpType !== undefined && (!srd || dv.driverQpType !== EFADV_QP_DRIVER_TYPE_SRD)) {
+        throw new AdminFailure(AdminStatus.UNSUPPORTED_OPCODE, `efadv.driverQpType ${String(dv.driverQpType)}: only SRD (${EFADV_QP_DRIVER_TYPE_SRD}) driver QPs exist`, 'EOPNOTSUPP');
+      }
+      const qpFlags = dv.flags ?? 0;
+      if (!Number.isInteger(qpFlags) || (qpFlags & ~EfadvQpFlags.UNSOLICITED_WRITE_RECV) !== 0) {
+        throw new AdminFailure(AdminStatus.UNSUPPORTED_OPCODE, `efadv.flags 0x${Number(qpFlags).toString(16)} name unknown bits`, 'EOPNOTSUPP');
+      }
+      if ((qpFlags & EfadvQpFlags.UNSOLICITED_WRITE_RECV) !== 0 && (!srd || (caps & EfadvDeviceCaps.UNSOLICITED_WRITE_RECV) === 0)) {
+        throw new AdminFailure(AdminStatus.UNSUPPORTED_OPCODE, `efadv.flags UNSOLICITED_WRITE_RECV: not supported by this ${init.qpType} QP on ${this.attributes.generation}`, 'EOPNOTSUPP');
+      }
+      const sendOps = init.sendOpsFlags ?? this.defaultSendOps(srd);
+      const allowedOps = this.defaultSendOps(srd);
+      if (!Number.isInteger(sendOps) || (sendOps & ~allowedOps) !== 0) {
+        throw new AdminFailure(
+          AdminStatus.UNSUPPORTED_OPCODE,
+          `sendOpsFlags 0x${Number(sendOps).toString(16)}: a ${init.qpType} QP on ${this.attributes.generation} supports 0x${allowedOps.toString(16)}`,
+          'EOPNOTSUPP',
+        );
       }
       const cap = this.checkCap(init.cap);
       if (this.qpCount >= this.attributes.maxQp) {
@@ -481,7 +565,9 @@ export class Device extends EventEmitter {
       }
       const qpn = this.qpnAllocator.allocate();
       if (qpn < 0) throw new AdminFailure(AdminStatus.RESOURCE_ALLOCATION_FAILURE, 'every QP number is in use or quarantined');
-      const qp = new QueuePair(qpn, init.qpType, pd, init.sendCq, init.recvCq, cap, true);
+      const qp = new QueuePair(qpn, init.qpType, pd, init.sendCq, init.recvCq, cap, init.sqSigAll ?? true);
+      qp.unsolicitedWriteRecv = (qpFlags & EfadvQpFlags.UNSOLICITED_WRITE_RECV) !== 0;
+      qp.sendOps = sendOps;
       this.qps[qpn] = qp;
       this.qpCount++;
       pd.users++;
@@ -489,6 +575,16 @@ export class Device extends EventEmitter {
       init.recvCq.users++;
       return qp;
     });
+  }
+
+  /** The send operations (QpSendOps) a QP of this type can do on this device. */
+  private defaultSendOps(srd: boolean): number {
+    let ops = QpSendOps.SEND | QpSendOps.SEND_WITH_IMM;
+    if (!srd) return ops;
+    const caps = this.attributes.deviceCaps;
+    if ((caps & EfadvDeviceCaps.RDMA_READ) !== 0) ops |= QpSendOps.RDMA_READ;
+    if ((caps & EfadvDeviceCaps.RDMA_WRITE) !== 0) ops |= QpSendOps.RDMA_WRITE | QpSendOps.RDMA_WRITE_WITH_IMM;
+    return ops;
   }
 
   private checkCap(cap: QpInit['cap']): QpCap {
@@ -513,6 +609,14 @@ export class Device extends EventEmitter {
         throw new AdminFailure(AdminStatus.ILLEGAL_PARAMETER, `cap.${key} must be ${min}..${max}, got ${String(v)}`);
       }
     }
+    if (out.maxRecvWr > Math.floor(a.maxRqWr / out.maxRecvSge)) {
+      // The receive ring holds descriptors, one per SGE.
+      throw new AdminFailure(AdminStatus.ILLEGAL_PARAMETER, `cap.maxRecvWr ${out.maxRecvWr} x maxRecvSge ${out.maxRecvSge} exceeds the ${a.maxRqWr} receive descriptors`);
+    }
+    // As EFA's provider: the send ring is a power of two; the receive ring is a power of two of
+    // descriptors, shared out by SGE count. What was set up is reported back.
+    out.maxSendWr = roundUpPow2(out.maxSendWr);
+    out.maxRecvWr = Math.floor(roundUpPow2(out.maxRecvWr * out.maxRecvSge) / out.maxRecvSge);
     return out;
   }
 
@@ -571,7 +675,10 @@ export class Device extends EventEmitter {
     qp.destroyed = true;
     // Its sends are abandoned without completions (the QP is gone); the receivers learn to
     // forget them through the window start.
-    if (qp.qpType === QpType.SRD) this.srd.abandonOwner(this.clock(), qp, EfaStatus.FLUSHED);
+    if (qp.qpType === QpType.SRD) {
+      this.srd.abandonOwner(this.clock(), qp, EfaStatus.FLUSHED);
+      this.rdma.flushQp(qp, EfaStatus.FLUSHED);
+    }
     qp.state = QpState.RESET;
     qp.rq.clear();
     qp.sendCq.detachOwner(qp);
@@ -588,6 +695,8 @@ export class Device extends EventEmitter {
   private flushQp(qp: QueuePair): void {
     if (qp.qpType === QpType.SRD) {
       this.srd.abandonOwner(this.clock(), qp, EfaStatus.FLUSHED);
+      this.rdma.flushQp(qp, EfaStatus.FLUSHED);
+      this.rdma.drain();
       this.kickTimer();
     }
     const rq = qp.rq;
@@ -852,58 +961,113 @@ export class Device extends EventEmitter {
   // ---------------------------------------------------------------- data path
 
   /**
-   * Posts a send, as `ibv_post_send`. Throws (EINVAL, ENOMEM) when the request is malformed
-   * or the send queue is full; any other failure is an error completion on the send CQ.
+   * Posts a send, as `ibv_post_send`. As EFA's provider, this classic call takes SEND and
+   * SEND_WITH_IMM only (RDMA goes through `wrStart` .. `wrComplete`). Throws (EINVAL, ENOMEM)
+   * when the request is malformed or the send queue is full; any other failure is an error
+   * completion on the send CQ.
    */
   postSend(qp: QueuePair, wr: SendWr): void {
-    if (qp.destroyed || this.closed) throw new InvalidArgumentError('postSend: the QP is destroyed');
-    if (!ACCEPTS_SENDS[qp.state]) throw new InvalidArgumentError(`postSend: QP ${qp.qpNum} is in ${QP_STATE_NAMES[qp.state]}, sends need RTS or SQD`);
     const opcode = wr.opcode ?? WrOpcode.SEND;
     if (opcode !== WrOpcode.SEND && opcode !== WrOpcode.SEND_WITH_IMM) {
-      throw new InvalidArgumentError(`postSend: opcode ${opcode} is not supported on a ${qp.qpType} QP (SEND, SEND_WITH_IMM)`);
+      throw new InvalidArgumentError(`postSend: opcode ${opcode} is not supported by ibv_post_send on EFA (SEND, SEND_WITH_IMM; RDMA goes through wrStart..wrComplete)`);
     }
+    this.checkSendable(qp, wr.sendFlags ?? 0, 0, 'postSend');
     const sgl = wr.sgList;
     const numSge = sgl === undefined ? 0 : sgl.length;
-    if (numSge > qp.cap.maxSendSge) throw new InvalidArgumentError(`postSend: ${numSge} SGEs, the QP takes at most ${qp.cap.maxSendSge}`);
-    const flags = wr.sendFlags ?? 0;
-    const inline = (flags & SendFlags.INLINE) !== 0;
+    const total = this.checkSendSgl(qp, sgl, (wr.sendFlags ?? 0) & SendFlags.INLINE, 'postSend');
+    if ((wr.sendFlags ?? 0) & SendFlags.INLINE) {
+      // Inline data is read now (as verbs do), whatever the SGE count.
+    } else if (numSge > qp.cap.maxSendSge) {
+      throw new InvalidArgumentError(`postSend: ${numSge} SGEs, the QP takes at most ${qp.cap.maxSendSge}`);
+    }
+    this.execSend(qp, wr, opcode, total);
+  }
+
+  /**
+   * The checks every posted send passes first, in the provider's order: the QP's state, the
+   * signalling, the flags, room in the send queue (counting `pending` requests of an open
+   * `wrStart` session). Throws EINVAL or ENOMEM.
+   */
+  private checkSendable(qp: QueuePair, flags: number, pending: number, what: string): void {
+    if (qp.destroyed || this.closed) throw new InvalidArgumentError(`${what}: the QP is destroyed`);
+    if (!ACCEPTS_SENDS[qp.state]) throw new InvalidArgumentError(`${what}: QP ${qp.qpNum} is in ${QP_STATE_NAMES[qp.state]}, sends need RTS or SQD`);
+    if (!Number.isInteger(flags) || flags < 0) throw new InvalidArgumentError(`${what}: sendFlags must be a non-negative integer`);
+    if ((flags & SendFlags.SIGNALED) === 0 && !qp.sqSigAll) {
+      throw new InvalidArgumentError(`${what}: unsignaled sends are not supported by EFA (set SendFlags.SIGNALED, or create the QP with sqSigAll)`);
+    }
+    if ((flags & ~(SendFlags.SIGNALED | SendFlags.INLINE)) !== 0) {
+      throw new InvalidArgumentError(`${what}: sendFlags 0x${flags.toString(16)}: EFA takes SIGNALED and INLINE only`);
+    }
+    if (qp.sqOutstanding + pending >= qp.cap.maxSendWr) {
+      throw new ResourceExhaustedError(`${what}: the send queue of QP ${qp.qpNum} is full (${qp.cap.maxSendWr} outstanding)`);
+    }
+  }
+
+  /** Checks the SGE lengths (and inline size); returns the total. */
+  private checkSendSgl(qp: QueuePair, sgl: readonly Sge[] | undefined, inline: number, what: string): number {
+    const numSge = sgl === undefined ? 0 : sgl.length;
     let total = 0;
     for (let i = 0; i < numSge; i++) {
       const len = (sgl as readonly Sge[])[i].length;
-      if (!Number.isInteger(len) || len < 0) throw new InvalidArgumentError(`postSend: sgList[${i}].length must be a non-negative integer`);
+      if (!Number.isInteger(len) || len < 0) throw new InvalidArgumentError(`${what}: sgList[${i}].length must be a non-negative integer`);
       total += len;
     }
-    if (inline && total > qp.cap.maxInlineData) {
-      throw new InvalidArgumentError(`postSend: ${total} inline bytes, the QP takes at most ${qp.cap.maxInlineData}`);
+    if (inline !== 0 && total > qp.cap.maxInlineData) {
+      throw new InvalidArgumentError(`${what}: ${total} inline bytes, the QP takes at most ${qp.cap.maxInlineData}`);
     }
-    if (qp.sqOutstanding >= qp.cap.maxSendWr) {
-      throw new ResourceExhaustedError(`postSend: the send queue of QP ${qp.qpNum} is full (${qp.cap.maxSendWr} outstanding)`);
-    }
-    const imm = opcode === WrOpcode.SEND_WITH_IMM ? (wr.immData ?? 0) >>> 0 : undefined;
+    return total;
+  }
+
+  /**
+   * Carries out a send work request that passed the post-time checks: from here on every
+   * failure is a completion.
+   */
+  private execSend(qp: QueuePair, wr: SendWr, opcode: number, total: number, inline: Uint8Array | null = null): void {
+    const sgl = wr.sgList;
+    const numSge = sgl === undefined ? 0 : sgl.length;
+    const imm = opcode === WrOpcode.SEND_WITH_IMM || opcode === WrOpcode.RDMA_WRITE_WITH_IMM ? (wr.immData ?? 0) >>> 0 : undefined;
     qp.sqOutstanding++;
-    this.stats.send_wrs++;
+    const rdma = opcode === WrOpcode.RDMA_WRITE || opcode === WrOpcode.RDMA_WRITE_WITH_IMM || opcode === WrOpcode.RDMA_READ;
+    const wcOpcode = opcode === WrOpcode.RDMA_READ ? RDMA_READ_WC_OPCODE : rdma ? WcOpcode.RDMA_WRITE : WcOpcode.SEND;
+    if (!rdma) this.stats.send_wrs++;
 
     const ah = wr.ah;
     if (!(ah instanceof AddressHandle) || ah.destroyed || ah.pd !== qp.pd) {
-      this.completeSend(qp, wr.wrId, EfaStatus.LOCAL_ERROR_INVALID_AH, 0);
+      this.completeSend(qp, wr.wrId, EfaStatus.LOCAL_ERROR_INVALID_AH, 0, wcOpcode);
       return;
     }
-    if (total > this.attributes.maxMsgSize) {
-      this.completeSend(qp, wr.wrId, EfaStatus.LOCAL_ERROR_BAD_LENGTH, 0);
+    if (total > (rdma ? this.attributes.maxRdmaSize : this.attributes.maxMsgSize)) {
+      this.completeSend(qp, wr.wrId, EfaStatus.LOCAL_ERROR_BAD_LENGTH, 0, wcOpcode);
       return;
     }
     const remoteQpn = wr.remoteQpn;
     if (!Number.isInteger(remoteQpn) || remoteQpn < 0 || remoteQpn > 0xffff) {
-      this.completeSend(qp, wr.wrId, EfaStatus.REMOTE_ERROR_BAD_DEST_QPN, 0);
+      this.completeSend(qp, wr.wrId, EfaStatus.REMOTE_ERROR_BAD_DEST_QPN, 0, wcOpcode);
+      return;
+    }
+    if (rdma) {
+      const local = this.resolveSgl(qp, sgl, numSge, opcode === WrOpcode.RDMA_READ);
+      if (local === null) {
+        this.completeSend(qp, wr.wrId, EfaStatus.LOCAL_ERROR_INVALID_LKEY, 0, wcOpcode);
+        return;
+      }
+      const remoteAddr = wr.remoteAddr ?? 0;
+      const rkey = (wr.rkey ?? 0) >>> 0;
+      if (opcode === WrOpcode.RDMA_READ) this.rdma.postRead(qp, wr.wrId, ah.peer, remoteQpn, wr.remoteQkey >>> 0, local, total, remoteAddr, rkey);
+      else this.rdma.postWrite(qp, wr.wrId, ah.peer, remoteQpn, wr.remoteQkey >>> 0, local, total, remoteAddr, rkey, imm);
+      this.rdma.drain();
+      this.kickTimer();
       return;
     }
     const srd = qp.qpType === QpType.SRD;
     const off = srd ? SRD_PAYLOAD_OFFSET : UD_PAYLOAD_OFFSET;
     // UD buffers are not pooled: a UD send completes at once, while the socket may still hold it.
     const buf = srd ? (this.txPool.pop() ?? Buffer.allocUnsafeSlow(this.txPoolBytes)) : Buffer.allocUnsafe(off + total);
-    if (!this.gather(qp, sgl, numSge, buf, off)) {
+    if (inline !== null) {
+      buf.set(inline, off);
+    } else if (!this.gather(qp, sgl, numSge, buf, off)) {
       if (srd) this.txPool.push(buf);
-      this.completeSend(qp, wr.wrId, EfaStatus.LOCAL_ERROR_INVALID_LKEY, 0);
+      this.completeSend(qp, wr.wrId, EfaStatus.LOCAL_ERROR_INVALID_LKEY, 0, WcOpcode.SEND);
       return;
     }
     this.stats.send_bytes += total;
@@ -915,7 +1079,191 @@ export class Device extends EventEmitter {
     }
     const len = finishUdPacket(buf, total, qp.qpNum, remoteQpn, wr.remoteQkey >>> 0, imm, this.gid);
     this.transmitTo(buf, len, ah.peer.host, ah.peer.port, null);
-    this.completeSend(qp, wr.wrId, EfaStatus.SUCCESS, total);
+    this.completeSend(qp, wr.wrId, EfaStatus.SUCCESS, total, WcOpcode.SEND);
+  }
+
+  /**
+   * The local buffers of an RDMA work request, checked now: each SGE names a live MR of the
+   * QP's PD and stays inside it; a read's destination needs LOCAL_WRITE. Null when not.
+   */
+  private resolveSgl(qp: QueuePair, sgl: readonly Sge[] | undefined, n: number, writesLocal: boolean): LocalSgl | null {
+    const out: LocalSgl = { mrs: [], addrs: [], lens: [] };
+    for (let i = 0; i < n; i++) {
+      const sge = (sgl as readonly Sge[])[i];
+      const mr = this.mrs.get(sge.lkey >>> 0);
+      if (mr === undefined || mr.pd !== qp.pd) return null;
+      if (writesLocal && (mr.access & AccessFlags.LOCAL_WRITE) === 0) return null;
+      if (!Number.isInteger(sge.addr) || sge.addr < 0 || sge.addr + sge.length > mr.buffer.length) return null;
+      out.mrs.push(mr);
+      out.addrs.push(sge.addr);
+      out.lens.push(sge.length);
+    }
+    return out;
+  }
+
+  // ------------------------------------------------------------ ibv_wr_* API
+
+  /**
+   * Opens a batch of work requests on `qp`, as `ibv_wr_start`. Set `qp.wrId` and `qp.wrFlags`,
+   * call an operation (`wrSend`, `wrRdmaWrite`, ...), then its address (`wrSetUdAddr`) and
+   * data (`wrSetSge`, `wrSetSgeList`, `wrSetInlineData`); `wrComplete` posts the batch, or
+   * nothing when any call failed (it throws that first error), `wrAbort` drops it.
+   */
+  wrStart(qp: QueuePair): void {
+    if (qp.destroyed || this.closed) throw new InvalidArgumentError('wrStart: the QP is destroyed');
+    if (qp.wrSession !== null) throw new InvalidArgumentError('wrStart: a batch is already open on this QP (wrComplete or wrAbort first)');
+    qp.wrSession = new WrSession();
+  }
+
+  /** `ibv_wr_send`. */
+  wrSend(qp: QueuePair): void {
+    this.wrBegin(qp, WrOpcode.SEND, QpSendOps.SEND, 'wrSend');
+  }
+
+  /** `ibv_wr_send_imm`. */
+  wrSendImm(qp: QueuePair, immData: number): void {
+    const wr = this.wrBegin(qp, WrOpcode.SEND_WITH_IMM, QpSendOps.SEND_WITH_IMM, 'wrSendImm');
+    if (wr !== null) wr.immData = immData >>> 0;
+  }
+
+  /** `ibv_wr_rdma_write`: to `remoteAddr` (an offset in the remote MR) of the MR `rkey` names. */
+  wrRdmaWrite(qp: QueuePair, rkey: number, remoteAddr: number): void {
+    const wr = this.wrBegin(qp, WrOpcode.RDMA_WRITE, QpSendOps.RDMA_WRITE, 'wrRdmaWrite');
+    if (wr !== null) this.setRemote(qp, wr, rkey, remoteAddr, 'wrRdmaWrite');
+  }
+
+  /** `ibv_wr_rdma_write_imm`: a write whose last packet completes a receive at the target. */
+  wrRdmaWriteImm(qp: QueuePair, rkey: number, remoteAddr: number, immData: number): void {
+    const wr = this.wrBegin(qp, WrOpcode.RDMA_WRITE_WITH_IMM, QpSendOps.RDMA_WRITE_WITH_IMM, 'wrRdmaWriteImm');
+    if (wr !== null) {
+      this.setRemote(qp, wr, rkey, remoteAddr, 'wrRdmaWriteImm');
+      wr.immData = immData >>> 0;
+    }
+  }
+
+  /** `ibv_wr_rdma_read`: from `remoteAddr` of the MR `rkey` names, into the SGE set next. */
+  wrRdmaRead(qp: QueuePair, rkey: number, remoteAddr: number): void {
+    const wr = this.wrBegin(qp, WrOpcode.RDMA_READ, QpSendOps.RDMA_READ, 'wrRdmaRead');
+    if (wr !== null) this.setRemote(qp, wr, rkey, remoteAddr, 'wrRdmaRead');
+  }
+
+  /** `ibv_wr_set_ud_addr`: where the current request goes (EFA addresses RDMA this way too). */
+  wrSetUdAddr(qp: QueuePair, ah: AddressHandle, remoteQpn: number, remoteQkey: number): void {
+    const wr = this.wrCurrent(qp, 'wrSetUdAddr');
+    if (wr === null) return;
+    wr.ah = ah;
+    wr.remoteQpn = remoteQpn;
+    wr.remoteQkey = remoteQkey >>> 0;
+  }
+
+  /** `ibv_wr_set_sge`. */
+  wrSetSge(qp: QueuePair, lkey: number, addr: number, length: number): void {
+    this.wrSetSgeList(qp, [{ lkey, addr, length }]);
+  }
+
+  /** `ibv_wr_set_sge_list`: at most maxSendSge entries for a send, one for RDMA (EINVAL beyond). */
+  wrSetSgeList(qp: QueuePair, sgl: readonly Sge[]): void {
+    const wr = this.wrCurrent(qp, 'wrSetSgeList');
+    if (wr === null) return;
+    const session = qp.wrSession as WrSession;
+    const op = session.opcodes[session.opcodes.length - 1];
+    const max = op === WrOpcode.SEND || op === WrOpcode.SEND_WITH_IMM ? qp.cap.maxSendSge : MAX_RDMA_SGE;
+    if (!Array.isArray(sgl) || sgl.length > max) {
+      session.fail(new InvalidArgumentError(`wrSetSgeList: ${Array.isArray(sgl) ? sgl.length : 'no'} SGEs, this operation takes at most ${max}`));
+      return;
+    }
+    try {
+      this.checkSendSgl(qp, sgl, 0, 'wrSetSgeList');
+    } catch (err) {
+      session.fail(err as InvalidArgumentError);
+      return;
+    }
+    wr.sgList = sgl.map((e) => ({ lkey: e.lkey, addr: e.addr, length: e.length }));
+    session.inline[session.inline.length - 1] = null;
+  }
+
+  /** `ibv_wr_set_inline_data`: the bytes are copied now (sends only, at most maxInlineData). */
+  wrSetInlineData(qp: QueuePair, data: Uint8Array): void {
+    const wr = this.wrCurrent(qp, 'wrSetInlineData');
+    if (wr === null) return;
+    const session = qp.wrSession as WrSession;
+    const op = session.opcodes[session.opcodes.length - 1];
+    if (op !== WrOpcode.SEND && op !== WrOpcode.SEND_WITH_IMM) {
+      session.fail(new InvalidArgumentError('wrSetInlineData: EFA carries inline data on sends only'));
+      return;
+    }
+    if (!(data instanceof Uint8Array) || data.length > qp.cap.maxInlineData) {
+      session.fail(new InvalidArgumentError(`wrSetInlineData: ${data instanceof Uint8Array ? data.length : 'no'} inline bytes, the QP takes at most ${qp.cap.maxInlineData}`));
+      return;
+    }
+    wr.sgList = undefined;
+    session.inline[session.inline.length - 1] = Uint8Array.prototype.slice.call(data) as Uint8Array;
+  }
+
+  /**
+   * Posts the batch, as `ibv_wr_complete`. If any call of the batch failed, nothing is posted
+   * and that first error is thrown (EINVAL, ENOMEM, EOPNOTSUPP).
+   */
+  wrComplete(qp: QueuePair): void {
+    const session = qp.wrSession;
+    if (session === null) throw new InvalidArgumentError('wrComplete: no batch is open (wrStart first)');
+    qp.wrSession = null;
+    if (session.error !== null) throw session.error;
+    if (qp.destroyed || this.closed) throw new InvalidArgumentError('wrComplete: the QP is destroyed');
+    for (let i = 0; i < session.wrs.length; i++) {
+      const wr = session.wrs[i];
+      const inline = session.inline[i];
+      const total = inline !== null ? inline.length : this.checkSendSgl(qp, wr.sgList, 0, 'wrComplete');
+      this.execSend(qp, wr, session.opcodes[i], total, inline);
+    }
+  }
+
+  /** Drops the batch, as `ibv_wr_abort`. */
+  wrAbort(qp: QueuePair): void {
+    qp.wrSession = null;
+  }
+
+  /** Starts the next request of the batch: the post-time checks run now, as the provider's. */
+  private wrBegin(qp: QueuePair, opcode: number, op: number, what: string): SendWr | null {
+    const session = qp.wrSession;
+    if (session === null) throw new InvalidArgumentError(`${what}: no batch is open (wrStart first)`);
+    if (session.error !== null) return null;
+    if ((qp.sendOps & op) === 0) {
+      session.fail(new NotSupportedError(`${what}: the QP was not created for this operation (sendOpsFlags 0x${qp.sendOps.toString(16)})`));
+      return null;
+    }
+    try {
+      this.checkSendable(qp, qp.wrFlags, session.wrs.length, what);
+    } catch (err) {
+      session.fail(err as InvalidArgumentError);
+      return null;
+    }
+    const wr: SendWr = { wrId: qp.wrId, opcode, sendFlags: qp.wrFlags, ah: undefined as unknown as AddressHandle, remoteQpn: -1, remoteQkey: 0 };
+    session.wrs.push(wr);
+    session.opcodes.push(opcode);
+    session.inline.push(null);
+    return wr;
+  }
+
+  private wrCurrent(qp: QueuePair, what: string): SendWr | null {
+    const session = qp.wrSession;
+    if (session === null) throw new InvalidArgumentError(`${what}: no batch is open (wrStart first)`);
+    if (session.error !== null) return null;
+    const wr = session.last;
+    if (wr === undefined) {
+      session.fail(new InvalidArgumentError(`${what}: no operation to apply it to (wrSend, wrRdmaWrite, ... first)`));
+      return null;
+    }
+    return wr;
+  }
+
+  private setRemote(qp: QueuePair, wr: SendWr, rkey: number, remoteAddr: number, what: string): void {
+    if (!Number.isInteger(remoteAddr) || remoteAddr < 0 || remoteAddr > Number.MAX_SAFE_INTEGER) {
+      (qp.wrSession as WrSession).fail(new InvalidArgumentError(`${what}: remoteAddr must be a non-negative integer`));
+      return;
+    }
+    wr.rkey = rkey >>> 0;
+    wr.remoteAddr = remoteAddr;
   }
 
   /**
@@ -945,9 +1293,13 @@ export class Device extends EventEmitter {
   }
 
   private completeSrdSend(op: SendOp, status: number): void {
+    if (op.msg !== null) {
+      this.rdma.segmentDone(op, status);
+      return;
+    }
     const qp = op.owner as QueuePair;
     if (qp.destroyed) return;
-    this.completeSend(qp, op.wrId, status as EfaStatus, status === EfaStatus.SUCCESS ? op.byteLen : 0);
+    this.completeSend(qp, op.wrId, status as EfaStatus, status === EfaStatus.SUCCESS ? op.byteLen : 0, WcOpcode.SEND);
   }
 
   /**
@@ -955,7 +1307,9 @@ export class Device extends EventEmitter {
    * the sender will report: SUCCESS, REMOTE_ERROR_RNR (no receive posted: it retries), or a
    * final error.
    */
-  private deliverSrd(buf: Buffer, hdr: PacketHeader, payloadOff: number, payloadLen: number): number {
+  private deliverSrd(buf: Buffer, hdr: PacketHeader, payloadOff: number, payloadLen: number, peer: SrdPeer): number {
+    // Read data is matched to the read by its id; it names no receive queue to check.
+    if (hdr.type === PacketType.SRD_READ_RESP) return this.rdma.onReadResponse(buf, hdr, peer);
     const qp = this.qps[hdr.dstQpn];
     if (qp === undefined || qp.qpType !== QpType.SRD) {
       this.stats.drop('rx_drop_unknown_qpn');
@@ -974,6 +1328,8 @@ export class Device extends EventEmitter {
       this.stats.drop('rx_drop_qkey_mismatch');
       return EfaStatus.REMOTE_ERROR_BAD_DEST_QPN;
     }
+    if (hdr.type === PacketType.SRD_RDMA_WRITE) return this.receiveWrite(qp, buf, hdr);
+    if (hdr.type === PacketType.SRD_READ_REQ) return this.rdma.acceptRead(qp, buf, hdr, peer);
     if (qp.rq.count === 0) {
       this.stats.drop('rx_drop_no_recv_wr');
       return EfaStatus.REMOTE_ERROR_RNR;
@@ -984,26 +1340,77 @@ export class Device extends EventEmitter {
     return EfaStatus.REMOTE_ERROR_BAD_ADDRESS;
   }
 
+  /**
+   * A segment of an RDMA write to `qp`: placed in the MR its rkey names. The last packet of a
+   * write with immediate then completes a receive (or, on a QP that takes unsolicited write
+   * receives, a completion of its own): with none posted it is refused RNR before anything
+   * is placed, and the sender tries it again.
+   */
+  private receiveWrite(qp: QueuePair, buf: Buffer, hdr: PacketHeader): number {
+    const withImm = (hdr.flags & FLAG_HAS_IMM) !== 0;
+    if (withImm && !qp.unsolicitedWriteRecv && qp.rq.count === 0) {
+      this.stats.drop('rx_drop_no_recv_wr');
+      return EfaStatus.REMOTE_ERROR_RNR;
+    }
+    const status = this.rdma.placeWrite(qp, buf, hdr);
+    if (status !== EfaStatus.SUCCESS || !withImm) return status;
+    const rq = qp.rq;
+    const consume = !qp.unsolicitedWriteRecv;
+    const wc = qp.recvCq.push(qp);
+    if (wc !== null) {
+      wc.wrId = consume ? rq.wrId[rq.head] : 0;
+      wc.status = 0;
+      wc.vendorErr = 0;
+      wc.opcode = WcOpcode.RECV_RDMA_WITH_IMM;
+      wc.qpNum = qp.qpNum;
+      wc.srcQp = hdr.srcQpn;
+      wc.byteLen = this.rdma.writeLength(buf, hdr);
+      wc.immData = hdr.imm;
+      wc.wcFlags = WcFlags.WITH_IMM;
+      wc.unsolicited = !consume;
+      this.setSender(qp, wc, buf, hdr);
+    }
+    if (consume) rq.advance();
+    return EfaStatus.SUCCESS;
+  }
+
+  /** The sender of a receive completion: the AH the receiver's PD has for it, else its GID. */
+  private setSender(qp: QueuePair, wc: WorkCompletion, buf: Buffer, hdr: PacketHeader): void {
+    const ah = qp.pd.ahByDeviceIndex.get(gidDeviceIndex(buf, hdr.srcGidOffset));
+    if (ah !== undefined) {
+      wc.ah = ah.ahNum;
+    } else {
+      wc.ah = AH_UNKNOWN;
+      // Only a CQ created for it carries the GID (efadv_create_cq with WITH_SGID).
+      if (qp.recvCq.withSgid) wc.sgid = Uint8Array.prototype.slice.call(buf, hdr.srcGidOffset, hdr.srcGidOffset + 16);
+    }
+  }
+
   /** Runs the device's due timers (SRD acks and retransmissions); the io layer's timer calls it. */
   onTimer(): void {
     if (this.closed) return;
-    this.srd.onTimer(this.clock());
+    const now = this.clock();
+    this.srd.onTimer(now);
+    this.rdma.onTimer(now);
+    this.rdma.drain();
     this.kickTimer();
   }
 
   private kickTimer(): void {
     if (this.timer === null) return;
-    const d = this.srd.nextDeadline();
+    let d = this.srd.nextDeadline();
+    const r = this.rdma.nextDeadline();
+    if (r < d) d = r;
     if (d !== Infinity) this.timer.arm(d);
   }
 
-  private completeSend(qp: QueuePair, wrId: number, status: EfaStatus, byteLen: number): void {
+  private completeSend(qp: QueuePair, wrId: number, status: EfaStatus, byteLen: number, opcode: number): void {
     const wc = qp.sendCq.push(qp);
     if (wc === null) return;
     wc.wrId = wrId;
     wc.status = wcStatusFromEfa(status);
     wc.vendorErr = status;
-    wc.opcode = WcOpcode.SEND;
+    wc.opcode = opcode;
     wc.byteLen = byteLen;
     wc.qpNum = qp.qpNum;
   }
@@ -1074,6 +1481,7 @@ export class Device extends EventEmitter {
       return;
     }
     this.srd.onPacket(this.clock(), buf, hdr, peer);
+    this.rdma.drain();
     this.kickTimer();
   }
 
@@ -1175,13 +1583,7 @@ export class Device extends EventEmitter {
         wc.immData = hdr.imm;
       }
       wc.wcFlags = flags;
-      const ah = qp.pd.ahByDeviceIndex.get(gidDeviceIndex(buf, hdr.srcGidOffset));
-      if (ah !== undefined) {
-        wc.ah = ah.ahNum;
-      } else {
-        wc.ah = AH_UNKNOWN;
-        wc.sgid = Uint8Array.prototype.slice.call(buf, hdr.srcGidOffset, hdr.srcGidOffset + 16);
-      }
+      this.setSender(qp, wc, buf, hdr);
     }
     rq.advance();
     return status;
@@ -1244,6 +1646,13 @@ export class Device extends EventEmitter {
       throw new AdminFailure(AdminStatus.ILLEGAL_PARAMETER, 'not a live QP of this device');
     }
   }
+}
+
+/** The smallest power of two >= n (n >= 1). */
+function roundUpPow2(n: number): number {
+  let p = 1;
+  while (p < n) p *= 2;
+  return p;
 }
 
 function defaultClock(): number {

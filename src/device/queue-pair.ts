@@ -2,6 +2,7 @@ import type { CompletionQueue } from './completion-queue';
 import { DEFAULT_RNR_RETRY, QpState, QpType } from './constants';
 import type { MemoryRegion } from './memory-region';
 import type { ProtectionDomain } from './protection-domain';
+import type { WrSession } from './wr-session';
 
 /** Capacities of a QP, as `ibv_qp_cap`. */
 export interface QpCap {
@@ -79,6 +80,16 @@ export class QueuePair {
   readonly rq: ReceiveQueue;
   /** Transport state the QP's engine keeps (SRD); null for UD. */
   transport: unknown = null;
+  /** Created with EfadvQpFlags.UNSOLICITED_WRITE_RECV: writes with immediate consume no receive. */
+  unsolicitedWriteRecv = false;
+  /** The send operations the QP was created for (`ibv_qp_init_attr_ex.send_ops_flags`, QpSendOps bits). */
+  sendOps = 0;
+  /** `ibv_qp_ex.wr_id`: the id the next `wr*` call gives its work request. */
+  wrId = 0;
+  /** `ibv_qp_ex.wr_flags`: the SendFlags of the next `wr*` work request. */
+  wrFlags = 0;
+  /** The open `wrStart` batch, or null. */
+  wrSession: WrSession | null = null;
 
   constructor(
     readonly qpNum: number,

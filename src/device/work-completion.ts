@@ -30,6 +30,11 @@ export class WorkCompletion {
   ah = AH_UNKNOWN;
   /** The sender's GID when `ah` is AH_UNKNOWN (EFA's `efadv_wc_read_sgid`), else null. */
   sgid: Uint8Array | null = null;
+  /**
+   * RDMA write with immediate on a QP created with EfadvQpFlags.UNSOLICITED_WRITE_RECV: it
+   * consumed no receive (`wrId` is 0), as `efadv_wc_is_unsolicited` reports.
+   */
+  unsolicited = false;
 }
 
 /** Copies every field of `from` into `to`. */
@@ -45,4 +50,5 @@ export function copyCompletion(from: WorkCompletion, to: WorkCompletion): void {
   to.srcQp = from.srcQp;
   to.ah = from.ah;
   to.sgid = from.sgid;
+  to.unsolicited = from.unsolicited;
 }

@@ -13,7 +13,7 @@ export interface Sge {
  */
 export interface SendWr {
   wrId: number;
-  /** WrOpcode.SEND (default) or WrOpcode.SEND_WITH_IMM. */
+  /** A WrOpcode; `postSend` takes SEND (default) and SEND_WITH_IMM, the wr* API the RDMA ones too. */
   opcode?: number;
   /**
    * Up to `maxSendSge` entries. With SendFlags.INLINE (at most `maxInlineData` bytes) the bytes
@@ -27,6 +27,10 @@ export interface SendWr {
   ah: AddressHandle;
   remoteQpn: number;
   remoteQkey: number;
+  /** RDMA: the remote buffer, a byte offset in the MR the rkey names (`wr.rdma.remote_addr`). */
+  remoteAddr?: number;
+  /** RDMA: the remote MR's key (`wr.rdma.rkey`). */
+  rkey?: number;
 }
 
 /** A receive work request, as `ibv_recv_wr`. */

@@ -90,7 +90,7 @@ export class Responder implements AckCarrier {
       this.drop('rx_drop_window');
       return;
     }
-    const status = this.host.deliver(buf, hdr, hdr.hdrLen, hdr.payloadLen);
+    const status = this.host.deliver(buf, hdr, hdr.hdrLen, hdr.payloadLen, ch.peer);
     if (status === EfaStatus.SUCCESS) {
       rx.echoTime = f.txTime;
       // A new gap, or a hole filled, is news the sender acts on (fast retransmit, window): say

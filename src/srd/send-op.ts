@@ -23,6 +23,11 @@ export class SendOp {
   /** Whatever the device needs to complete the work request (its QP). */
   owner: unknown = null;
   wrId = 0;
+  /**
+   * The multi-packet operation this packet is a segment of (an RDMA write or read), or null
+   * for a message of its own: the device completes the work request once all are settled.
+   */
+  msg: unknown = null;
   /** Payload bytes, reported by the completion. */
   byteLen = 0;
   /** The whole datagram; the SRD extension is rewritten on every transmission. */
@@ -82,6 +87,7 @@ export class SendOp {
 
   reset(): void {
     this.owner = null;
+    this.msg = null;
     this.buf = null;
     this.wrId = 0;
     this.byteLen = 0;

@@ -1,5 +1,6 @@
 import { isNewerIncarnation } from '../common/incarnation';
 import { encodeHeader, FLAG_HAS_IMM, PacketType, type PacketHeader } from '../wire/header';
+import { RDMA_HDR_LEN } from '../wire/rdma-header';
 import { decodeSrdAck, decodeSrdData, decodeSrdNak, SRD_DATA_HDR_LEN, SrdFields } from '../wire/srd-header';
 import { ReceiveState } from './receive-state';
 import { Requester } from './requester';
@@ -13,9 +14,12 @@ export type { SrdPeer } from './srd-channel';
 
 /** Offset of the payload in an SRD data packet: the device gathers the message there. */
 export const SRD_PAYLOAD_OFFSET = SRD_DATA_HDR_LEN;
+/** Offset of the payload in an RDMA packet (SRD data plus the RDMA extension). */
+export const RDMA_PAYLOAD_OFFSET = RDMA_HDR_LEN;
 
 /**
- * SRD, sans-IO: reliable, unordered delivery of messages of at most one MTU between devices.
+ * SRD, sans-IO: reliable, unordered delivery of packets of at most one MTU between devices:
+ * messages, and the segments of RDMA operations (which the device splits and joins).
  *
  * Inputs are `postSend`, `onPacket` and `onTimer`, each with the time (ms) passed in;
  * outputs go through the SrdHost (transmit, deliver, completeSend, releaseBuffer) and
@@ -78,7 +82,9 @@ export class SrdEngine {
   /**
    * Takes a message whose payload the caller gathered at SRD_PAYLOAD_OFFSET of `buf` (the
    * engine owns `buf` until it hands it back through releaseBuffer). It is sent now if there
-   * is room, else it waits (a full window never fails a send).
+   * is room, else it waits (a full window never fails a send). An RDMA packet (`type` one of
+   * the RDMA types) has its extension written by the caller between SRD_DATA_HDR_LEN and
+   * `hdrLen`, and names the operation it belongs to in `msg`.
    */
   postSend(
     now: number,
@@ -92,17 +98,21 @@ export class SrdEngine {
     qkey: number,
     imm: number | undefined,
     rnrRetry: number,
+    type: PacketType = PacketType.SRD_DATA,
+    hdrLen: number = SRD_DATA_HDR_LEN,
+    msg: unknown = null,
   ): void {
     const ch = this.channelOf(peer);
     if (isNewerIncarnation(peer.incarnation, ch.tx.rxIncarnation)) ch.tx.rxIncarnation = peer.incarnation;
     const hasImm = imm !== undefined;
-    encodeHeader(buf, PacketType.SRD_DATA, hasImm ? FLAG_HAS_IMM : 0, SRD_DATA_HDR_LEN, srcQpn, dstQpn, payloadLen, qkey, hasImm ? imm >>> 0 : 0, this.localGid);
+    encodeHeader(buf, type, hasImm ? FLAG_HAS_IMM : 0, hdrLen, srcQpn, dstQpn, payloadLen, qkey, hasImm ? imm >>> 0 : 0, this.localGid);
     const op = this.requester.take();
     op.owner = owner;
+    op.msg = msg;
     op.wrId = wrId;
     op.byteLen = payloadLen;
     op.buf = buf;
-    op.len = SRD_DATA_HDR_LEN + payloadLen;
+    op.len = hdrLen + payloadLen;
     op.rnrRetry = rnrRetry;
     this.requester.post(now, ch, op);
   }
@@ -116,6 +126,9 @@ export class SrdEngine {
     const ch = this.channelOf(peer);
     switch (hdr.type) {
       case PacketType.SRD_DATA:
+      case PacketType.SRD_RDMA_WRITE:
+      case PacketType.SRD_READ_REQ:
+      case PacketType.SRD_READ_RESP:
         if (!decodeSrdData(buf, hdr.hdrLen, f)) break;
         // The session of a data packet is its sender's incarnation, as acks report it.
         if (f.pbSession !== 0 && f.pbSession === ch.tx.session) this.requester.onAck(now, ch, f.pbCum, f.pbEcho, f.session, null, 0);

@@ -1,5 +1,6 @@
 import type { PacketHeader } from '../wire/header';
 import type { SendOp } from './send-op';
+import type { SrdPeer } from './srd-channel';
 
 /**
  * What the SRD engine asks of the device it runs in. The engine never touches a socket, a
@@ -15,9 +16,10 @@ export interface SrdHost {
   /**
    * Delivers a message to the local QP the header names. Returns EfaStatus.SUCCESS (0) when it
    * was placed in a posted receive, REMOTE_ERROR_RNR (10) when no receive is posted (the
-   * sender will retry), or the final status the sender reports.
+   * sender will retry), or the final status the sender reports. `peer` sent it (an RDMA read
+   * request is answered to it).
    */
-  deliver(buf: Buffer, hdr: PacketHeader, payloadOff: number, payloadLen: number): number;
+  deliver(buf: Buffer, hdr: PacketHeader, payloadOff: number, payloadLen: number, peer: SrdPeer): number;
   /** Completes a send work request with `status`. */
   completeSend(op: SendOp, status: number): void;
   /** Neither the engine nor the socket needs this send buffer any more: it may be reused. */

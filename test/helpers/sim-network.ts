@@ -730,6 +730,12 @@ export interface SrdEndOptions {
   /** Share CQs with another end. */
   sendCq?: CompletionQueue;
   recvCq?: CompletionQueue;
+  /** Access flags of the end's MR (default LOCAL_WRITE). */
+  access?: number;
+  /** efadv QP flags (EfadvQpFlags). */
+  qpFlags?: number;
+  /** efadv CQ flags of the receive CQ (EfadvWcFlags). */
+  recvCqFlags?: number;
 }
 
 /** Creates an SRD QP (and what it needs) on `dev`, moved RESET -> INIT -> RTR -> RTS. */
@@ -737,13 +743,14 @@ export async function createSrdEnd(dev: Device, opts: SrdEndOptions = {}): Promi
   const qkey = opts.qkey ?? SIM_QKEY;
   const pd = opts.pd ?? (await dev.allocPd());
   const buf = Buffer.alloc(opts.bufSize ?? 65536);
-  const mr = await dev.regMr(pd, buf, AccessFlags.LOCAL_WRITE);
+  const mr = await dev.regMr(pd, buf, opts.access ?? AccessFlags.LOCAL_WRITE);
   const sendCq = opts.sendCq ?? (await dev.createCq({ cqe: opts.cqe ?? 1024 }));
-  const recvCq = opts.recvCq ?? (await dev.createCq({ cqe: opts.cqe ?? 1024 }));
+  const recvCq = opts.recvCq ?? (await dev.createCq({ cqe: opts.cqe ?? 1024, efadv: { wcFlags: opts.recvCqFlags ?? 0 } }));
   const qp = await dev.createQp(pd, {
     qpType: QpType.SRD,
     sendCq,
     recvCq,
+    efadv: { flags: opts.qpFlags ?? 0 },
     cap: { maxSendWr: opts.maxSendWr ?? 256, maxRecvWr: opts.maxRecvWr ?? 256, maxSendSge: 2, maxRecvSge: 2, maxInlineData: 32 },
   });
   const state = opts.state ?? 'RTS';
@@ -892,6 +899,8 @@ export interface SrdPairOptions {
   /** Devices beyond a and b (each with an SRD end), for tests that need a third party. */
   more?: number;
   trace?: boolean;
+  /** The EFA generation of every device (default: the newest). */
+  generation?: string;
 }
 
 export interface SrdSim {
@@ -911,7 +920,7 @@ export async function srdSim(opts: SrdPairOptions = {}): Promise<SrdSim> {
   const count = 2 + (opts.more ?? 0);
   const nodes: SimNode[] = [];
   const ends: SrdEnd[] = [];
-  for (let i = 0; i < count; i++) nodes.push(sim.addDevice(String.fromCharCode(97 + i)));
+  for (let i = 0; i < count; i++) nodes.push(sim.addDevice(String.fromCharCode(97 + i), opts.generation === undefined ? {} : { generation: opts.generation }));
   for (let i = 0; i < count; i++) ends.push(await createSrdEnd(nodes[i].device, i === 0 ? opts.a : i === 1 ? opts.b : {}));
   const ahs: AddressHandle[][] = [];
   for (let i = 0; i < count; i++) {
