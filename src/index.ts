@@ -10,6 +10,8 @@ export { openDevice, EfaDevice, type OpenDeviceOptions } from './open-device';
 export { CompletionPoller, type PollMode, type CompletionHandler } from './completion-poller';
 export { Device, type DeviceOptions, type CqInit, type QpInit, type QpInfo, type AsyncEvent, type PacketTransport, type GidResolver, type ResolvedGid } from './device/device';
 export { DEFAULT_ATTRIBUTES, type DeviceAttributes } from './device/attributes';
+export { EfadvDeviceCaps, GENERATIONS, GENERATION_NAMES, DEFAULT_GENERATION, generationProfile, capNames, type GenerationName, type GenerationProfile } from './device/generations';
+export { PortState, IbvMtu, type PortAttributes, type EfadvDeviceAttributes, type DeviceAttributesEx } from './device/queries';
 export { AdminOpcode, AdminStatus, AdminCommandError, adminOpcodeName } from './device/admin';
 export {
   QpType,
@@ -25,6 +27,11 @@ export {
   WrOpcode,
   SendFlags,
   AccessFlags,
+  EfadvQpFlags,
+  EfadvWcFlags,
+  EFADV_QP_DRIVER_TYPE_SRD,
+  QpSendOps,
+  ENOENT,
   AH_UNKNOWN,
   GRH_LENGTH,
   PORT_NUM,

@@ -105,7 +105,7 @@ t.test('a full send queue rejects postSend with ENOMEM until a completion is pol
   a.dev.postSend(a.qp, { wrId: 5, ah: ahAtoB, remoteQpn: b.qp.qpNum, remoteQkey: DEFAULT_QKEY, sgList: [{ addr: 0, length: 1, lkey: 0xbad }] });
   a.dev.postSend(a.qp, { wrId: 6, ah: ahAtoB, remoteQpn: b.qp.qpNum, remoteQkey: DEFAULT_QKEY, sgList: [{ addr: 0, length: 1, lkey: 0xbad }] });
   t.equal(thrown(() => sendBytes(a, ahAtoB, b, 7, Buffer.from('x')))?.code, 'ENOMEM', 'unpolled error completions hold their slots');
-  t.match(poll(a.dev, a.sendCq), [{ wrId: 5, status: EfaStatus.LOCAL_ERROR_INVALID_LKEY }, { wrId: 6 }]);
+  t.match(poll(a.dev, a.sendCq), [{ wrId: 5, vendorErr: EfaStatus.LOCAL_ERROR_INVALID_LKEY }, { wrId: 6 }]);
   t.doesNotThrow(() => sendBytes(a, ahAtoB, b, 8, Buffer.from('x')));
 });
 
@@ -124,7 +124,7 @@ t.test('a send CQ shared with receives frees send slots only for send completion
   dev.postRecv(qp, { wrId: 100, sgList: [{ addr: 0, length: 1000, lkey: mr.lkey }] });
   dev.postSend(qp, { wrId: 1, ah: self, remoteQpn: qp.qpNum, remoteQkey: 5, sgList: [{ addr: 2000, length: 10, lkey: mr.lkey }] });
   fabric.deliverAll(); // loopback: the receive completes on the same CQ
-  t.match(poll(dev, cq), [{ wrId: 1, opcode: 0 }, { wrId: 100, opcode: 128, status: EfaStatus.SUCCESS }], 'send then receive on one CQ');
+  t.match(poll(dev, cq), [{ wrId: 1, opcode: 0 }, { wrId: 100, opcode: 128, vendorErr: EfaStatus.SUCCESS }], 'send then receive on one CQ');
   t.doesNotThrow(() => dev.postSend(qp, { wrId: 2, ah: self, remoteQpn: qp.qpNum, remoteQkey: 5 }), 'the send slot was freed');
 });
 

@@ -136,9 +136,11 @@ t.test('invalid transitions fail EINVAL (MODIFY_QP, status 5) and change nothing
 
 t.test('required attributes, extra attributes, pkeyIndex, port, rnrRetry', async (t) => {
   const { dev } = setup();
-  const fails = async (from: number, attr: QpAttr, what: string, qpType: QpType = QpType.UD) => {
+  // The kernel's answers (efa_verbs.c efa_modify_qp): an invalid transition or attribute set
+  // is EINVAL; a port other than 1 or a P_Key index other than 0 is EOPNOTSUPP.
+  const fails = async (from: number, attr: QpAttr, what: string, qpType: QpType = QpType.UD, errno = 'EINVAL') => {
     const qp = await qpIn(dev, from, qpType);
-    await expectAdminError(t, dev.modifyQp(qp, attr), Op.MODIFY_QP, St.ILLEGAL_PARAMETER, 'EINVAL', what);
+    await expectAdminError(t, dev.modifyQp(qp, attr), Op.MODIFY_QP, errno === 'EINVAL' ? St.ILLEGAL_PARAMETER : St.UNSUPPORTED_OPCODE, errno, what);
     t.equal(qp.state, from, `${what}: state unchanged`);
     await dev.destroyQp(qp);
   };
@@ -148,14 +150,16 @@ t.test('required attributes, extra attributes, pkeyIndex, port, rnrRetry', async
   await fails(RTR, { qpState: RTS }, 'RTR -> RTS without sqPsn');
   await fails(RESET, { ...TO_INIT, sqPsn: 0 }, 'RESET -> INIT does not take sqPsn');
   await fails(INIT, { qpState: RTR, sqPsn: 0 }, 'INIT -> RTR does not take sqPsn');
-  await fails(INIT, { qpState: RTR, pkeyIndex: 0 }, 'INIT -> RTR does not take pkeyIndex');
   await fails(RTS, { qpState: SQD, qkey: 5 }, 'RTS -> SQD takes nothing');
   await fails(RTS, { qpState: ERR, qkey: 5 }, 'a move to ERR takes no attributes');
   await fails(RTS, { qpState: RESET, sqPsn: 0 }, 'a move to RESET takes no attributes');
   await fails(RESET, { ...TO_INIT, foo: 1 } as QpAttr, 'unknown attribute');
-  await fails(RESET, { ...TO_INIT, pkeyIndex: 1 }, 'pkeyIndex 1');
-  await fails(RESET, { ...TO_INIT, portNum: 2 }, 'port 2');
-  await fails(RESET, { ...TO_INIT, portNum: 0 }, 'port 0');
+  await fails(RESET, { ...TO_INIT, pkeyIndex: 1 }, 'pkeyIndex 1', QpType.UD, 'EOPNOTSUPP');
+  await fails(RESET, { ...TO_INIT, portNum: 2 }, 'port 2', QpType.UD, 'EOPNOTSUPP');
+  await fails(RESET, { ...TO_INIT, portNum: 0 }, 'port 0', QpType.UD, 'EOPNOTSUPP');
+  await fails(RTS, { qpState: RTS, timeout: 14 } as QpAttr, 'an attribute of another transport (timeout)', QpType.UD, 'EOPNOTSUPP');
+  await fails(RTS, { rnrRetry: 1 }, 'RTS -> RTS does not take rnrRetry (SRD takes it on RTR -> RTS only)', QpType.SRD);
+  await fails(RESET, { qpState: ERR }, 'RESET -> ERR is not an SRD transition', QpType.SRD);
   await fails(RESET, { ...TO_INIT, qkey: 2 ** 32 }, 'qkey over 32 bits');
   await fails(RESET, { ...TO_INIT, qkey: -1 }, 'negative qkey');
   await fails(RTR, { qpState: RTS, sqPsn: 2 ** 24 }, 'sqPsn over 24 bits');
@@ -168,8 +172,12 @@ t.test('required attributes, extra attributes, pkeyIndex, port, rnrRetry', async
   t.equal((await dev.queryQp(srd)).rnrRetry, 7, 'SRD rnrRetry defaults to 7 (retry forever)');
   await dev.modifyQp(srd, { qpState: RTS, sqPsn: 0, rnrRetry: 3 });
   t.equal((await dev.queryQp(srd)).rnrRetry, 3, 'rnrRetry 0..7 accepted on SRD at RTR -> RTS');
-  await dev.modifyQp(srd, { rnrRetry: 0 });
-  t.equal(srd.rnrRetry, 0, 'and RTS -> RTS');
+  const ud = await qpIn(dev, INIT);
+  await dev.modifyQp(ud, { qpState: RTR, pkeyIndex: 0, qkey: 9 });
+  t.equal(ud.state, RTR, 'INIT -> RTR takes pkeyIndex and qkey (optional)');
+  const ud2 = await qpIn(dev, RESET);
+  await dev.modifyQp(ud2, { qpState: ERR });
+  t.equal(ud2.state, ERR, 'RESET -> ERR is a UD transition');
 });
 
 t.test('a privileged qkey (top bit set) fails EPERM', async (t) => {
@@ -188,12 +196,14 @@ t.test('a privileged qkey (top bit set) fails EPERM', async (t) => {
 
 t.test('curQpState must match the current state', async (t) => {
   const { dev } = setup();
-  const qp = await qpIn(dev, INIT);
-  await expectAdminError(t, dev.modifyQp(qp, { qpState: RTR, curQpState: RESET }), Op.MODIFY_QP, St.ILLEGAL_PARAMETER, 'EINVAL', 'curQpState RESET while INIT');
-  t.equal(qp.state, INIT);
+  const qp = await qpIn(dev, RTR);
+  await expectAdminError(t, dev.modifyQp(qp, { qpState: RTS, sqPsn: 0, curQpState: INIT }), Op.MODIFY_QP, St.ILLEGAL_PARAMETER, 'EINVAL', 'curQpState INIT while RTR');
+  t.equal(qp.state, RTR);
   await expectAdminError(t, dev.modifyQp(qp, { qpState: ERR, curQpState: RTS }), Op.MODIFY_QP, St.ILLEGAL_PARAMETER, 'EINVAL', 'curQpState mismatch on a move to ERR');
-  await dev.modifyQp(qp, { qpState: RTR, curQpState: INIT });
-  t.equal(qp.state, RTR, 'a matching curQpState is accepted');
+  const early = await qpIn(dev, INIT);
+  await expectAdminError(t, dev.modifyQp(early, { qpState: RTR, curQpState: INIT }), Op.MODIFY_QP, St.ILLEGAL_PARAMETER, 'EINVAL', 'curQpState from INIT (the IB core allows it from RTR, RTS, SQD, SQE only)');
+  await dev.modifyQp(qp, { qpState: RTS, sqPsn: 0, curQpState: RTR });
+  t.equal(qp.state, RTS, 'a matching curQpState is accepted');
 });
 
 t.test('modifyQp / queryQp on a destroyed QP fail EINVAL', async (t) => {
@@ -217,7 +227,8 @@ t.test('queryQp reflects every change', async (t) => {
     qkey: 0,
     sqPsn: 0,
     rnrRetry: 7,
-    cap: { maxSendWr: 3, maxRecvWr: 5, maxSendSge: 1, maxRecvSge: 2, maxInlineData: 0 },
+    // As EFA's provider reports them: the send ring a power of two, the receive ring a power of two of SGE slots.
+    cap: { maxSendWr: 4, maxRecvWr: 8, maxSendSge: 1, maxRecvSge: 2, maxInlineData: 0 },
     pkeyIndex: 0,
     portNum: 1,
   });
@@ -231,7 +242,7 @@ t.test('queryQp reflects every change', async (t) => {
   t.equal(after.rnrRetry, 7, 'RESET restores the SRD rnrRetry default (7)');
   const info = await dev.queryQp(qp);
   info.cap.maxSendWr = 99;
-  t.equal(qp.cap.maxSendWr, 3, 'queryQp returns a copy of cap');
+  t.equal(qp.cap.maxSendWr, 4, 'queryQp returns a copy of cap');
 });
 
 t.test('postSend needs RTS or SQD; postRecv fails in RESET and ERR', async (t) => {
@@ -272,7 +283,7 @@ t.test('receives complete only from RTR on', async (t) => {
   fabric.deliverAll();
   const wcs = poll(b.dev, b.recvCq);
   t.equal(wcs.length, 1, 'in RTR the packet completes the receive posted in INIT');
-  t.match(wcs[0], { wrId: 1, status: EfaStatus.SUCCESS, opcode: WcOpcode.RECV });
+  t.match(wcs[0], { wrId: 1, vendorErr: EfaStatus.SUCCESS, opcode: WcOpcode.RECV });
 
   // A QP in RESET (no receive can even be posted) drops too.
   await b.dev.modifyQp(b.qp, { qpState: RESET });
@@ -288,7 +299,7 @@ t.test('receives complete only from RTR on', async (t) => {
   postRecv(b, 2);
   sendBytes(a, ahAtoB, b, 13, Buffer.from('in sqd'));
   fabric.deliverAll();
-  t.match(poll(b.dev, b.recvCq), [{ wrId: 2, status: EfaStatus.SUCCESS }], 'SQD receives');
+  t.match(poll(b.dev, b.recvCq), [{ wrId: 2, vendorErr: EfaStatus.SUCCESS }], 'SQD receives');
 });
 
 t.test('ERR flushes posted receives with FLUSHED; later packets are dropped', async (t) => {
@@ -299,7 +310,7 @@ t.test('ERR flushes posted receives with FLUSHED; later packets are dropped', as
   await b.dev.modifyQp(b.qp, { qpState: ERR });
   const wcs = poll(b.dev, b.recvCq);
   t.same(
-    wcs.map((w) => [w.wrId, w.status, w.opcode, w.qpNum]),
+    wcs.map((w) => [w.wrId, w.vendorErr, w.opcode, w.qpNum]),
     [
       [101, EfaStatus.FLUSHED, WcOpcode.RECV, b.qp.qpNum],
       [102, EfaStatus.FLUSHED, WcOpcode.RECV, b.qp.qpNum],

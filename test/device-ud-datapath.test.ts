@@ -30,7 +30,7 @@ t.test('a send arrives with the GRH first and the completion fields EFA reports'
 
   const sends = poll(a.dev, a.sendCq);
   t.equal(sends.length, 1, 'the send completes at once (UD)');
-  t.match(sends[0], { wrId: 99, status: EfaStatus.SUCCESS, opcode: WcOpcode.SEND, byteLen: payload.length, qpNum: a.qp.qpNum });
+  t.match(sends[0], { wrId: 99, vendorErr: EfaStatus.SUCCESS, opcode: WcOpcode.SEND, byteLen: payload.length, qpNum: a.qp.qpNum });
   t.equal(fabric.queued.length, 1, 'one datagram');
   t.equal(fabric.queued[0].to, fabric.endpointOf(b.dev), 'addressed to b');
   t.equal(fabric.queued[0].buf.length, 40 + payload.length, 'a 40-byte header and the payload');
@@ -132,9 +132,9 @@ t.test('gather from 2 SGEs and scatter into 3 SGEs with the GRH split', async (t
     remoteQpn: b.qp.qpNum,
     remoteQkey: DEFAULT_QKEY,
   });
-  t.match(poll(a.dev, a.sendCq), [{ wrId: 6, status: EfaStatus.SUCCESS, byteLen: 30 }], 'send byteLen is the gathered total');
+  t.match(poll(a.dev, a.sendCq), [{ wrId: 6, vendorErr: EfaStatus.SUCCESS, byteLen: 30 }], 'send byteLen is the gathered total');
   fabric.deliverAll();
-  t.match(poll(b.dev, b.recvCq), [{ wrId: 5, status: EfaStatus.SUCCESS, byteLen: 70 }]);
+  t.match(poll(b.dev, b.recvCq), [{ wrId: 5, vendorErr: EfaStatus.SUCCESS, byteLen: 70 }]);
 
   const grh = Buffer.concat([b.buf.subarray(1000, 1010), b.buf.subarray(3000, 3030)]);
   t.equal(grh[0], 0x60, 'GRH starts in the first SGE');
@@ -156,23 +156,23 @@ t.test('a GRH exactly filling the first SGE, and an empty payload', async (t) =>
   a.dev.postSend(a.qp, { wrId: 2, ah: ahAtoB, remoteQpn: b.qp.qpNum, remoteQkey: DEFAULT_QKEY });
   fabric.deliverAll();
   const [w1, w2] = poll(b.dev, b.recvCq);
-  t.match(w1, { wrId: 1, status: EfaStatus.SUCCESS, byteLen: 48 });
+  t.match(w1, { wrId: 1, vendorErr: EfaStatus.SUCCESS, byteLen: 48 });
   t.equal(b.buf.subarray(500, 508).toString(), '12345678');
-  t.match(w2, { wrId: 2, status: EfaStatus.SUCCESS, byteLen: 40 }, 'a zero-byte send delivers a GRH only');
+  t.match(w2, { wrId: 2, vendorErr: EfaStatus.SUCCESS, byteLen: 40 }, 'a zero-byte send delivers a GRH only');
 });
 
 t.test('QKey mismatch is dropped and counted, without a completion', async (t) => {
   const { fabric, a, b, ahAtoB } = await udPair();
   postRecv(b, 1);
   sendBytes(a, ahAtoB, { qp: b.qp, qkey: DEFAULT_QKEY + 1 }, 1, text('wrong key'));
-  t.match(poll(a.dev, a.sendCq), [{ status: EfaStatus.SUCCESS }], 'the sender cannot tell (UD)');
+  t.match(poll(a.dev, a.sendCq), [{ vendorErr: EfaStatus.SUCCESS }], 'the sender cannot tell (UD)');
   fabric.deliverAll();
   t.equal(b.dev.stats.rx_drop_qkey_mismatch, 1, 'rx_drop_qkey_mismatch');
   t.equal(b.dev.stats.rx_drops, 1);
   t.same(poll(b.dev, b.recvCq), [], 'no completion');
   sendBytes(a, ahAtoB, b, 2, text('right key'));
   fabric.deliverAll();
-  t.match(poll(b.dev, b.recvCq), [{ wrId: 1, status: EfaStatus.SUCCESS }], 'the receive is still posted for the next good packet');
+  t.match(poll(b.dev, b.recvCq), [{ wrId: 1, vendorErr: EfaStatus.SUCCESS }], 'the receive is still posted for the next good packet');
 });
 
 t.test('no posted receive: dropped as rx_drop_no_recv_wr', async (t) => {
@@ -181,7 +181,7 @@ t.test('no posted receive: dropped as rx_drop_no_recv_wr', async (t) => {
   fabric.deliverAll();
   t.equal(b.dev.stats.rx_drop_no_recv_wr, 1);
   t.same(poll(b.dev, b.recvCq), []);
-  t.match(poll(a.dev, a.sendCq), [{ status: EfaStatus.SUCCESS }], 'the UD send still succeeded');
+  t.match(poll(a.dev, a.sendCq), [{ vendorErr: EfaStatus.SUCCESS }], 'the UD send still succeeded');
 });
 
 t.test('receive buffer too short: LOCAL_ERROR_BAD_LENGTH (6) on the receive', async (t) => {
@@ -200,28 +200,28 @@ t.test('receive buffer too short: LOCAL_ERROR_BAD_LENGTH (6) on the receive', as
   postRecv(b, 2, 0, 140);
   sendBytes(a, ahAtoB, b, 2, payload);
   fabric.deliverAll();
-  t.match(poll(b.dev, b.recvCq), [{ wrId: 2, status: EfaStatus.SUCCESS, byteLen: 140 }], 'exactly 40 + payload fits');
+  t.match(poll(b.dev, b.recvCq), [{ wrId: 2, vendorErr: EfaStatus.SUCCESS, byteLen: 140 }], 'exactly 40 + payload fits');
 });
 
 t.test('a message over the MTU: send completes LOCAL_ERROR_BAD_LENGTH (6), nothing sent', async (t) => {
   const { fabric, a, b, ahAtoB } = await udPair({ a: { bufSize: 20000 }, b: { bufSize: 20000 } });
   const sge = (addr: number, length: number) => ({ addr, length, lkey: a.mr.lkey });
   a.dev.postSend(a.qp, { wrId: 1, sgList: [sge(0, 4097), sge(5000, 4096)], ah: ahAtoB, remoteQpn: b.qp.qpNum, remoteQkey: DEFAULT_QKEY });
-  t.match(poll(a.dev, a.sendCq), [{ wrId: 1, status: EfaStatus.LOCAL_ERROR_BAD_LENGTH, byteLen: 0 }], '8193 bytes > mtu 8192');
+  t.match(poll(a.dev, a.sendCq), [{ wrId: 1, vendorErr: EfaStatus.LOCAL_ERROR_BAD_LENGTH, byteLen: 0 }], '8193 bytes > mtu 8192');
   t.equal(fabric.queued.length, 0, 'nothing sent');
   t.equal(a.dev.stats.tx_pkts, 0);
 
   postRecv(b, 1, 0, 8192 + 40);
   a.dev.postSend(a.qp, { wrId: 2, sgList: [sge(0, 4096), sge(5000, 4096)], ah: ahAtoB, remoteQpn: b.qp.qpNum, remoteQkey: DEFAULT_QKEY });
-  t.match(poll(a.dev, a.sendCq), [{ wrId: 2, status: EfaStatus.SUCCESS, byteLen: 8192 }], 'exactly the MTU is fine');
+  t.match(poll(a.dev, a.sendCq), [{ wrId: 2, vendorErr: EfaStatus.SUCCESS, byteLen: 8192 }], 'exactly the MTU is fine');
   fabric.deliverAll();
-  t.match(poll(b.dev, b.recvCq), [{ wrId: 1, status: EfaStatus.SUCCESS, byteLen: 8232 }]);
+  t.match(poll(b.dev, b.recvCq), [{ wrId: 1, vendorErr: EfaStatus.SUCCESS, byteLen: 8232 }]);
 
   // A device with a smaller MTU enforces its own.
   const f2 = new MemoryFabric();
   const small = await udPair({ fabric: f2, attributes: { mtu: 1024 } });
   sendBytes(small.a, small.ahAtoB, small.b, 3, Buffer.alloc(1025));
-  t.match(poll(small.a.dev, small.a.sendCq), [{ status: EfaStatus.LOCAL_ERROR_BAD_LENGTH }], 'mtu 1024: 1025 bytes rejected');
+  t.match(poll(small.a.dev, small.a.sendCq), [{ vendorErr: EfaStatus.LOCAL_ERROR_BAD_LENGTH }], 'mtu 1024: 1025 bytes rejected');
   t.equal(f2.queued.length, 0);
 });
 
@@ -255,7 +255,7 @@ t.test('bad SGEs on a send: INVALID_LKEY (5) and nothing sent', async (t) => {
   t.same(a.dev.admin.stats.toJSON().failed, {}, 'data-path failures are completions, not admin failures');
   const edge = { addr: len - 10, length: 10, lkey: a.mr.lkey };
   a.dev.postSend(a.qp, { wrId: 2, sgList: [edge], ah: ahAtoB, remoteQpn: b.qp.qpNum, remoteQkey: DEFAULT_QKEY });
-  t.match(poll(a.dev, a.sendCq), [{ wrId: 2, status: EfaStatus.SUCCESS }], 'an SGE ending exactly at the MR end is fine');
+  t.match(poll(a.dev, a.sendCq), [{ wrId: 2, vendorErr: EfaStatus.SUCCESS }], 'an SGE ending exactly at the MR end is fine');
 });
 
 t.test('AH of another PD, destroyed, or not an AH: LOCAL_ERROR_INVALID_AH (4)', async (t) => {
@@ -264,14 +264,14 @@ t.test('AH of another PD, destroyed, or not an AH: LOCAL_ERROR_INVALID_AH (4)', 
   const foreignAh = await a.dev.createAh(otherPd, { gid: b.dev.gidText });
   t.not(foreignAh, ahAtoB);
   sendBytes(a, foreignAh, b, 1, text('x'));
-  t.match(poll(a.dev, a.sendCq), [{ wrId: 1, status: EfaStatus.LOCAL_ERROR_INVALID_AH }], 'AH of another PD');
+  t.match(poll(a.dev, a.sendCq), [{ wrId: 1, vendorErr: EfaStatus.LOCAL_ERROR_INVALID_AH }], 'AH of another PD');
   t.equal(EfaStatus.LOCAL_ERROR_INVALID_AH, 4);
   sendBytes(a, {} as never, b, 2, text('x'));
-  t.match(poll(a.dev, a.sendCq), [{ wrId: 2, status: EfaStatus.LOCAL_ERROR_INVALID_AH }], 'not an AH at all');
+  t.match(poll(a.dev, a.sendCq), [{ wrId: 2, vendorErr: EfaStatus.LOCAL_ERROR_INVALID_AH }], 'not an AH at all');
   await a.dev.destroyAh(ahAtoB);
   t.ok(ahAtoB.destroyed, 'the only reference released');
   sendBytes(a, ahAtoB, b, 3, text('x'));
-  t.match(poll(a.dev, a.sendCq), [{ wrId: 3, status: EfaStatus.LOCAL_ERROR_INVALID_AH }], 'destroyed AH');
+  t.match(poll(a.dev, a.sendCq), [{ wrId: 3, vendorErr: EfaStatus.LOCAL_ERROR_INVALID_AH }], 'destroyed AH');
   t.equal(fabric.queued.length, 0, 'nothing sent');
   t.equal(a.dev.stats.send_wrs, 3, 'each one still a send work request');
 });
@@ -284,7 +284,7 @@ t.test('a receive naming a deregistered MR completes INVALID_LKEY', async (t) =>
   await b.dev.deregMr(rmr);
   sendBytes(a, ahAtoB, b, 1, text('into freed memory'));
   fabric.deliverAll();
-  t.match(poll(b.dev, b.recvCq), [{ wrId: 9, status: EfaStatus.LOCAL_ERROR_INVALID_LKEY }]);
+  t.match(poll(b.dev, b.recvCq), [{ wrId: 9, vendorErr: EfaStatus.LOCAL_ERROR_INVALID_LKEY }]);
   t.equal(rbuf[0], 0xee, 'the deregistered buffer is not written');
 
   // Other bad receive SGEs.
@@ -301,7 +301,7 @@ t.test('a receive naming a deregistered MR completes INVALID_LKEY', async (t) =>
     b.dev.postRecv(b.qp, { wrId: 10, sgList: [sge] });
     sendBytes(a, ahAtoB, b, 1, text('x'));
     fabric.deliverAll();
-    t.match(poll(b.dev, b.recvCq), [{ wrId: 10, status: EfaStatus.LOCAL_ERROR_INVALID_LKEY }], `receive into ${what}`);
+    t.match(poll(b.dev, b.recvCq), [{ wrId: 10, vendorErr: EfaStatus.LOCAL_ERROR_INVALID_LKEY }], `receive into ${what}`);
   }
 });
 
@@ -327,7 +327,7 @@ t.test('malformed work requests throw EINVAL from the post call', async (t) => {
   t.equal(b.qp.rq.count, 0, 'no receive was queued by a rejected post');
 
   a.dev.postSend(a.qp, { ...wr, sgList: [{ addr: 0, length: 32, lkey: a.mr.lkey }], sendFlags: SendFlags.INLINE });
-  t.match(poll(a.dev, a.sendCq), [{ status: EfaStatus.SUCCESS, byteLen: 32 }], '32 inline bytes are fine');
+  t.match(poll(a.dev, a.sendCq), [{ vendorErr: EfaStatus.SUCCESS, byteLen: 32 }], '32 inline bytes are fine');
   const oneSge = await createUdEnd(a.dev, { pd: a.pd, cap: { maxSendSge: 1 } });
   const err = thrown(() => a.dev.postSend(oneSge.qp, { ...wr, sgList: [sge, sge] }));
   t.equal(err?.code, 'EINVAL', 'the QP cap (1), not only the device limit (2), bounds SGEs');
@@ -385,7 +385,7 @@ t.test('truncated, garbage or foreign-version datagrams are counted, never throw
   t.equal(b.dev.stats.rx_pkts, cases.length, 'and was counted as received');
   t.same(poll(b.dev, b.recvCq), [], 'nothing completed');
   fabric.inject(b.dev, good);
-  t.match(poll(b.dev, b.recvCq), [{ wrId: 1, status: EfaStatus.SUCCESS }], 'the device still works afterwards');
+  t.match(poll(b.dev, b.recvCq), [{ wrId: 1, vendorErr: EfaStatus.SUCCESS }], 'the device still works afterwards');
 });
 
 t.test('a datagram from a GID of another fabric is dropped as rx_drop_foreign_fabric', async (t) => {
@@ -405,7 +405,7 @@ t.test('a datagram from a GID of another fabric is dropped as rx_drop_foreign_fa
   local.write('from near', 40);
   finishUdPacket(local, 9, twin.a.qp.qpNum, b.qp.qpNum, DEFAULT_QKEY, undefined, fabric.devices[0].gid);
   fabric.inject(b.dev, local);
-  t.match(poll(b.dev, b.recvCq), [{ wrId: 1, status: EfaStatus.SUCCESS }]);
+  t.match(poll(b.dev, b.recvCq), [{ wrId: 1, vendorErr: EfaStatus.SUCCESS }]);
 });
 
 t.test('loss, duplication and reordering reach the application as they happen', async (t) => {
@@ -432,7 +432,7 @@ t.test('counters match the traffic', async (t) => {
   for (let i = 0; i < sizes.length; i++) {
     sendBytes(a, ahAtoB, b, i, Buffer.alloc(sizes[i], i), { addr: 0 });
     fabric.deliverAll();
-    t.match(poll(b.dev, b.recvCq), [{ wrId: i, status: EfaStatus.SUCCESS, byteLen: 40 + sizes[i] }]);
+    t.match(poll(b.dev, b.recvCq), [{ wrId: i, vendorErr: EfaStatus.SUCCESS, byteLen: 40 + sizes[i] }]);
   }
   const total = sizes.reduce((x, y) => x + y, 0);
   const n = sizes.length;

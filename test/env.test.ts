@@ -43,6 +43,7 @@ t.test('an empty environment gives defaults', async (t) => {
     faults: null,
     srd: null,
     deviceName: null,
+    generation: null,
     launched: false,
   });
   t.equal(DEFAULT_DAEMON_HOST, '127.0.0.1');
@@ -58,15 +59,17 @@ t.test('everything efa-emu launch sets is read back', async (t) => {
     EFA_EMU_LAUNCHED: '1',
     EFA_EMU_FAULTS: 'loss=1%,seed=3',
   });
-  t.same(readRankEnv({ ...env, EFA_EMU_DEVICE_NAME: 'efa3' }), {
+  t.same(readRankEnv({ ...env, EFA_EMU_DEVICE_NAME: 'efa3', EFA_EMU_GENERATION: 'efa1' }), {
     rank: 2,
     size: 4,
     daemon: { host: '10.0.0.5', port: 9000 },
     faults: 'loss=1%,seed=3',
     srd: null,
     deviceName: 'efa3',
+    generation: 'efa1',
     launched: true,
   });
+  t.equal(rankEnvVars({ rank: 0, size: 1, daemon: { host: 'h', port: 1 }, generation: 'efa0' }).EFA_EMU_GENERATION, 'efa0', 'the launcher passes the generation on');
   t.notOk('EFA_EMU_FAULTS' in rankEnvVars({ rank: 0, size: 1, daemon: { host: 'h', port: 1 }, faults: null }));
 });
 

@@ -25,6 +25,7 @@ export function registerLaunchCommand(program: Command): void {
     .description('start N ranks of a program (.js or .ts), each with its own emulated EFA device')
     .requiredOption('-n, --np <n>', 'number of ranks', intOption(1, MAX_RANKS))
     .option('--daemon <host:port>', 'use this daemon instead of starting one')
+    .option('--generation <gen>', 'EFA device generation of every rank: efa0 (the 2018 device: send/receive only) .. efa3 (default, the newest)')
     .option('--fault <spec>', 'fault spec for every device, passed as EFA_EMU_FAULTS')
     .option('--state <file>', 'state file for the daemon this command starts')
     .option('--timeout <seconds>', 'stop every rank after this long', intOption(1, 7 * 24 * 3600))
@@ -34,7 +35,7 @@ export function registerLaunchCommand(program: Command): void {
     .argument('<program>', 'the program every rank runs')
     .argument('[args...]', 'arguments for the program (after --)')
     .passThroughOptions()
-    .action(async (prog: string, args: string[], o: { np: number; daemon?: string; fault?: string; state?: string; timeout?: number; prefix: boolean; capture?: string; logLevel?: string }) => {
+    .action(async (prog: string, args: string[], o: { np: number; daemon?: string; fault?: string; generation?: string; state?: string; timeout?: number; prefix: boolean; capture?: string; logLevel?: string }) => {
       const rest = args[0] === '--' ? args.slice(1) : args;
       const restarts: RestartRecord[] = [];
       const pending: Promise<void>[] = [];

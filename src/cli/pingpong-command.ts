@@ -17,12 +17,13 @@ export function registerPingPongCommand(program: Command): void {
     .option('--iters <n>', 'round trips', intOption(1, 100_000_000), 1000)
     .option('--poll <mode>', 'event: sleep until a completion event; busy: spin on pollCq', choiceOption(['event', 'busy'] as const), 'event')
     .option('--timeout-ms <ms>', 'resend a ping whose pong has not come back after this long', intOption(1, 600_000), 100)
+    .option('--generation <gen>', 'EFA device generation of every rank: efa0 (the 2018 device: send/receive only) .. efa3 (default, the newest)')
     .option('--fault <spec>', 'fault spec for both devices')
     .option('--daemon <host:port>', 'use this daemon instead of starting one')
     .option('--json', 'print the result as one JSON line')
     .option('--capture <file>', 'write every datagram the ranks send and receive to this pcap file (see contrib/wireshark)')
     .option('--log-level <level>', 'log level (EFA_EMU_LOG)')
-    .action(async (o: { type: string; size: number; iters: number; poll: string; timeoutMs: number; fault?: string; daemon?: string; json?: boolean; capture?: string; logLevel?: string }) => {
+    .action(async (o: { type: string; size: number; iters: number; poll: string; timeoutMs: number; fault?: string; generation?: string; daemon?: string; json?: boolean; capture?: string; logLevel?: string }) => {
       refuseOversize('--size', [o.size], DEVICE_MTU, 'the device MTU', NO_SEGMENTATION);
       const args = ['--size', String(o.size), '--iters', String(o.iters), '--poll', o.poll, '--timeout-ms', String(o.timeoutMs)];
       if (o.json) args.push('--json');

@@ -1,4 +1,6 @@
 import { parseFaultSpec } from '../io/fault-spec';
+import { generationProfile } from '../device/generations';
+import { ENV_GENERATION } from '../env';
 import { rootLogger, type Logger } from '../common/logger';
 import { captureEnv, mergeCapture } from './capture-option';
 import { daemonForCommand, type EmbeddedDaemon } from './embedded-daemon';
@@ -15,6 +17,8 @@ export interface JobFlags {
   logLevel?: string;
   /** State file of the daemon the command starts. */
   state?: string;
+  /** EFA generation of every rank's device (EFA_EMU_GENERATION). */
+  generation?: string;
 }
 
 /** What a command decides about its ranks; the rest comes from the shared flags. */
@@ -37,11 +41,13 @@ export async function runJob(
 ): Promise<number> {
   const logger = rootLogger(flags.logLevel);
   if (flags.fault !== undefined) parseFaultSpec(flags.fault, '--fault');
+  if (flags.generation !== undefined) generationProfile(flags.generation, '--generation');
   const daemon = await daemonForCommand(flags.daemon, { statePath: flags.state ?? null, logger });
   let res: LaunchResult;
   try {
     const env: NodeJS.ProcessEnv = { [ENV_JOB_ID]: jobId, ...captureEnv(flags.capture) };
     if (flags.logLevel !== undefined) env.EFA_EMU_LOG = flags.logLevel;
+    if (flags.generation !== undefined) env[ENV_GENERATION] = flags.generation;
     res = await launch({ ...build(daemon, logger), daemon: daemon.address, faults: flags.fault ?? null, env, logger });
     await mergeCapture(flags.capture);
   } finally {

@@ -17,6 +17,7 @@ import { resolveAttributes, type DeviceAttributes } from './attributes';
 import { DEFAULT_GENERATION, EfadvDeviceCaps } from './generations';
 import { RdmaUnit, type LocalSgl } from './rdma';
 import { WrSession } from './wr-session';
+import { deviceAttributesEx, efadvAttributes, portAttributes, type DeviceAttributesEx, type EfadvDeviceAttributes, type PortAttributes } from './queries';
 import { CompletionChannel } from './completion-channel';
 import { CompletionQueue } from './completion-queue';
 import {
@@ -36,6 +37,7 @@ import {
   EfadvWcFlags,
   EFADV_QP_DRIVER_TYPE_SRD,
   QpSendOps,
+  PORT_NUM,
 } from './constants';
 // Imported from its home, not through constants' re-export, which compiles to a getter call
 // on every use in the hot path.
@@ -313,6 +315,36 @@ export class Device extends EventEmitter {
   /** Device attributes, as `ibv_query_device` + `efadv_query_device` (GET_FEATURE). */
   queryDevice(): Promise<DeviceAttributes> {
     return this.admin.execute(AdminOpcode.GET_FEATURE, () => ({ ...this.attributes }));
+  }
+
+  /** `ibv_query_device_ex`: the attributes and the extended fields EFA reports. */
+  queryDeviceEx(): Promise<DeviceAttributesEx> {
+    return this.admin.execute(AdminOpcode.GET_FEATURE, () => deviceAttributesEx(this.attributes));
+  }
+
+  /** `efadv_query_device`: queue limits, inline size, capability bits and the largest RDMA. */
+  efadvQueryDevice(): Promise<EfadvDeviceAttributes> {
+    return this.admin.execute(AdminOpcode.GET_FEATURE, () => efadvAttributes(this.attributes));
+  }
+
+  /** `ibv_query_port`: the device's one port (1); any other is EINVAL. */
+  queryPort(portNum: number): Promise<PortAttributes> {
+    return this.admin.execute(AdminOpcode.GET_FEATURE, () => {
+      if (portNum !== PORT_NUM) throw new AdminFailure(AdminStatus.ILLEGAL_PARAMETER, `port ${String(portNum)}: the device has port ${PORT_NUM} only`);
+      return portAttributes(this.attributes);
+    });
+  }
+
+  /** `ibv_query_gid`: index 0 of port 1 is the device's GID (16 bytes); anything else EINVAL. */
+  queryGid(portNum: number, index: number): Uint8Array {
+    if (portNum !== PORT_NUM || index !== 0) throw new InvalidArgumentError(`queryGid: port ${String(portNum)} index ${String(index)}: the device has one GID, at port ${PORT_NUM} index 0`);
+    return Uint8Array.prototype.slice.call(this.gid) as Uint8Array;
+  }
+
+  /** `ibv_query_pkey`: index 0 is the default P_Key 0xffff; anything else EINVAL. */
+  queryPkey(portNum: number, index: number): number {
+    if (portNum !== PORT_NUM || index !== 0) throw new InvalidArgumentError(`queryPkey: port ${String(portNum)} index ${String(index)}: the device has one P_Key, at port ${PORT_NUM} index 0`);
+    return 0xffff;
   }
 
   /** A snapshot of the device's counters (GET_STATS). */
@@ -628,8 +660,9 @@ export class Device extends EventEmitter {
     return this.admin.execute(AdminOpcode.MODIFY_QP, () => {
       this.checkQp(qp);
       if (attr === null || typeof attr !== 'object') throw new AdminFailure(AdminStatus.MALFORMED_REQUEST, 'QP attributes are missing');
-      const problem = checkTransition(qp.qpType, qp.state, attr);
+      const problem = checkTransition(qp.qpType, qp.state, attr, (this.attributes.deviceCaps & EfadvDeviceCaps.RNR_RETRY) !== 0);
       if (problem !== null) {
+        if (problem.kind === 'unsupported') throw new AdminFailure(AdminStatus.UNSUPPORTED_OPCODE, `QP ${qp.qpNum}: ${problem.detail}`, 'EOPNOTSUPP');
         throw new AdminFailure(AdminStatus.ILLEGAL_PARAMETER, `QP ${qp.qpNum}: ${problem.detail}`, problem.kind === 'privileged' ? 'EPERM' : undefined);
       }
       if (attr.qkey !== undefined) qp.qkey = attr.qkey >>> 0;

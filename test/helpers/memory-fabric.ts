@@ -10,7 +10,7 @@ import type { AddressHandle } from '../../src/device/address-handle';
 import type { DeviceAttributes } from '../../src/device/attributes';
 import type { CompletionChannel } from '../../src/device/completion-channel';
 import type { CompletionQueue } from '../../src/device/completion-queue';
-import { AccessFlags, QpState, QpType } from '../../src/device/constants';
+import { AccessFlags, EfadvWcFlags, QpState, QpType } from '../../src/device/constants';
 import { Device, type DeviceOptions, type ResolvedGid } from '../../src/device/device';
 import type { MemoryRegion } from '../../src/device/memory-region';
 import type { ProtectionDomain } from '../../src/device/protection-domain';
@@ -305,6 +305,8 @@ export interface UdEndOptions {
   qpType?: QpType;
   /** Use this PD instead of allocating one. */
   pd?: ProtectionDomain;
+  /** efadv flags of the receive CQ (default WITH_SGID, so completions carry the sender GID). */
+  recvCqFlags?: number;
 }
 
 /** Creates PD, MR, CQs and a QP on `dev` and moves the QP RESET -> INIT -> RTR -> RTS. */
@@ -314,7 +316,7 @@ export async function createUdEnd(dev: Device, opts: UdEndOptions = {}): Promise
   const buf = Buffer.alloc(opts.bufSize ?? 16384);
   const mr = await dev.regMr(pd, buf, AccessFlags.LOCAL_WRITE);
   const sendCq = await dev.createCq({ cqe: opts.sendCqe ?? opts.cqe ?? 64, channel: opts.channel ?? null });
-  const recvCq = await dev.createCq({ cqe: opts.recvCqe ?? opts.cqe ?? 64, channel: opts.channel ?? null });
+  const recvCq = await dev.createCq({ cqe: opts.recvCqe ?? opts.cqe ?? 64, channel: opts.channel ?? null, efadv: { wcFlags: opts.recvCqFlags ?? EfadvWcFlags.WITH_SGID } });
   const qp = await dev.createQp(pd, {
     qpType: opts.qpType ?? QpType.UD,
     sendCq,

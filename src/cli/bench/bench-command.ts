@@ -1,25 +1,34 @@
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { choiceOption, DEVICE_MTU, intOption, MAX_RAW_SIZE, messageSizeOption, NO_SEGMENTATION, refuseOversize } from '../cli-options';
+import { InvalidArgumentError } from '../../common/errors';
+import { choiceOption, DEVICE_MTU, intOption, MAX_RAW_SIZE, NO_SEGMENTATION, refuseOversize } from '../cli-options';
 import { runJob } from '../run-job';
 import { addRatios, formatTables, type BenchResult } from './bench-table';
 
 /** Message sizes of `--size all`: powers of two from 64 to the MTU, as perftest's -a. */
 export const ALL_SIZES = [64, 128, 256, 512, 1024, 2048, 4096, 8192];
+/** RDMA sizes of `--size all`: powers of two from 64 B to 8 MiB, perftest's -a range for RDMA. */
+export const ALL_RDMA_SIZES = Array.from({ length: 18 }, (_, i) => 64 * 2 ** i);
+/** Largest RDMA size the bench takes (each rank registers one buffer of it). */
+export const MAX_BENCH_RDMA_SIZE = 64 * 1024 * 1024;
+
+const TESTS = ['lat', 'bw', 'write_lat', 'write_bw', 'read_lat', 'read_bw'] as const;
+type Test = (typeof TESTS)[number];
 
 function parseSize(value: string): number[] | 'all' {
   if (value === 'all') return 'all';
-  return value.split(',').map(messageSizeOption);
+  return value.split(',').map((v) => intOption(1, MAX_BENCH_RDMA_SIZE)(v));
 }
 
 interface BenchOptions {
-  test: 'lat' | 'bw';
+  test: Test;
   type: 'raw' | 'ud' | 'srd' | 'all';
   size: number[] | 'all';
   iters: number;
   window: number;
   poll: 'event' | 'busy';
   fault?: string;
+  generation?: string;
   json?: boolean;
   daemon?: string;
   capture?: string;
@@ -30,23 +39,34 @@ export function registerBenchCommand(program: Command): void {
   program
     .command('bench')
     .description('perftest-style latency or bandwidth between two ranks of its own, against raw UDP in the same run')
-    .option('--test <test>', 'lat (ping-pong, like ib_send_lat) or bw (one-way stream, like ib_send_bw)', choiceOption(['lat', 'bw'] as const), 'lat')
+    .option(
+      '--test <test>',
+      'lat (ping-pong, like ib_send_lat), bw (one-way stream, like ib_send_bw), or RDMA over SRD: write_lat, write_bw, read_lat, read_bw (like ib_write_lat, ...)',
+      choiceOption(TESTS),
+      'lat',
+    )
     .option('--type <type>', 'raw (bare node:dgram), ud, srd, or all (raw, ud, srd with a ratio column)', choiceOption(['raw', 'ud', 'srd', 'all'] as const), 'all')
     .option('--size <bytes>', `message size, a comma list, or "all" (64..${DEVICE_MTU}); UD and SRD take at most the device MTU (${DEVICE_MTU})`, parseSize, [64])
     .option('--iters <n>', 'iterations (round trips for lat, messages for bw)', intOption(1, 100_000_000), 1000)
     .option('--window <n>', 'bw: messages outstanding', intOption(1, 4096), 128)
     .option('--poll <mode>', 'event: sleep until a completion event; busy: spin on pollCq', choiceOption(['event', 'busy'] as const), 'event')
+    .option('--generation <gen>', 'EFA device generation of every rank: efa0 (the 2018 device: send/receive only) .. efa3 (default, the newest)')
     .option('--fault <spec>', 'faults on the devices (raw is the fault-free baseline)')
     .option('--daemon <host:port>', 'use this daemon instead of starting one')
     .option('--json', 'end with one JSON line {"results": [...]}')
     .option('--capture <file>', 'write every datagram the ranks send and receive to this pcap file (see contrib/wireshark)')
     .option('--log-level <level>', 'log level (EFA_EMU_LOG)')
     .action(async (o: BenchOptions) => {
-      const sizes = o.size === 'all' ? ALL_SIZES : o.size;
-      const types = o.type === 'all' ? ['raw', 'ud', 'srd'] : [o.type];
+      const rdmaTest = o.test.includes('_');
+      const sizes = o.size === 'all' ? (rdmaTest ? ALL_RDMA_SIZES : ALL_SIZES) : o.size;
+      // RDMA is an SRD operation: `all` is SRD beside the raw UDP baseline.
+      if (rdmaTest && o.type === 'ud') throw new InvalidArgumentError(`--type ud: --test ${o.test} is RDMA, which EFA does over SRD only (use --type srd or all)`);
+      const types = o.type === 'all' ? (rdmaTest ? ['raw', 'srd'] : ['raw', 'ud', 'srd']) : [o.type];
       // Checked here, not at parsing: the limit depends on --type, and raw has no MTU of ours.
-      if (o.type === 'raw') refuseOversize('--size', sizes, MAX_RAW_SIZE, 'the largest datagram the raw baseline sends');
-      else refuseOversize('--size', sizes, DEVICE_MTU, 'the device MTU', `${NO_SEGMENTATION} (only --type raw takes larger sizes)`);
+      if (rdmaTest) {
+        // Raw rows beside an RDMA test clip to what a datagram holds (the JSON says raw_size).
+      } else if (o.type === 'raw') refuseOversize('--size', sizes, MAX_RAW_SIZE, 'the largest datagram the raw baseline sends');
+      else refuseOversize('--size', sizes, DEVICE_MTU, 'the device MTU', `${NO_SEGMENTATION} (only --type raw, and the RDMA tests, take larger sizes)`);
       const results: BenchResult[] = [];
       const bar = process.stderr.isTTY ? new ProgressBar() : null;
       const args = ['--tests', o.test, '--types', types.join(','), '--sizes', sizes.join(','), '--iters', String(o.iters), '--window', String(o.window), '--poll', o.poll];

@@ -9,6 +9,7 @@ import { EfaError, InvalidArgumentError } from '../../common/errors';
 import { openDevice, type EfaDevice } from '../../open-device';
 import { bandwidthFigures, latencyFigures } from './bench-stats';
 import { RawEndpoint, VerbsEndpoint, type BenchEndpoint, type BenchType, type PollMode } from './bench-endpoints';
+import { RdmaEndpoint, type RdmaPeerInfo } from './bench-rdma';
 
 /** The receiver of a raw or UD stream acks every this many messages. */
 const ACK_EVERY = 64;
@@ -22,8 +23,21 @@ const STALL_MS = 20;
  */
 const STREAM_STALL_MS = 10;
 
+/** The message tests (send/receive) and perftest's RDMA ones. */
+export type BenchTest = 'lat' | 'bw' | 'write_lat' | 'write_bw' | 'read_lat' | 'read_bw';
+
+/** True for the RDMA tests (ib_write_* / ib_read_*). */
+export function isRdmaTest(test: string): boolean {
+  return test.startsWith('write_') || test.startsWith('read_');
+}
+
+/** Beside an RDMA test, raw UDP streams datagrams of at most this size (the device MTU)... */
+const RAW_BASELINE_BW_SIZE = 8192;
+/** ...and ping-pongs the same bytes when one datagram holds them. */
+const RAW_BASELINE_LAT_MAX = 65000;
+
 interface Plan {
-  tests: Array<'lat' | 'bw'>;
+  tests: BenchTest[];
   types: BenchType[];
   sizes: number[];
   iters: number;
@@ -57,6 +71,9 @@ function parsePlan(argv: string[]): Plan {
   };
 }
 
+/** The RDMA tests' endpoint, closed with the others. */
+let rdmaEndpoint: RdmaEndpoint | null = null;
+
 async function main(): Promise<void> {
   const plan = parsePlan(process.argv.slice(2));
   const dev = await openDevice();
@@ -67,6 +84,7 @@ async function main(): Promise<void> {
     await run(plan, dev, endpoints);
   } finally {
     for (const ep of endpoints.values()) await ep.close();
+    await rdmaEndpoint?.close();
     await dev.close();
   }
 }
@@ -79,11 +97,23 @@ async function run(plan: Plan, dev: EfaDevice, endpoints: Map<BenchType, BenchEn
   const sendDepth = Math.max(plan.window + 8, 64);
   // The command refuses such sizes already; a rank started some other way must not spin on
   // sends that can only fail.
-  if (plan.types.some((t) => t !== 'raw') && maxSize > dev.attributes.maxMsgSize) {
+  const rdmaTests = plan.tests.some(isRdmaTest);
+  const msgTests = plan.tests.some((t) => !isRdmaTest(t));
+  if (msgTests && plan.types.some((t) => t !== 'raw') && maxSize > dev.attributes.maxMsgSize) {
     throw new InvalidArgumentError(`--sizes ${maxSize}: larger than the device MTU (${dev.attributes.maxMsgSize} bytes)`);
+  }
+  if (rdmaTests && maxSize > dev.attributes.maxRdmaSize) {
+    throw new InvalidArgumentError(`--sizes ${maxSize}: larger than the device's largest RDMA (${dev.attributes.maxRdmaSize} bytes on ${dev.attributes.generation})`);
+  }
+  let rdma: RdmaEndpoint | null = null;
+  if (rdmaTests) {
+    rdma = await RdmaEndpoint.open(dev, maxSize, sendDepth, plan.poll);
+    await dev.daemon.put(key('rdma', rank), JSON.stringify(rdma.info()));
+    rdmaEndpoint = rdma;
   }
 
   for (const type of plan.types) {
+    if (rdmaTests && !msgTests && type === 'srd') continue;
     if (type === 'raw') {
       const ep = await RawEndpoint.open(plan.poll);
       await dev.daemon.put(key('raw', rank), String(ep.port));
@@ -94,8 +124,10 @@ async function run(plan: Plan, dev: EfaDevice, endpoints: Map<BenchType, BenchEn
       endpoints.set(type, ep);
     }
   }
+  if (rdma !== null) await rdma.connect(JSON.parse(await dev.daemon.get(key('rdma', rank ^ 1), 60_000)) as RdmaPeerInfo);
   for (const type of plan.types) {
-    const ep = endpoints.get(type) as BenchEndpoint;
+    const ep = endpoints.get(type);
+    if (ep === undefined) continue;
     const info = await dev.daemon.get(key(type, rank ^ 1), 60_000);
     if (ep instanceof RawEndpoint) ep.connect('127.0.0.1', Number(info));
     else if (ep instanceof VerbsEndpoint) {
@@ -110,12 +142,27 @@ async function run(plan: Plan, dev: EfaDevice, endpoints: Map<BenchType, BenchEn
   for (const test of plan.tests) {
     for (const size of plan.sizes) {
       for (const type of plan.types) {
-        const ep = endpoints.get(type) as BenchEndpoint;
         await dev.daemon.barrier(`${job}/bench/step/${step++}`, 2, 600_000);
         for (const e of endpoints.values()) e.stop();
-        const retransBefore = ep.retransmits();
-        const figures = test === 'lat' ? await latency(ep, rank, size, plan) : await bandwidth(dev, ep, rank, size, type, plan, `${job}/bench/${step}`);
-        const retransmits = ep.retransmits() - retransBefore;
+        rdma?.stop();
+        let figures: Record<string, number>;
+        let retransmits = 0;
+        if (isRdmaTest(test) && type !== 'raw') {
+          const ep = rdma as RdmaEndpoint;
+          const before = ep.retransmits();
+          figures = test.endsWith('_lat') ? await rdmaLatency(ep, rank, size, test, plan) : await rdmaBandwidth(dev, ep, rank, size, test, plan, `${job}/bench/${step}`);
+          retransmits = ep.retransmits() - before;
+        } else {
+          const ep = endpoints.get(type) as BenchEndpoint;
+          // Beside an RDMA test, raw UDP runs the matching message test: a stream of MTU
+          // datagrams for bandwidth, a ping-pong of the same bytes (where a datagram holds them) for latency.
+          const base = test.endsWith('lat') ? 'lat' : 'bw';
+          const rawSize = isRdmaTest(test) ? (base === 'bw' ? Math.min(size, RAW_BASELINE_BW_SIZE) : Math.min(size, RAW_BASELINE_LAT_MAX)) : size;
+          const before = ep.retransmits();
+          figures = base === 'lat' ? await latency(ep, rank, rawSize, plan) : await bandwidth(dev, ep, rank, rawSize, type, plan, `${job}/bench/${step}`);
+          if (rawSize !== size) figures.raw_size = rawSize;
+          retransmits = ep.retransmits() - before;
+        }
         if (rank === 0) {
           process.stdout.write(`${JSON.stringify({ bench: { type, test, size, iters: plan.iters, ...figures, retransmits } })}\n`);
           process.stderr.write(`${JSON.stringify({ progress: ++done / total })}\n`);
@@ -124,6 +171,7 @@ async function run(plan: Plan, dev: EfaDevice, endpoints: Map<BenchType, BenchEn
     }
   }
   await dev.daemon.barrier(`${job}/bench/end`, 2, 600_000);
+  rdma?.stop();
   // EFA_EMU_BENCH_STATS=1 prints each rank's device counters, to see where the time goes.
   if (process.env.EFA_EMU_BENCH_STATS === '1') process.stderr.write(`stats rank ${rank}: ${JSON.stringify(nonZero(dev.statsSnapshot()))}\n`);
 }
@@ -283,6 +331,104 @@ async function bandwidth(dev: EfaDevice, ep: BenchEndpoint, rank: number, size: 
     await dev.daemon.get(`${stepKey}/received`, 600_000);
   }
   return { ...bandwidthFigures(size, delivered, start, end, marks, markStep), delivered, send_errors: errors };
+}
+
+/**
+ * RDMA latency. write_lat: a ping-pong of writes with immediate (each side writes the other's
+ * buffer; the immediate's receive says it arrived), half of each round trip, as ib_write_lat
+ * reports. read_lat: rank 0 reads the peer's buffer, one read at a time, the whole read's
+ * time, as ib_read_lat; rank 1 only serves.
+ */
+function rdmaLatency(ep: RdmaEndpoint, rank: number, size: number, test: BenchTest, plan: Plan): Promise<Record<string, number>> {
+  const total = plan.warmup + plan.iters;
+  const samples = new Float64Array(plan.iters);
+  let n = 0;
+  const write = test === 'write_lat';
+  return new Promise((resolve, reject) => {
+    let seq = 0;
+    let sentAt = 0;
+    const finish = (): void => {
+      ep.stop();
+      ep.onImm = () => undefined;
+      ep.onSendDone = () => undefined;
+      resolve({ ...latencyFigures(samples.subarray(0, n)) });
+    };
+    const fail = (): void => {
+      ep.stop();
+      reject(new EfaError('EWCSTATUS', `${test}: an RDMA operation completed with an error`));
+    };
+    if (rank === 1) {
+      // Answers each write until the next step's barrier stops the endpoint.
+      ep.onImm = write ? (imm) => void ep.post('writeImm', imm, size) : () => undefined;
+      ep.onSendDone = () => undefined;
+      ep.start();
+      resolve({});
+      return;
+    }
+    const issue = (): void => {
+      sentAt = performance.now();
+      ep.post(write ? 'writeImm' : 'read', seq, size);
+    };
+    const done = (): void => {
+      const t = performance.now();
+      if (seq >= plan.warmup) samples[n++] = write ? ((t - sentAt) * 1000) / 2 : (t - sentAt) * 1000;
+      seq++;
+      if (seq === total) finish();
+      else issue();
+    };
+    // SRD is reliable: an operation completes or fails in bounded time, so no watchdog.
+    if (write) {
+      ep.onImm = (imm) => {
+        if (imm === seq) done();
+      };
+      ep.onSendDone = (ok) => {
+        if (!ok) fail();
+      };
+    } else {
+      ep.onSendDone = (ok) => (ok ? done() : fail());
+    }
+    ep.start();
+    issue();
+  });
+}
+
+/**
+ * RDMA bandwidth (ib_write_bw / ib_read_bw): rank 0 keeps `window` operations outstanding
+ * until `iters` completed; the target's program does nothing (its device serves it).
+ */
+async function rdmaBandwidth(dev: EfaDevice, ep: RdmaEndpoint, rank: number, size: number, test: BenchTest, plan: Plan, stepKey: string): Promise<Record<string, number>> {
+  if (rank === 1) {
+    await dev.daemon.get(`${stepKey}/done`, 600_000);
+    return {};
+  }
+  const total = plan.iters;
+  const markStep = Math.max(1, Math.floor(total / 20));
+  const op = test === 'read_bw' ? 'read' : 'write';
+  const marks: number[] = [];
+  let sent = 0;
+  let completed = 0;
+  let errors = 0;
+  const start = performance.now();
+  let end = start;
+  await new Promise<void>((resolve) => {
+    const pump = (): void => {
+      while (sent < total && sent - completed < plan.window && ep.post(op, sent, size)) sent++;
+    };
+    ep.onSendDone = (ok) => {
+      completed++;
+      if (!ok) errors++;
+      while (marks.length < Math.floor(completed / markStep)) marks.push(performance.now());
+      if (completed === total) {
+        end = performance.now();
+        resolve();
+      } else pump();
+    };
+    ep.start();
+    pump();
+  });
+  ep.stop();
+  await dev.daemon.put(`${stepKey}/done`, '1');
+  return { ...bandwidthFigures(size, completed - errors, start, end, marks, markStep), delivered: completed - errors, send_errors: errors };
 }
 
 function nonZero(stats: Record<string, number>): Record<string, number> {

@@ -1,7 +1,8 @@
 /** One benchmark result as the rank prints it and `--json` reports it. */
 export interface BenchResult {
   type: string;
-  test: 'lat' | 'bw';
+  /** lat, bw, or an RDMA test (write_lat, write_bw, read_lat, read_bw). */
+  test: string;
   size: number;
   iters: number;
   t_min_usec?: number;
@@ -19,6 +20,8 @@ export interface BenchResult {
   delivered?: number;
   send_errors?: number;
   ratio_to_raw?: number;
+  /** A raw row beside an RDMA test: the datagram size it ran with, when smaller than `size`. */
+  raw_size?: number;
 }
 
 /**
@@ -28,10 +31,14 @@ export interface BenchResult {
  */
 export function addRatios(results: BenchResult[]): void {
   for (const r of results) {
+    if (r.type === 'raw') continue;
     const raw = results.find((x) => x.type === 'raw' && x.test === r.test && x.size === r.size);
     if (raw === undefined) continue;
-    const mine = r.test === 'lat' ? r.t_typical_usec : r.msg_rate_mpps;
-    const base = r.test === 'lat' ? raw.t_typical_usec : raw.msg_rate_mpps;
+    const lat = r.test.endsWith('lat');
+    // RDMA streams move more bytes per operation than a datagram holds: compare bytes per second.
+    const bw = r.test === 'bw' ? 'msg_rate_mpps' : 'bw_avg_mbps';
+    const mine = lat ? r.t_typical_usec : r[bw];
+    const base = lat ? raw.t_typical_usec : raw[bw];
     if (mine !== undefined && base !== undefined && base > 0) r.ratio_to_raw = Math.round((mine / base) * 1000) / 1000;
   }
 }
@@ -60,10 +67,11 @@ const BW_COLUMNS: Array<[string, keyof BenchResult]> = [
 /** Formats results as perftest-style tables, one per test, with a ratio column when present. */
 export function formatTables(results: BenchResult[]): string {
   const out: string[] = [];
-  for (const test of ['lat', 'bw'] as const) {
+  for (const test of ['lat', 'bw', 'write_lat', 'write_bw', 'read_lat', 'read_bw']) {
     const rows = results.filter((r) => r.test === test);
     if (rows.length === 0) continue;
-    const cols = [...(test === 'lat' ? LAT_COLUMNS : BW_COLUMNS)];
+    const cols = [...(test.endsWith('lat') ? LAT_COLUMNS : BW_COLUMNS)];
+    if (rows.some((r) => r.raw_size !== undefined)) cols.push(['raw_size', 'raw_size']);
     if (rows.some((r) => r.ratio_to_raw !== undefined)) cols.push(['ratio_to_raw', 'ratio_to_raw']);
     if (rows.some((r) => (r.retransmits ?? 0) > 0)) cols.push(['retransmits', 'retransmits']);
     const cells = rows.map((r) => cols.map(([, k]) => (r[k] === undefined ? '-' : String(r[k]))));
