@@ -1,7 +1,9 @@
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { InvalidArgumentError } from '../../common/errors';
-import { choiceOption, DEVICE_MTU, intOption, MAX_RAW_SIZE, NO_SEGMENTATION, refuseOversize } from '../cli-options';
+import { InvalidArgumentError, NotSupportedError } from '../../common/errors';
+import { capNames, DEFAULT_GENERATION, EfadvDeviceCaps, generationProfile } from '../../device/generations';
+import { ENV_GENERATION } from '../../env';
+import { choiceOption, DEVICE_MTU, intOption, MAX_RAW_SIZE, messageSizeOption, NO_SEGMENTATION, refuseOversize } from '../cli-options';
 import { runJob } from '../run-job';
 import { addRatios, formatTables, type BenchResult } from './bench-table';
 
@@ -17,7 +19,7 @@ type Test = (typeof TESTS)[number];
 
 function parseSize(value: string): number[] | 'all' {
   if (value === 'all') return 'all';
-  return value.split(',').map((v) => intOption(1, MAX_BENCH_RDMA_SIZE)(v));
+  return value.split(',').map(messageSizeOption);
 }
 
 interface BenchOptions {
@@ -62,9 +64,19 @@ export function registerBenchCommand(program: Command): void {
       // RDMA is an SRD operation: `all` is SRD beside the raw UDP baseline.
       if (rdmaTest && o.type === 'ud') throw new InvalidArgumentError(`--type ud: --test ${o.test} is RDMA, which EFA does over SRD only (use --type srd or all)`);
       const types = o.type === 'all' ? (rdmaTest ? ['raw', 'srd'] : ['raw', 'ud', 'srd']) : [o.type];
+      if (rdmaTest && types.includes('srd')) {
+        // Refused before any rank starts, as the device would refuse the memory registration.
+        const profile = generationProfile(o.generation ?? process.env[ENV_GENERATION] ?? DEFAULT_GENERATION, o.generation !== undefined ? '--generation' : ENV_GENERATION);
+        const need = o.test.startsWith('read') ? EfadvDeviceCaps.RDMA_READ : EfadvDeviceCaps.RDMA_WRITE;
+        if ((profile.deviceCaps & need) === 0) {
+          throw new NotSupportedError(`--test ${o.test}: the ${profile.name} device has no RDMA ${o.test.startsWith('read') ? 'read' : 'write'} (its capabilities: ${capNames(profile.deviceCaps).join(', ') || 'none'})`);
+        }
+        refuseOversize('--size', sizes, profile.maxRdmaSize, `the device's largest RDMA`);
+      }
       // Checked here, not at parsing: the limit depends on --type, and raw has no MTU of ours.
       if (rdmaTest) {
         // Raw rows beside an RDMA test clip to what a datagram holds (the JSON says raw_size).
+        refuseOversize('--size', sizes, MAX_BENCH_RDMA_SIZE, 'what the bench registers for RDMA');
       } else if (o.type === 'raw') refuseOversize('--size', sizes, MAX_RAW_SIZE, 'the largest datagram the raw baseline sends');
       else refuseOversize('--size', sizes, DEVICE_MTU, 'the device MTU', `${NO_SEGMENTATION} (only --type raw, and the RDMA tests, take larger sizes)`);
       const results: BenchResult[] = [];

@@ -38,7 +38,8 @@ export function addRatios(results: BenchResult[]): void {
     // RDMA streams move more bytes per operation than a datagram holds: compare bytes per second.
     const bw = r.test === 'bw' ? 'msg_rate_mpps' : 'bw_avg_mbps';
     const mine = lat ? r.t_typical_usec : r[bw];
-    const base = lat ? raw.t_typical_usec : raw[bw];
+    // A read's time is a whole round trip; raw latency rows are half of one (perftest's way).
+    const base = lat ? (raw.t_typical_usec === undefined ? undefined : raw.t_typical_usec * (r.test === 'read_lat' ? 2 : 1)) : raw[bw];
     if (mine !== undefined && base !== undefined && base > 0) r.ratio_to_raw = Math.round((mine / base) * 1000) / 1000;
   }
 }
