@@ -1,18 +1,21 @@
 /*
  * The SRD soak: runs a range of simulation seeds (default 100,000 from seed 1) on every core
  * and prints each failure with its replay lines. `npm run soak -- --seeds 20000 --first 5000
- * --jobs 2`. Exits 1 when any seed fails, 0 otherwise.
+ * --jobs 2`; `--scenario rdma` runs the RDMA scenarios (test/helpers/rdma-scenario.ts) instead
+ * of the message ones. Exits 1 when any seed fails, 0 otherwise.
  */
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import { drawParams, failureReport, runScenario } from '../helpers/srd-scenario';
+import { describeRdmaParams, drawRdmaParams, runRdmaScenario } from '../helpers/rdma-scenario';
 
 interface Job {
   first: number;
   count: number;
   stride: number;
   offset: number;
+  scenario: 'srd' | 'rdma';
 }
 
 type Report = { kind: 'progress'; done: number; msgs: number } | { kind: 'failure'; seed: number; text: string } | { kind: 'done' };
@@ -24,11 +27,18 @@ async function work(job: Job): Promise<void> {
   let msgs = 0;
   for (let i = job.offset; i < job.count; i += job.stride) {
     const seed = job.first + i;
-    const p = drawParams(seed);
     try {
-      const res = await runScenario(p);
-      msgs += res.msgs;
-      if (res.problems.length > 0) port.postMessage({ kind: 'failure', seed, text: failureReport(p, res, `SRD_SIM_SEED=${seed}`) } satisfies Report);
+      if (job.scenario === 'rdma') {
+        const p = drawRdmaParams(seed);
+        const res = await runRdmaScenario(p);
+        msgs += res.ops;
+        if (res.problems.length > 0) port.postMessage({ kind: 'failure', seed, text: `${describeRdmaParams(p)}\n  ${res.problems.join('\n  ')}\n  replay: RDMA_SIM_SEED=${seed}` } satisfies Report);
+      } else {
+        const p = drawParams(seed);
+        const res = await runScenario(p);
+        msgs += res.msgs;
+        if (res.problems.length > 0) port.postMessage({ kind: 'failure', seed, text: failureReport(p, res, `SRD_SIM_SEED=${seed}`) } satisfies Report);
+      }
     } catch (err) {
       port.postMessage({ kind: 'failure', seed, text: `threw ${(err as Error).stack ?? String(err)}\n  replay in the simulation: SRD_SIM_SEED=${seed}` } satisfies Report);
     }
@@ -47,8 +57,14 @@ function main(): void {
       seeds: { type: 'string', default: '100000' },
       first: { type: 'string', default: '1' },
       jobs: { type: 'string', default: String(availableParallelism()) },
+      scenario: { type: 'string', default: 'srd' },
     },
   });
+  const scenario = values.scenario;
+  if (scenario !== 'srd' && scenario !== 'rdma') {
+    process.stderr.write(`srd-soak: --scenario must be srd or rdma, got ${String(scenario)}\n`);
+    process.exit(2);
+  }
   const count = Number(values.seeds);
   const first = Number(values.first);
   const jobs = Number(values.jobs);
@@ -64,9 +80,9 @@ function main(): void {
   let running = jobs;
   const failed: number[] = [];
   let lastShown = 0;
-  process.stdout.write(`srd-soak: seeds ${first}..${first + count - 1} on ${jobs} worker(s)\n`);
+  process.stdout.write(`srd-soak: ${scenario} seeds ${first}..${first + count - 1} on ${jobs} worker(s)\n`);
   for (let w = 0; w < jobs; w++) {
-    const worker = new Worker(__filename, { workerData: { first, count, stride: jobs, offset: w } satisfies Job });
+    const worker = new Worker(__filename, { workerData: { first, count, stride: jobs, offset: w, scenario } satisfies Job });
     worker.on('message', (m: Report) => {
       if (m.kind === 'progress') {
         done += m.done;
