@@ -3,7 +3,8 @@
  * does: rank 1 creates its SRD QP with EFADV_QP_FLAGS_UNSOLICITED_WRITE_RECV and exposes a
  * buffer (REMOTE_WRITE); rank 0 writes chunks of it with ibv_wr_rdma_write_imm, the immediate
  * naming the chunk. Rank 1 learns of each write from its extended CQ alone (flagged
- * unsolicited, no receive consumed) and checks every byte.
+ * unsolicited, no receive consumed) and checks every byte. Then rank 0 reads it all back with
+ * ibv_wr_rdma_read and checks it again.
  *
  *   npx efa-emu launch -n 2 examples/rdma-write-imm.ts -- [--size BYTES] [--count N]
  */
@@ -44,9 +45,10 @@ async function main(): Promise<void> {
     const me = dev.rank ?? 0;
     const job = process.env.EFA_EMU_JOB_ID ?? 'rdma-write-imm';
     const pd = await dev.allocPd();
-    const buf = Buffer.alloc(size * count);
     const target = me === 1;
-    const mr = await dev.regMr(pd, buf, target ? AccessFlags.LOCAL_WRITE | AccessFlags.REMOTE_WRITE : AccessFlags.LOCAL_WRITE);
+    // Rank 0: the chunks it writes, then room for reading them back.
+    const buf = Buffer.alloc(size * count * (target ? 1 : 2));
+    const mr = await dev.regMr(pd, buf, target ? AccessFlags.LOCAL_WRITE | AccessFlags.REMOTE_WRITE | AccessFlags.REMOTE_READ : AccessFlags.LOCAL_WRITE);
     // The target's CQ tells unsolicited completions apart (efadv_create_cq WITH_IS_UNSOLICITED).
     const cq = await dev.createCq({ cqe: 2 * count + 16, efadv: { wcFlags: target ? EfadvWcFlags.WITH_IS_UNSOLICITED : 0 } });
     const qp = await dev.createQp(pd, {
@@ -92,6 +94,31 @@ async function main(): Promise<void> {
       }
       const ms = performance.now() - started;
       console.log(`rank 0 wrote ${count} x ${size} B with immediate in ${ms.toFixed(1)} ms (${((count * size) / (ms / 1000) / 2 ** 20).toFixed(1)} MiB/s)`);
+      await dev.daemon.barrier(`${job}/verified`, 2);
+      // Read every chunk back into the second half and compare.
+      const back = count * size;
+      dev.wrStart(qp);
+      for (let c = 0; c < count; c++) {
+        qp.wrId = 1000 + c;
+        qp.wrFlags = 0;
+        dev.wrRdmaRead(qp, peer.rkey, c * size);
+        dev.wrSetUdAddr(qp, ah, peer.qpn, QKEY);
+        dev.wrSetSge(qp, mr.lkey, back + c * size, size);
+      }
+      dev.wrComplete(qp);
+      for (let done = 0; done < count; ) {
+        if (cq.startPoll() === ENOENT) {
+          await new Promise((r) => setImmediate(r));
+          continue;
+        }
+        do {
+          if (cq.status !== WcStatus.SUCCESS) throw new Error(`read ${cq.wrId} failed: ${wcStatusStr(cq.status)} (vendor_err ${efaStatusStr(cq.readVendorErr())})`);
+          done++;
+        } while (cq.nextPoll() === 0);
+        cq.endPoll();
+      }
+      if (!buf.subarray(back).equals(buf.subarray(0, back))) throw new Error('the data read back differs from what was written');
+      console.log(`rank 0 read ${count} x ${size} B back with RDMA read: identical`);
     } else {
       await dev.daemon.barrier(`${job}/ready`, 2);
       const seen = new Set<number>();
@@ -116,6 +143,7 @@ async function main(): Promise<void> {
         cq.endPoll();
       }
       console.log(`rank 1 got ${count} unsolicited writes with immediate, ${count * size} B verified, no receive posted`);
+      await dev.daemon.barrier(`${job}/verified`, 2);
     }
     await dev.daemon.barrier(`${job}/done`, 2);
   } finally {
