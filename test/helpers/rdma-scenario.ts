@@ -244,7 +244,9 @@ export async function runRdmaScenario(p: RdmaScenarioParams): Promise<RdmaScenar
   // Generous: a read may wait twice the timeout after the target went silent.
   const bound = last + 10 * RDMA_TIMEOUT_MS + 2000;
   sim.runUntil(() => ops.every((o) => o.completions > 0), bound);
-  sim.drain(sim.now + 50);
+  // What the devices still owe each other (acks of read data that went out during a cut, say)
+  // settles within a few timeouts of the partition's end: then nothing may be left.
+  sim.drain(Math.max(sim.now, p.partition === null ? 0 : p.partition.until) + 4 * RDMA_TIMEOUT_MS);
   poll();
 
   const part = p.partition;
