@@ -95,6 +95,7 @@ local efa_status_names = {
     [13] = "LOCAL_ERROR_UNRESP_REMOTE",
     [14] = "REMOTE_ERROR_UNKNOWN_PEER",
     [15] = "LOCAL_ERROR_UNREACH_REMOTE",
+    [18] = "REMOTE_ERROR_FEATURE_MISMATCH",
 }
 
 -- Wireshark's usual checksum status values.

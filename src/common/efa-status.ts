@@ -22,6 +22,11 @@ export const EfaStatus = {
   LOCAL_ERROR_UNRESP_REMOTE: 13,
   REMOTE_ERROR_UNKNOWN_PEER: 14,
   LOCAL_ERROR_UNREACH_REMOTE: 15,
+  /**
+   * The peer lacks a feature the request needs (rdma-core 2026; 16 and 17 are not defined).
+   * The emulator never produces it: every device of one fabric speaks the same protocol.
+   */
+  REMOTE_ERROR_FEATURE_MISMATCH: 18,
 } as const;
 export type EfaStatus = (typeof EfaStatus)[keyof typeof EfaStatus];
 

@@ -47,7 +47,7 @@ const WC_STATUS_TEXT = [
   'RNR retry counter exceeded',
   'local RDD violation error',
   'remote invalid RD request',
-  'operation aborted',
+  'aborted error',
   'invalid EE context number',
   'invalid EE context state',
   'fatal error',
@@ -80,6 +80,7 @@ FROM_EFA[EfaStatus.REMOTE_ERROR_BAD_STATUS] = WcStatus.BAD_RESP_ERR;
 FROM_EFA[EfaStatus.LOCAL_ERROR_UNRESP_REMOTE] = WcStatus.RESP_TIMEOUT_ERR;
 FROM_EFA[EfaStatus.REMOTE_ERROR_UNKNOWN_PEER] = WcStatus.REM_OP_ERR;
 FROM_EFA[EfaStatus.LOCAL_ERROR_UNREACH_REMOTE] = WcStatus.RESP_TIMEOUT_ERR;
+FROM_EFA[EfaStatus.REMOTE_ERROR_FEATURE_MISMATCH] = WcStatus.REM_INV_REQ_ERR;
 
 /** The `ibv_wc_status` a completion with EFA status `efa` carries. */
 export function wcStatusFromEfa(efa: number): WcStatus {
