@@ -48,10 +48,11 @@ export function profileAttributes(p: GenerationProfile): DeviceAttributes {
     vendorPartId: p.vendorPartId,
     fwVer: '0.1.0-emu',
     maxQp: p.maxQp,
-    maxQpWr: Math.max(p.maxSqWr, p.maxRqWr),
+    // The kernel reports the smaller queue's limit (min of max_sq_depth and max_rq_depth).
+    maxQpWr: Math.min(p.maxSqWr, p.maxRqWr),
     maxSqWr: p.maxSqWr,
     maxRqWr: p.maxRqWr,
-    maxSge: Math.max(p.maxSqSge, p.maxRqSge),
+    maxSge: Math.min(p.maxSqSge, p.maxRqSge),
     maxSqSge: p.maxSqSge,
     maxRqSge: p.maxRqSge,
     maxInlineData: p.maxInlineData,

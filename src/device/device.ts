@@ -747,8 +747,26 @@ export class Device extends EventEmitter {
     }
   }
 
-  /** Moving to RESET discards posted work requests without completions, as verbs do. */
+  /**
+   * Moving to RESET discards posted work requests without completions, as verbs do (EFA's
+   * provider re-initialises both rings): receives, sends and RDMA still in flight, whose
+   * slots are free again at once.
+   */
   private resetQp(qp: QueuePair): void {
+    if (qp.qpType === QpType.SRD) {
+      qp.discarding = true;
+      try {
+        this.srd.abandonOwner(this.clock(), qp, EfaStatus.FLUSHED);
+        this.rdma.flushQp(qp, EfaStatus.FLUSHED);
+      } finally {
+        qp.discarding = false;
+      }
+      this.rdma.drain();
+      this.kickTimer();
+    }
+    // Completions already queued stay, but polling them no longer frees a slot of the new ring.
+    qp.sendCq.detachOwner(qp);
+    qp.sqOutstanding = 0;
     qp.rq.clear();
     qp.qkey = 0;
     qp.sqPsn = 0;
@@ -1331,7 +1349,7 @@ export class Device extends EventEmitter {
       return;
     }
     const qp = op.owner as QueuePair;
-    if (qp.destroyed) return;
+    if (qp.destroyed || qp.discarding) return;
     this.completeSend(qp, op.wrId, status as EfaStatus, status === EfaStatus.SUCCESS ? op.byteLen : 0, WcOpcode.SEND);
   }
 

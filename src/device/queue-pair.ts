@@ -75,6 +75,8 @@ export class QueuePair {
   /** SRD: RNR retries before a send fails with REMOTE_ERROR_RNR; 7 retries forever. */
   rnrRetry = DEFAULT_RNR_RETRY;
   destroyed = false;
+  /** True while a move to RESET discards the QP's work: what it settles completes nothing. */
+  discarding = false;
   /** Send work requests posted and not yet polled from the send CQ. */
   sqOutstanding = 0;
   readonly rq: ReceiveQueue;

@@ -240,7 +240,7 @@ export class RdmaUnit {
     const stats = this.host.stats;
     if (status === EfaStatus.SUCCESS) stats.rdma_write_bytes += op.total;
     else stats.rdma_write_wr_err++;
-    if (!qp.destroyed) this.host.completeSend(qp, op.wrId, status, status === EfaStatus.SUCCESS ? op.total : 0, WcOpcode.RDMA_WRITE);
+    if (!qp.destroyed && !qp.discarding) this.host.completeSend(qp, op.wrId, status, status === EfaStatus.SUCCESS ? op.total : 0, WcOpcode.RDMA_WRITE);
   }
 
   private finishRead(op: RdmaOp, status: number): void {
@@ -253,7 +253,7 @@ export class RdmaUnit {
     else stats.rdma_read_wr_err++;
     const qp = op.qp as QueuePair;
     // EFA's provider reports a read's completion as IBV_WC_SEND: it tells only writes apart.
-    if (!qp.destroyed) this.host.completeSend(qp, op.wrId, status, status === EfaStatus.SUCCESS ? op.total : 0, WcOpcode.SEND);
+    if (!qp.destroyed && !qp.discarding) this.host.completeSend(qp, op.wrId, status, status === EfaStatus.SUCCESS ? op.total : 0, WcOpcode.SEND);
   }
 
   /** Posts what segment completions made room for; the device calls it after each engine call. */
