@@ -31,6 +31,10 @@ export interface BenchResult {
  */
 export function addRatios(results: BenchResult[]): void {
   for (const r of results) {
+    if (r.type === 'raw') {
+      r.ratio_to_raw = 1;
+      continue;
+    }
     const raw = results.find((x) => x.type === 'raw' && x.test === r.test && x.size === r.size);
     if (raw === undefined) continue;
     const lat = r.test.endsWith('lat');
