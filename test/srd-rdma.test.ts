@@ -10,7 +10,7 @@ import { AccessFlags, EfadvQpFlags, EfadvWcFlags, WcFlags, WcOpcode } from '../s
 import type { Device } from '../src/device/device';
 import { EfadvDeviceCaps } from '../src/device/generations';
 import type { AddressHandle } from '../src/device/address-handle';
-import { patternPayload, pollAll, postRecvs, srdSim, type SrdEnd, type SrdSim } from './helpers/sim-network';
+import { createSrdEnd, patternPayload, pollAll, postRecvs, postSrdRecv, postSrdSend, srdSim, type SrdEnd, type SrdSim } from './helpers/sim-network';
 
 const RW = AccessFlags.LOCAL_WRITE | AccessFlags.REMOTE_WRITE | AccessFlags.REMOTE_READ;
 const MTU = 8192;
@@ -300,4 +300,28 @@ t.test('efa1 reads but does not write (RDMA_WRITE arrived with a later generatio
   const [a] = s.ends;
   await t.resolves(a.dev.regMr(a.pd, Buffer.alloc(64), AccessFlags.LOCAL_WRITE | AccessFlags.REMOTE_READ), 'REMOTE_READ registers');
   await t.rejects(a.dev.regMr(a.pd, Buffer.alloc(64), AccessFlags.LOCAL_WRITE | AccessFlags.REMOTE_WRITE), { code: 'EOPNOTSUPP' }, 'REMOTE_WRITE: EOPNOTSUPP');
+});
+
+t.test('a send is not held behind a stream of large writes to the same peer (another QP)', async (t) => {
+  // 16 writes of 1 MiB (2048 packets) on one QP, then a 64-byte send on another QP of the same
+  // device to the same peer: it waits for a bounded number of segments (the per-peer cap of
+  // segments outstanding), not for the segments every write posted before it queued.
+  const s = await pair({ bufSize: 17 << 20, faults: 'delay=50us' });
+  const [a, b] = s.ends;
+  const a2 = await createSrdEnd(a.dev, { pd: a.pd, bufSize: 4096 });
+  const b2 = await createSrdEnd(b.dev, { pd: b.pd, bufSize: 4096 });
+  const ah = s.ahs[0][1];
+  for (let i = 0; i < 16; i++) post(a, ah, b, 'write', i, i << 20, 1 << 20, i << 20);
+  postSrdRecv(b2, 1, 0, 64);
+  postSrdSend(a2, ah, b2, 77, patternPayload(77, 64));
+  let writesDone = 0;
+  let placedBefore = -1;
+  const ok = s.sim.runUntil(() => {
+    writesDone += pollAll(a.dev, a.sendCq).length;
+    if (placedBefore < 0 && pollAll(b.dev, b2.recvCq).length > 0) placedBefore = b.dev.stats.rdma_write_recv_bytes;
+    return writesDone === 16 && placedBefore >= 0;
+  }, s.sim.now + 30_000);
+  t.ok(ok, 'everything completed');
+  t.ok(placedBefore >= 0 && placedBefore <= 3 * (1 << 20), `the send arrived after ${(placedBefore / 2 ** 20).toFixed(2)} MiB of the 16 MiB of writes were placed (at most 3)`);
+  t.ok(b2.buf.subarray(0, 64).equals(patternPayload(77, 64)), 'and was delivered');
 });

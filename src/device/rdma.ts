@@ -13,6 +13,22 @@ import type { QueuePair } from './queue-pair';
 /** Segments of one operation posted to SRD at a time: a 1 GiB write is not copied at once. */
 const SEGMENT_WINDOW = 64;
 
+/**
+ * RDMA segments posted to SRD and not settled, per peer, all operations together: what a
+ * send to that peer can find queued ahead of it. Twice the default SRD window keeps the pipe
+ * full while a message posted behind a stream of large writes waits for a bounded number of
+ * packets, not for every segment of every write.
+ */
+const PEER_SEGMENT_CAP = 256;
+
+/** The segments one peer has outstanding, and the operations waiting for room under the cap. */
+class PeerSegments {
+  outstanding = 0;
+  waiting: RdmaOp[] = [];
+  /** In the unit's list of peers to refill. */
+  queued = false;
+}
+
 /** A timer this late (ms) means this process did not run: the time is not the peer's silence. */
 const STALL_MS = 20;
 
@@ -81,6 +97,8 @@ export class RdmaOp {
   /** Reads: when the read fails for want of data (ms), Infinity before the target accepted it. */
   deadline = Infinity;
   done = false;
+  /** In its peer's list of operations waiting for room. */
+  listed = false;
   /** Local buffers: the source of a write, the destination of a read. */
   sgl: LocalSgl | null = null;
   /** Response jobs: the MR and offset the data comes from. */
@@ -107,7 +125,9 @@ export class RdmaUnit {
   private readonly fields = new RdmaFields();
   private readonly reads = new Map<number, RdmaOp>();
   private nextOpId = 1;
-  private readonly refill: RdmaOp[] = [];
+  private readonly peers = new WeakMap<SrdPeer, PeerSegments>();
+  /** Peers where segments settled (room came free): their waiting operations post in drain(). */
+  private readonly refill: PeerSegments[] = [];
   /** Earliest read deadline, or Infinity. */
   private earliest = Infinity;
 
@@ -165,8 +185,41 @@ export class RdmaUnit {
     return op;
   }
 
-  /** Posts the next segments of a write or a response job, up to the segment window. */
+  private peerOf(peer: SrdPeer): PeerSegments {
+    let ps = this.peers.get(peer);
+    if (ps === undefined) {
+      ps = new PeerSegments();
+      this.peers.set(peer, ps);
+    }
+    return ps;
+  }
+
+  /**
+   * `op` has segments to post: it waits in its peer's list, posted by the next drain() once
+   * the peer is queued. `now` queues it at once (room is known to be there); otherwise the
+   * next settled segment of the peer does (the cap is full, so one will settle).
+   */
+  private want(op: RdmaOp, ps: PeerSegments, now: boolean): void {
+    if (!op.listed) {
+      op.listed = true;
+      ps.waiting.push(op);
+    }
+    if (now) this.queuePeer(ps);
+  }
+
+  private queuePeer(ps: PeerSegments): void {
+    if (ps.queued) return;
+    ps.queued = true;
+    this.refill.push(ps);
+  }
+
+  /**
+   * Posts the next segments of a write or a response job, up to the segment window and the
+   * peer's cap; what does not fit waits in the peer's list (every settled segment of that peer
+   * makes room, so it is never forgotten).
+   */
   private pump(op: RdmaOp): void {
+    const ps = this.peerOf(op.peer as SrdPeer);
     const host = this.host;
     const mtu = host.mtu;
     const now = host.clock();
@@ -175,7 +228,7 @@ export class RdmaUnit {
     const type = isWrite ? PacketType.SRD_RDMA_WRITE : PacketType.SRD_READ_RESP;
     // A zero-length plain write is one empty packet, so that it is still acknowledged.
     const emptyWrite = isWrite && op.total === 0 && op.imm === undefined && op.next === 0 && op.inFlight === 0 && !op.finalPosted;
-    while ((op.next < op.end || emptyWrite) && op.inFlight < SEGMENT_WINDOW && op.error === 0) {
+    while ((op.next < op.end || emptyWrite) && op.inFlight < SEGMENT_WINDOW && op.error === 0 && ps.outstanding < PEER_SEGMENT_CAP) {
       const len = op.end - op.next < mtu ? op.end - op.next : mtu;
       const buf = host.takeTxBuffer();
       if (isWrite) {
@@ -188,11 +241,15 @@ export class RdmaUnit {
       }
       op.next += len;
       op.inFlight++;
+      ps.outstanding++;
       if (isWrite) op.finalPosted = op.imm === undefined && op.next >= op.end;
       host.srd.postSend(now, op.peer as SrdPeer, owner, op.wrId, buf, len, op.srcQpn, op.dstQpn, op.qkey, undefined, op.rnrRetry, type, RDMA_HDR_LEN, op);
       if (emptyWrite) break;
     }
-    if (isWrite && op.imm !== undefined && !op.finalPosted && op.inFlight === 0 && op.next >= op.end && op.error === 0) {
+    const finalDue = isWrite && op.imm !== undefined && !op.finalPosted && op.inFlight === 0 && op.next >= op.end && op.error === 0;
+    if (finalDue && ps.outstanding >= PEER_SEGMENT_CAP) {
+      this.want(op, ps, false);
+    } else if (finalDue) {
       // Every other byte is placed: the immediate goes with the last bytes.
       const len = op.total - op.end;
       const buf = host.takeTxBuffer();
@@ -200,14 +257,24 @@ export class RdmaUnit {
       writeRdma(buf, op.rkey, op.remoteAddr + op.end, op.total, 0);
       op.finalPosted = true;
       op.inFlight++;
+      ps.outstanding++;
       host.srd.postSend(now, op.peer as SrdPeer, owner, op.wrId, buf, len, op.srcQpn, op.dstQpn, op.qkey, op.imm, op.rnrRetry, type, RDMA_HDR_LEN, op);
     }
+    // Held back by the peer's cap (not by its own window: its own settling segments refill it).
+    const more = op.next < op.end || (isWrite && op.total === 0 && op.imm === undefined && !op.finalPosted);
+    if (more && op.error === 0 && op.inFlight < SEGMENT_WINDOW) this.want(op, ps, false);
   }
 
   /** A segment (or read request) settled with `status`; called by the device from the engine. */
   segmentDone(sop: SendOp, status: number): void {
     const op = sop.msg as RdmaOp;
     op.inFlight--;
+    if (op.kind !== KIND_READ) {
+      // A segment of this peer settled: whatever waits for room there may go.
+      const ps = this.peerOf(op.peer as SrdPeer);
+      ps.outstanding--;
+      if (ps.waiting.length > 0) this.queuePeer(ps);
+    }
     if (op.done) return;
     if (status !== EfaStatus.SUCCESS && op.error === 0) op.error = status;
     if (op.kind === KIND_READ_RESPONSE) {
@@ -215,7 +282,7 @@ export class RdmaUnit {
         op.done = true;
         return;
       }
-      if (op.next < op.end) this.refill.push(op);
+      if (op.next < op.end) this.want(op, this.peerOf(op.peer as SrdPeer), true);
       else if (op.inFlight === 0) op.done = true;
       return;
     }
@@ -232,7 +299,7 @@ export class RdmaUnit {
       return;
     }
     if (op.inFlight === 0 && op.finalPosted) this.finishWrite(qp, op, EfaStatus.SUCCESS);
-    else this.refill.push(op);
+    else if (!op.finalPosted) this.want(op, this.peerOf(op.peer as SrdPeer), true);
   }
 
   private finishWrite(qp: QueuePair, op: RdmaOp, status: number): void {
@@ -260,8 +327,15 @@ export class RdmaUnit {
   drain(): void {
     const q = this.refill;
     for (let i = 0; i < q.length; i++) {
-      const op = q[i];
-      if (!op.done) this.pump(op);
+      const ps = q[i];
+      ps.queued = false;
+      // Oldest first; those still short of room list themselves again (pump).
+      const ops = ps.waiting;
+      ps.waiting = [];
+      for (const op of ops) {
+        op.listed = false;
+        if (!op.done) this.pump(op);
+      }
     }
     q.length = 0;
   }
@@ -328,7 +402,7 @@ export class RdmaUnit {
     job.srcMr = this.host.mrByKey(f.rkey) as MemoryRegion;
     job.rnrRetry = 7;
     // Sent once the engine finished with the request (its ack goes first).
-    this.refill.push(job);
+    this.want(job, this.peerOf(peer), true);
     return EfaStatus.SUCCESS;
   }
 
