@@ -23,6 +23,7 @@ import {
   openDevice,
   readRankEnv,
   wcStatusStr,
+  type CompletionQueue,
 } from '../src/index';
 
 const QKEY = 0x5eed;
@@ -30,6 +31,25 @@ const QKEY = 0x5eed;
 /** The byte at offset `i` of chunk `c`: every chunk differs, so a misplaced write shows. */
 function pattern(c: number, i: number): number {
   return (c * 131 + i * 7 + (i >> 9)) & 0xff;
+}
+
+/** Reads `count` completions from the extended CQ, calling `each` with each one current. */
+async function pollEach(cq: CompletionQueue, count: number, each: () => void): Promise<void> {
+  for (let done = 0; done < count; ) {
+    if (cq.startPoll() === ENOENT) {
+      await new Promise((r) => setImmediate(r));
+      continue;
+    }
+    do {
+      each();
+      done++;
+    } while (done < count && cq.nextPoll() === 0);
+    cq.endPoll();
+  }
+}
+
+function checkOk(cq: CompletionQueue, what: string): void {
+  if (cq.status !== WcStatus.SUCCESS) throw new Error(`${what} ${cq.wrId} failed: ${wcStatusStr(cq.status)} (vendor_err ${cq.readVendorErr()} ${efaStatusStr(cq.readVendorErr())})`);
 }
 
 async function main(): Promise<void> {
@@ -79,19 +99,7 @@ async function main(): Promise<void> {
         dev.wrSetSge(qp, mr.lkey, c * size, size);
       }
       dev.wrComplete(qp);
-      for (let done = 0; done < count; ) {
-        if (cq.startPoll() === ENOENT) {
-          await new Promise((r) => setImmediate(r));
-          continue;
-        }
-        do {
-          if (cq.status !== WcStatus.SUCCESS) {
-            throw new Error(`write ${cq.wrId} failed: ${wcStatusStr(cq.status)} (vendor_err ${cq.readVendorErr()} ${efaStatusStr(cq.readVendorErr())})`);
-          }
-          done++;
-        } while (cq.nextPoll() === 0);
-        cq.endPoll();
-      }
+      await pollEach(cq, count, () => checkOk(cq, 'write'));
       const ms = performance.now() - started;
       console.log(`rank 0 wrote ${count} x ${size} B with immediate in ${ms.toFixed(1)} ms (${((count * size) / (ms / 1000) / 2 ** 20).toFixed(1)} MiB/s)`);
       await dev.daemon.barrier(`${job}/verified`, 2);
@@ -106,42 +114,25 @@ async function main(): Promise<void> {
         dev.wrSetSge(qp, mr.lkey, back + c * size, size);
       }
       dev.wrComplete(qp);
-      for (let done = 0; done < count; ) {
-        if (cq.startPoll() === ENOENT) {
-          await new Promise((r) => setImmediate(r));
-          continue;
-        }
-        do {
-          if (cq.status !== WcStatus.SUCCESS) throw new Error(`read ${cq.wrId} failed: ${wcStatusStr(cq.status)} (vendor_err ${efaStatusStr(cq.readVendorErr())})`);
-          done++;
-        } while (cq.nextPoll() === 0);
-        cq.endPoll();
-      }
+      await pollEach(cq, count, () => checkOk(cq, 'read'));
       if (!buf.subarray(back).equals(buf.subarray(0, back))) throw new Error('the data read back differs from what was written');
       console.log(`rank 0 read ${count} x ${size} B back with RDMA read: identical`);
     } else {
       await dev.daemon.barrier(`${job}/ready`, 2);
       const seen = new Set<number>();
-      while (seen.size < count) {
-        if (cq.startPoll() === ENOENT) {
-          await new Promise((r) => setImmediate(r));
-          continue;
+      await pollEach(cq, count, () => {
+        checkOk(cq, 'completion');
+        if (cq.readOpcode() !== WcOpcode.RECV_RDMA_WITH_IMM) throw new Error(`unexpected opcode ${cq.readOpcode()}`);
+        if (!cq.isUnsolicited()) throw new Error('a write with immediate consumed a receive on an unsolicited-write QP');
+        const c = cq.readImmData();
+        if (cq.readByteLen() !== size) throw new Error(`chunk ${c}: byte_len ${cq.readByteLen()}, expected ${size}`);
+        if (seen.has(c)) throw new Error(`chunk ${c} completed twice`);
+        // The completion follows the placement of every byte of its write.
+        for (let i = 0; i < size; i++) {
+          if (buf[c * size + i] !== pattern(c, i)) throw new Error(`chunk ${c}: byte ${i} is ${buf[c * size + i]}, expected ${pattern(c, i)}`);
         }
-        do {
-          if (cq.status !== WcStatus.SUCCESS) throw new Error(`completion failed: ${wcStatusStr(cq.status)}`);
-          if (cq.readOpcode() !== WcOpcode.RECV_RDMA_WITH_IMM) throw new Error(`unexpected opcode ${cq.readOpcode()}`);
-          if (!cq.isUnsolicited()) throw new Error('a write with immediate consumed a receive on an unsolicited-write QP');
-          const c = cq.readImmData();
-          if (cq.readByteLen() !== size) throw new Error(`chunk ${c}: byte_len ${cq.readByteLen()}, expected ${size}`);
-          if (seen.has(c)) throw new Error(`chunk ${c} completed twice`);
-          // The completion follows the placement of every byte of its write.
-          for (let i = 0; i < size; i++) {
-            if (buf[c * size + i] !== pattern(c, i)) throw new Error(`chunk ${c}: byte ${i} is ${buf[c * size + i]}, expected ${pattern(c, i)}`);
-          }
-          seen.add(c);
-        } while (cq.nextPoll() === 0);
-        cq.endPoll();
-      }
+        seen.add(c);
+      });
       console.log(`rank 1 got ${count} unsolicited writes with immediate, ${count * size} B verified, no receive posted`);
       await dev.daemon.barrier(`${job}/verified`, 2);
     }

@@ -471,24 +471,17 @@ function decodeFields(buf: Buffer, hdr: PacketHeader, f: RdmaFields): boolean {
 
 /** Copies `len` bytes starting `from` bytes into the SGL's data into `out` at `off`. */
 export function gatherSgl(sgl: LocalSgl, from: number, out: Buffer, off: number, len: number): void {
-  let skip = from;
-  for (let i = 0; i < sgl.mrs.length && len > 0; i++) {
-    const l = sgl.lens[i];
-    if (skip >= l) {
-      skip -= l;
-      continue;
-    }
-    const k = l - skip < len ? l - skip : len;
-    copyBytes(sgl.mrs[i].buffer as Buffer, sgl.addrs[i] + skip, out, off, k);
-    off += k;
-    len -= k;
-    skip = 0;
-  }
+  copySgl(sgl, from, out, off, len, false);
 }
 
 /** Copies `len` bytes of `src` at `off` into the SGL's data starting `to` bytes in. */
 export function scatterSgl(sgl: LocalSgl, to: number, src: Buffer, off: number, len: number): void {
-  let skip = to;
+  copySgl(sgl, to, src, off, len, true);
+}
+
+/** Copies between the SGL's data (from byte `at` of it) and `buf` at `off`, into the SGL when `intoSgl`. */
+function copySgl(sgl: LocalSgl, at: number, buf: Buffer, off: number, len: number, intoSgl: boolean): void {
+  let skip = at;
   for (let i = 0; i < sgl.mrs.length && len > 0; i++) {
     const l = sgl.lens[i];
     if (skip >= l) {
@@ -496,7 +489,9 @@ export function scatterSgl(sgl: LocalSgl, to: number, src: Buffer, off: number, 
       continue;
     }
     const k = l - skip < len ? l - skip : len;
-    copyBytes(src, off, sgl.mrs[i].buffer as Buffer, sgl.addrs[i] + skip, k);
+    const mem = sgl.mrs[i].buffer as Buffer;
+    if (intoSgl) copyBytes(buf, off, mem, sgl.addrs[i] + skip, k);
+    else copyBytes(mem, sgl.addrs[i] + skip, buf, off, k);
     off += k;
     len -= k;
     skip = 0;
