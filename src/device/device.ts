@@ -1074,42 +1074,18 @@ export class Device extends EventEmitter {
    * failure is a completion.
    */
   private execSend(qp: QueuePair, wr: SendWr, opcode: number, total: number, inline: Uint8Array | null = null): void {
+    if (opcode === WrOpcode.RDMA_WRITE || opcode === WrOpcode.RDMA_WRITE_WITH_IMM || opcode === WrOpcode.RDMA_READ) {
+      this.execRdma(qp, wr, opcode, total);
+      return;
+    }
     const sgl = wr.sgList;
     const numSge = sgl === undefined ? 0 : sgl.length;
-    const imm = opcode === WrOpcode.SEND_WITH_IMM || opcode === WrOpcode.RDMA_WRITE_WITH_IMM ? (wr.immData ?? 0) >>> 0 : undefined;
+    const imm = opcode === WrOpcode.SEND_WITH_IMM ? (wr.immData ?? 0) >>> 0 : undefined;
     qp.sqOutstanding++;
-    const rdma = opcode === WrOpcode.RDMA_WRITE || opcode === WrOpcode.RDMA_WRITE_WITH_IMM || opcode === WrOpcode.RDMA_READ;
-    const wcOpcode = opcode === WrOpcode.RDMA_READ ? RDMA_READ_WC_OPCODE : rdma ? WcOpcode.RDMA_WRITE : WcOpcode.SEND;
-    if (!rdma) this.stats.send_wrs++;
-
-    const ah = wr.ah;
-    if (!(ah instanceof AddressHandle) || ah.destroyed || ah.pd !== qp.pd) {
-      this.completeSend(qp, wr.wrId, EfaStatus.LOCAL_ERROR_INVALID_AH, 0, wcOpcode);
-      return;
-    }
-    if (total > (rdma ? this.attributes.maxRdmaSize : this.attributes.maxMsgSize)) {
-      this.completeSend(qp, wr.wrId, EfaStatus.LOCAL_ERROR_BAD_LENGTH, 0, wcOpcode);
-      return;
-    }
+    this.stats.send_wrs++;
+    const ah = this.checkDest(qp, wr, total, this.attributes.maxMsgSize, WcOpcode.SEND);
+    if (ah === null) return;
     const remoteQpn = wr.remoteQpn;
-    if (!Number.isInteger(remoteQpn) || remoteQpn < 0 || remoteQpn > 0xffff) {
-      this.completeSend(qp, wr.wrId, EfaStatus.REMOTE_ERROR_BAD_DEST_QPN, 0, wcOpcode);
-      return;
-    }
-    if (rdma) {
-      const local = this.resolveSgl(qp, sgl, numSge, opcode === WrOpcode.RDMA_READ);
-      if (local === null) {
-        this.completeSend(qp, wr.wrId, EfaStatus.LOCAL_ERROR_INVALID_LKEY, 0, wcOpcode);
-        return;
-      }
-      const remoteAddr = wr.remoteAddr ?? 0;
-      const rkey = (wr.rkey ?? 0) >>> 0;
-      if (opcode === WrOpcode.RDMA_READ) this.rdma.postRead(qp, wr.wrId, ah.peer, remoteQpn, wr.remoteQkey >>> 0, local, total, remoteAddr, rkey);
-      else this.rdma.postWrite(qp, wr.wrId, ah.peer, remoteQpn, wr.remoteQkey >>> 0, local, total, remoteAddr, rkey, imm);
-      this.rdma.drain();
-      this.kickTimer();
-      return;
-    }
     const srd = qp.qpType === QpType.SRD;
     const off = srd ? SRD_PAYLOAD_OFFSET : UD_PAYLOAD_OFFSET;
     // UD buffers are not pooled: a UD send completes at once, while the socket may still hold it.
@@ -1131,6 +1107,43 @@ export class Device extends EventEmitter {
     const len = finishUdPacket(buf, total, qp.qpNum, remoteQpn, wr.remoteQkey >>> 0, imm, this.gid);
     this.transmitTo(buf, len, ah.peer.host, ah.peer.port, null);
     this.completeSend(qp, wr.wrId, EfaStatus.SUCCESS, total, WcOpcode.SEND);
+  }
+
+  /** Carries out an RDMA work request that passed the post-time checks. */
+  private execRdma(qp: QueuePair, wr: SendWr, opcode: number, total: number): void {
+    qp.sqOutstanding++;
+    const read = opcode === WrOpcode.RDMA_READ;
+    const wcOpcode = read ? RDMA_READ_WC_OPCODE : WcOpcode.RDMA_WRITE;
+    const ah = this.checkDest(qp, wr, total, this.attributes.maxRdmaSize, wcOpcode);
+    if (ah === null) return;
+    const sgl = wr.sgList;
+    const local = this.resolveSgl(qp, sgl, sgl === undefined ? 0 : sgl.length, read);
+    if (local === null) {
+      this.completeSend(qp, wr.wrId, EfaStatus.LOCAL_ERROR_INVALID_LKEY, 0, wcOpcode);
+      return;
+    }
+    const remoteAddr = wr.remoteAddr ?? 0;
+    const rkey = (wr.rkey ?? 0) >>> 0;
+    const qkey = wr.remoteQkey >>> 0;
+    if (read) this.rdma.postRead(qp, wr.wrId, ah.peer, wr.remoteQpn, qkey, local, total, remoteAddr, rkey);
+    else this.rdma.postWrite(qp, wr.wrId, ah.peer, wr.remoteQpn, qkey, local, total, remoteAddr, rkey, opcode === WrOpcode.RDMA_WRITE_WITH_IMM ? (wr.immData ?? 0) >>> 0 : undefined);
+    this.rdma.drain();
+    this.kickTimer();
+  }
+
+  /**
+   * The AH, length and remote QPN of a work request: its AH, or null once it was completed
+   * with the error (an AH of another PD, too long, a QPN that cannot be one).
+   */
+  private checkDest(qp: QueuePair, wr: SendWr, total: number, maxLen: number, wcOpcode: number): AddressHandle | null {
+    const ah = wr.ah;
+    let status: EfaStatus = EfaStatus.SUCCESS;
+    if (!(ah instanceof AddressHandle) || ah.destroyed || ah.pd !== qp.pd) status = EfaStatus.LOCAL_ERROR_INVALID_AH;
+    else if (total > maxLen) status = EfaStatus.LOCAL_ERROR_BAD_LENGTH;
+    else if (!Number.isInteger(wr.remoteQpn) || wr.remoteQpn < 0 || wr.remoteQpn > 0xffff) status = EfaStatus.REMOTE_ERROR_BAD_DEST_QPN;
+    if (status === EfaStatus.SUCCESS) return ah;
+    this.completeSend(qp, wr.wrId, status, 0, wcOpcode);
+    return null;
   }
 
   /**
