@@ -9,7 +9,7 @@ import { DEFAULT_GENERATION, generationProfile } from './device/generations';
 import { UdpPort } from './io/udp-port';
 import { TimerDriver } from './io/timer-driver';
 import { FaultInjector, defaultTargetKey } from './io/fault-injector';
-import { toFaultSpec, isNoFaults, type FaultSpec } from './io/fault-spec';
+import { toFaultSpec, type FaultSpec } from './io/fault-spec';
 import { gidDeviceIndex } from './common/gid';
 import { nextIncarnation } from './common/incarnation';
 import { PcapWriter } from './io/pcap-writer';
@@ -65,8 +65,8 @@ export class EfaDevice extends Device {
   worldSize: number | null = null;
   /** The UDP endpoint other devices send to. */
   endpoint!: HostPort;
-  /** The fault injector in front of the socket, or null when the device runs without faults. */
-  faults: FaultInjector | null = null;
+  /** The fault injector in front of the socket; with no faults set it passes everything through. */
+  faults!: FaultInjector;
 }
 
 /**
@@ -101,7 +101,7 @@ export async function openDevice(opts: OpenDeviceOptions = {}): Promise<EfaDevic
     const lease = await client.register({ name, endpoint, rank, incarnation });
     const udp = port;
     let device: EfaDevice | null = null;
-    let injector: FaultInjector | null = null;
+    let injector: FaultInjector;
     const cap = capture;
     // Captured at the socket, after the faults: what really left.
     let send =
@@ -111,7 +111,9 @@ export async function openDevice(opts: OpenDeviceOptions = {}): Promise<EfaDevic
             cap.writeUdp(buf, len, udp.host, udp.port, host, p);
             udp.send(buf, len, host, p, onSent);
           };
-    if (!isNoFaults(faultSpec)) {
+    {
+      // Always there, so faults can be set at run time (`device.faults.setSpec(...)`); with no
+      // faults it passes every packet straight through.
       const spec = { ...faultSpec, seed: (Math.imul(faultSpec.seed, 0x9e3779b1) + gidDeviceIndex(parseGid(lease.gid))) >>> 0 };
       const inj = new FaultInjector({
         spec,
@@ -142,7 +144,7 @@ export async function openDevice(opts: OpenDeviceOptions = {}): Promise<EfaDevic
       resolver: (gid) => client.resolve(gid),
       onClose: async () => {
         timer.close();
-        injector?.close();
+        injector.close();
         client.setStatsProvider(null);
         await udp.close();
         await cap?.close();
