@@ -5,7 +5,11 @@ import { WorkCompletion } from './device/work-completion';
 /** How a poller waits for completions. */
 export type PollMode = 'event' | 'busy';
 
-/** Handles one batch of completions; the array's objects are reused on the next batch. */
+/**
+ * Handles one batch of completions. `wcs` holds exactly the batch (`wcs.length === count`), so
+ * `for (const wc of wcs)` reads only this batch's entries. The array and its objects are the
+ * poller's and are refilled by the next batch: copy what must outlive the call.
+ */
 export type CompletionHandler = (wcs: readonly WorkCompletion[], count: number) => void;
 
 /**
@@ -21,7 +25,10 @@ export type CompletionHandler = (wcs: readonly WorkCompletion[], count: number) 
  * `event` needs a CQ created with a completion channel.
  */
 export class CompletionPoller {
+  /** Where pollCq writes (batch entries, reused). */
   private readonly wcs: WorkCompletion[] = [];
+  /** What the handler sees: the same objects, exactly as many as the batch holds. */
+  private readonly view: WorkCompletion[] = [];
   private running = false;
   private spinning = false;
   private readonly spinBound = (): void => this.spin();
@@ -72,7 +79,10 @@ export class CompletionPoller {
     for (;;) {
       const n = this.device.pollCq(this.cq, this.batch, this.wcs);
       if (n > 0) {
-        this.onCompletions(this.wcs, n);
+        const view = this.view;
+        view.length = n;
+        for (let i = 0; i < n; i++) view[i] = this.wcs[i];
+        this.onCompletions(view, n);
         if (!this.running) return;
         continue;
       }

@@ -598,6 +598,11 @@ t.test('the exit summary of efa-emu launch', async (t) => {
     'job ended, exit 124 (timed out): rank 0 SIGTERM; rank 1 never started',
   );
   t.equal(
+    jobSummary({ exitCode: 124, ranks: [rank(0, null, 'SIGTERM')], timedOut: true, interrupted: false }, [], 5),
+    'job ended, exit 124 (timed out: the job ran past --timeout 5 s, so every rank still running was stopped): rank 0 SIGTERM',
+    'with the --timeout it was given, the summary says what timed out',
+  );
+  t.equal(
     describeRestart({ rank: 0, outcome: { restarted: true, downMs: 510, address: { host: '127.0.0.1', port: 4000 } } }),
     "daemon restarted at rank 0's request: down 510 ms, listening again on 127.0.0.1:4000",
   );

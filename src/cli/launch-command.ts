@@ -72,7 +72,7 @@ export function registerLaunchCommand(program: Command): void {
         async (result) => {
           // runJob stopped the daemon first, which ends a restart under way: all have settled.
           await Promise.all(pending);
-          const summary = jobSummary(result, restarts);
+          const summary = jobSummary(result, restarts, o.timeout ?? null);
           if (summary !== null) process.stderr.write(`efa-emu launch: ${summary}\n`);
         },
       );
@@ -98,7 +98,7 @@ export function describeRestart(rec: RestartRecord): string {
  * the daemon restarts asked for. Null for a job with nothing to tell (every rank exited 0 on
  * its own, no rank announced its exit, no restart asked for), which stays quiet.
  */
-export function jobSummary(result: LaunchResult, restarts: RestartRecord[]): string | null {
+export function jobSummary(result: LaunchResult, restarts: RestartRecord[], timeoutSeconds: number | null = null): string | null {
   const eventful = result.exitCode !== 0 || restarts.length > 0 || result.ranks.some((r) => r.exitAnnounced || r.code !== 0);
   if (!eventful) return null;
   const groups = new Map<string, number[]>();
@@ -109,7 +109,12 @@ export function jobSummary(result: LaunchResult, restarts: RestartRecord[]): str
     else ranks.push(r.rank);
   }
   const parts = [...groups].map(([how, ranks]) => `${ranks.length === 1 ? 'rank' : 'ranks'} ${rankList(ranks)} ${how}`);
-  const cause = result.timedOut ? ' (timed out)' : result.interrupted ? ' (interrupted)' : '';
+  // Says what timed out: the whole job, after the --timeout it was given.
+  const cause = result.timedOut
+    ? ` (timed out${timeoutSeconds === null ? '' : `: the job ran past --timeout ${timeoutSeconds} s, so every rank still running was stopped`})`
+    : result.interrupted
+      ? ' (interrupted)'
+      : '';
   let text = `job ended, exit ${result.exitCode}${cause}: ${parts.join('; ')}`;
   if (restarts.length > 0) {
     const done = restarts.filter((r) => !('error' in r.outcome) && r.outcome.restarted).length;

@@ -5,11 +5,13 @@
  * the program as the process's main module, so that the program sees the usual `process.argv`
  * and `require.main === module`.
  */
+import fs from 'node:fs';
 import Module from 'node:module';
 import path from 'node:path';
 import { ORPHAN_EXIT_CODE, programProblem } from './launch-program';
 
-// This file is an entry point only: importing it would start a program, so it exports nothing.
+// This file is an entry point: importing it starts a program (main() runs below unless it is
+// required by a test for programStack).
 
 function fail(message: string): never {
   process.stderr.write(`efa-emu rank-bootstrap: ${message}\n`);
@@ -63,11 +65,30 @@ function main(): void {
     // and picks CommonJS or ESM (.mjs, "type": "module") as `node program.js` would.
     else Module.runMain(program);
   } catch (err) {
-    // Only failures to load or compile the program get the short message; an exception the
-    // program throws while running is rethrown so Node reports it (and exits 1) as usual.
+    // Only failures to load or compile the program get the short message. An exception the
+    // program throws while it starts is reported as Node would report it, but with the
+    // program's own stack: rethrown, Node would point at this file's rethrow.
     if (isLoadError(err, program)) fail(`cannot load ${program}: ${describe(err)}`);
-    throw err;
+    fs.writeSync(2, `${programStack(err)}\n`);
+    process.exit(1);
   }
+}
+
+/**
+ * The error's stack without the frames of this bootstrap and of Node's module loader below
+ * the program: what `node program.js` would have shown.
+ */
+export function programStack(err: unknown): string {
+  if (!(err instanceof Error) || typeof err.stack !== 'string') return `Uncaught ${String(err)}`;
+  const lines = err.stack.split('\n');
+  const frames = lines.filter((l) => /^\s+at /.test(l));
+  const head = lines.slice(0, lines.length - frames.length);
+  // Frames from the first one inside this file on are the launcher's, not the program's.
+  const cut = frames.findIndex((l) => l.includes(__filename) || l.includes('rank-bootstrap.'));
+  let own = cut < 0 ? frames : frames.slice(0, cut);
+  // The loader frames just above it (Module._compile, ...) are not the program's either.
+  while (own.length > 1 && /\(node:internal\/|at node:internal\//.test(own[own.length - 1])) own = own.slice(0, -1);
+  return [...head, ...own].join('\n');
 }
 
 /**
@@ -94,4 +115,4 @@ function isLoadError(err: unknown, program: string): boolean {
   return false;
 }
 
-main();
+if (require.main === module) main();
