@@ -9,6 +9,9 @@ import path from 'node:path';
 /** Program file extensions a rank can run (`.ts` through ts-node, transpile-only). */
 export const PROGRAM_EXTENSIONS = ['.js', '.cjs', '.mjs', '.ts'] as const;
 
+/** Tells a rank where its launch's compiled TypeScript is (the manifest of ts-build.ts). */
+export const ENV_TS_MANIFEST = 'EFA_EMU_TS_MANIFEST';
+
 /** Exit code of a rank whose launcher went away (128 + SIGHUP, as a shell's children get). */
 export const ORPHAN_EXIT_CODE = 129;
 

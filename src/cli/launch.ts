@@ -12,7 +12,8 @@ import path from 'node:path';
 import { InvalidArgumentError } from '../common/errors';
 import { silentLogger, type Logger } from '../common/logger';
 import { ENV_DEVICE_NAME, rankEnvVars, type HostPort } from '../env';
-import { programProblem } from './launch-program';
+import { ENV_TS_MANIFEST, programProblem } from './launch-program';
+import { buildTsProgram, type TsBuild } from './ts-build';
 import { LineSplitter } from './line-prefixer';
 
 /** Most ranks one launch may start. */
@@ -64,6 +65,13 @@ export interface LaunchOptions {
    * itself, without failing the job).
    */
   onMessage?: (rank: number, message: unknown) => void;
+  /**
+   * A `.ts` program is compiled once by the launcher (the ranks load the result; default) or,
+   * with false, by each rank for itself (ts-node, as before).
+   */
+  compileTs?: boolean;
+  /** With compileTs: type-check first and refuse to start on an error (default true). */
+  typecheck?: boolean;
 }
 
 /** How one rank ended. */
@@ -128,7 +136,18 @@ interface Settings {
 export async function launch(opts: LaunchOptions): Promise<LaunchResult> {
   const settings = validate(opts);
   const log = (opts.logger ?? silentLogger()).child({ component: 'launch' });
-  return new Promise<LaunchResult>((resolve) => new Job(settings, log, resolve).start());
+  let build: TsBuild | null = null;
+  if (path.extname(settings.program).toLowerCase() === '.ts' && opts.compileTs !== false) {
+    // Before any rank starts: a type error stops the job here, and N ranks share one compile.
+    build = buildTsProgram(settings.program, { typecheck: opts.typecheck !== false });
+    log.debug({ files: build.files, ms: Math.round(build.ms) }, 'compiled the TypeScript program');
+    settings.env = { ...settings.env, [ENV_TS_MANIFEST]: build.manifest };
+  }
+  try {
+    return await new Promise<LaunchResult>((resolve) => new Job(settings, log, resolve).start());
+  } finally {
+    build?.remove();
+  }
 }
 
 interface RankState {

@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import Module from 'node:module';
 import path from 'node:path';
-import { ORPHAN_EXIT_CODE, programProblem } from './launch-program';
+import { ENV_TS_MANIFEST, ORPHAN_EXIT_CODE, programProblem } from './launch-program';
 
 // This file is an entry point: importing it starts a program (main() runs below unless it is
 // required by a test for programStack).
@@ -40,7 +40,14 @@ function main(): void {
   if (problem !== null) fail(`cannot run ${problem}`);
 
   const isTs = path.extname(program).toLowerCase() === '.ts';
-  if (isTs) {
+  const manifest = process.env[ENV_TS_MANIFEST];
+  if (isTs && manifest !== undefined && manifest !== '') {
+    try {
+      loadCompiled(manifest);
+    } catch (err) {
+      fail(`cannot run ${program}: the launcher's compiled TypeScript (${manifest}) cannot be read: ${describe(err)}`);
+    }
+  } else if (isTs) {
     try {
       // eslint-disable-next-line @typescript-eslint/no-require-imports
       const tsNode = require('ts-node') as typeof import('ts-node');
@@ -89,6 +96,33 @@ export function programStack(err: unknown): string {
   // The loader frames just above it (Module._compile, ...) are not the program's either.
   while (own.length > 1 && /\(node:internal\/|at node:internal\//.test(own[own.length - 1])) own = own.slice(0, -1);
   return [...head, ...own].join('\n');
+}
+
+/**
+ * Loads `.ts` files from what the launcher compiled for this launch (the manifest maps each
+ * source to its JavaScript), under the source's own name so that its imports resolve from
+ * the source's folder. A `.ts` file the launcher did not see (required by a computed path)
+ * falls back to ts-node, loaded then.
+ */
+function loadCompiled(manifestPath: string): void {
+  const compiled = JSON.parse(fs.readFileSync(manifestPath, 'utf8')) as Record<string, string>;
+  const exts = (Module as unknown as { _extensions: Record<string, (m: NodeModule, filename: string) => void> })._extensions;
+  let fallback: ((m: NodeModule, filename: string) => void) | null = null;
+  exts['.ts'] = (m, filename) => {
+    const js = compiled[filename];
+    if (js !== undefined) {
+      (m as unknown as { _compile(code: string, filename: string): void })._compile(fs.readFileSync(js, 'utf8'), filename);
+      return;
+    }
+    if (fallback === null) {
+      const ours = exts['.ts'];
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      (require('ts-node') as typeof import('ts-node')).register({ transpileOnly: true, compilerOptions: { module: 'commonjs' } });
+      fallback = exts['.ts'];
+      exts['.ts'] = ours;
+    }
+    fallback(m, filename);
+  };
 }
 
 /**
