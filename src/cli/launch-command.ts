@@ -30,13 +30,14 @@ export function registerLaunchCommand(program: Command): void {
     .option('--state <file>', 'state file for the daemon this command starts')
     .option('--timeout <seconds>', 'stop every rank after this long', intOption(1, 7 * 24 * 3600))
     .option('--no-prefix', 'do not prefix output lines with the rank')
+    .option('--no-memory-check', 'start the ranks even when their estimated memory (64 MiB each) exceeds what the machine has available')
     .option('--no-typecheck', 'a .ts program: compile it without type-checking (it is still compiled once, before any rank starts)')
     .option('--capture <file>', 'write every datagram the ranks send and receive to this pcap file (see contrib/wireshark)')
     .option('--log-level <level>', 'log level of the launcher and its daemon (EFA_EMU_LOG)')
     .argument('<program>', 'the program every rank runs')
     .argument('[args...]', 'arguments for the program (after --)')
     .passThroughOptions()
-    .action(async (prog: string, args: string[], o: { np: number; typecheck: boolean; daemon?: string; fault?: string; generation?: string; state?: string; timeout?: number; prefix: boolean; capture?: string; logLevel?: string }) => {
+    .action(async (prog: string, args: string[], o: { np: number; typecheck: boolean; memoryCheck: boolean; daemon?: string; fault?: string; generation?: string; state?: string; timeout?: number; prefix: boolean; capture?: string; logLevel?: string }) => {
       const rest = args[0] === '--' ? args.slice(1) : args;
       const restarts: RestartRecord[] = [];
       const pending: Promise<void>[] = [];
@@ -55,6 +56,7 @@ export function registerLaunchCommand(program: Command): void {
           args: rest,
           prefix: o.prefix,
           typecheck: o.typecheck,
+          memoryLimitBytes: o.memoryCheck ? undefined : 0,
           timeoutMs: o.timeout !== undefined ? o.timeout * 1000 : null,
           // A rank may ask for the embedded daemon to be restarted (chaos testing):
           // process.send({ efaEmu: 'restart-daemon', downMs }).

@@ -71,6 +71,14 @@ function main(): void {
     // runMain is how Node itself starts an entry point: it makes the program the main module
     // and picks CommonJS or ESM (.mjs, "type": "module") as `node program.js` would.
     else Module.runMain(program);
+    // The program is loaded (its synchronous part ran): the launcher may start the next ranks.
+    if (typeof process.send === 'function' && process.connected) {
+      try {
+        process.send({ efaEmu: 'started' });
+      } catch {
+        // The launcher is gone; the disconnect handler ends this rank.
+      }
+    }
   } catch (err) {
     // Only failures to load or compile the program get the short message. An exception the
     // program throws while it starts is reported as Node would report it, but with the
