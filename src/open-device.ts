@@ -101,31 +101,26 @@ export async function openDevice(opts: OpenDeviceOptions = {}): Promise<EfaDevic
     const lease = await client.register({ name, endpoint, rank, incarnation });
     const udp = port;
     let device: EfaDevice | null = null;
-    let injector: FaultInjector;
     const cap = capture;
     // Captured at the socket, after the faults: what really left.
-    let send =
+    const toSocket =
       cap === null
         ? (buf: Buffer, len: number, host: string, p: number, onSent?: (() => void) | null): void => udp.send(buf, len, host, p, onSent)
         : (buf: Buffer, len: number, host: string, p: number, onSent?: (() => void) | null): void => {
             cap.writeUdp(buf, len, udp.host, udp.port, host, p);
             udp.send(buf, len, host, p, onSent);
           };
-    {
-      // Always there, so faults can be set at run time (`device.faults.setSpec(...)`); with no
-      // faults it passes every packet straight through.
-      const spec = { ...faultSpec, seed: (Math.imul(faultSpec.seed, 0x9e3779b1) + gidDeviceIndex(parseGid(lease.gid))) >>> 0 };
-      const inj = new FaultInjector({
-        spec,
-        send,
-        source: faultSource,
-        self: name,
-        // Partitions may name a device ("efa1") as well as an endpoint ("127.0.0.1:4000").
-        targetKey: (host, p) => device?.peerNameAt(host, p) ?? defaultTargetKey(host, p),
-      });
-      injector = inj;
-      send = (buf, len, host, p, onSent) => inj.send(buf, len, host, p, onSent);
-    }
+    // Always there, so faults can be set at run time (`device.faults.setSpec(...)`); with no
+    // faults it passes every packet straight through.
+    const injector = new FaultInjector({
+      spec: { ...faultSpec, seed: (Math.imul(faultSpec.seed, 0x9e3779b1) + gidDeviceIndex(parseGid(lease.gid))) >>> 0 },
+      send: toSocket,
+      source: faultSource,
+      self: name,
+      // Partitions may name a device ("efa1") as well as an endpoint ("127.0.0.1:4000").
+      targetKey: (host, p) => device?.peerNameAt(host, p) ?? defaultTargetKey(host, p),
+    });
+    const send = (buf: Buffer, len: number, host: string, p: number, onSent?: (() => void) | null): void => injector.send(buf, len, host, p, onSent);
     const timer = new TimerDriver(performance.now.bind(performance), () => device?.onTimer());
     device = new EfaDevice({
       name,
@@ -188,18 +183,18 @@ export async function openDevice(opts: OpenDeviceOptions = {}): Promise<EfaDevic
 }
 
 /** Socket errors, the injector's drops and changes and the capture's counts, under the device counters' names. */
-function transportCounters(udp: UdpPort, inj: FaultInjector | null, cap: PcapWriter | null): Record<string, number> {
-  const out: Record<string, number> = { tx_errors: udp.sendErrors };
-  if (inj !== null) {
-    const s = inj.stats;
-    out.tx_drop_injected = s.injected_loss + s.partition_drops + s.rate_drops;
-    out.tx_injected_loss = s.injected_loss;
-    out.tx_injected_partition_drops = s.partition_drops;
-    out.tx_injected_rate_drops = s.rate_drops;
-    out.tx_injected_duplicates = s.duplicated;
-    out.tx_injected_reorders = s.reordered;
-    out.tx_injected_corruptions = s.corrupted;
-  }
+function transportCounters(udp: UdpPort, inj: FaultInjector, cap: PcapWriter | null): Record<string, number> {
+  const s = inj.stats;
+  const out: Record<string, number> = {
+    tx_errors: udp.sendErrors,
+    tx_drop_injected: s.injected_loss + s.partition_drops + s.rate_drops,
+    tx_injected_loss: s.injected_loss,
+    tx_injected_partition_drops: s.partition_drops,
+    tx_injected_rate_drops: s.rate_drops,
+    tx_injected_duplicates: s.duplicated,
+    tx_injected_reorders: s.reordered,
+    tx_injected_corruptions: s.corrupted,
+  };
   if (cap !== null) {
     out.capture_pkts = cap.packets;
     out.capture_dropped = cap.dropped;

@@ -12,7 +12,6 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { EfaError } from '../common/errors';
-export { ENV_TS_MANIFEST } from './launch-program';
 
 /** The program (or a file it imports) has TypeScript errors: nothing was started. */
 export class TypeScriptError extends EfaError {

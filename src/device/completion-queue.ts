@@ -116,12 +116,7 @@ export class CompletionQueue {
         out[i] = dst;
       }
       copyCompletion(src, dst);
-      const owner = this.owners[idx];
-      // Receive opcodes have bit 7 set (IBV_WC_RECV and up).
-      if (owner !== null && src.opcode < WcOpcode.RECV) owner.releaseSendSlot();
-      this.owners[idx] = null;
-      this.head = idx + 1 === this.cqe ? 0 : idx + 1;
-      this.count--;
+      this.popHead();
     }
     return n;
   }
@@ -165,13 +160,19 @@ export class CompletionQueue {
 
   private consumeCurrent(what: string): void {
     if (this.current === -1) throw new InvalidArgumentError(`${what}: no completion is current (startPoll first)`);
+    this.popHead();
+    this.current = -1;
+  }
+
+  /** Consumes the oldest completion: a send's frees its QP's send slot. */
+  private popHead(): void {
     const idx = this.head;
     const owner = this.owners[idx];
+    // Receive opcodes have bit 7 set (IBV_WC_RECV and up).
     if (owner !== null && this.ring[idx].opcode < WcOpcode.RECV) owner.releaseSendSlot();
     this.owners[idx] = null;
     this.head = idx + 1 === this.cqe ? 0 : idx + 1;
     this.count--;
-    this.current = -1;
   }
 
   private cur(what: string): WorkCompletion {

@@ -15,7 +15,7 @@ import { AddressHandle } from './address-handle';
 import { AdminFailure, AdminOpcode, AdminQueue, AdminStatus } from './admin';
 import { resolveAttributes, type DeviceAttributes } from './attributes';
 import { DEFAULT_GENERATION, EfadvDeviceCaps } from './generations';
-import { RdmaUnit, type LocalSgl } from './rdma';
+import { RDMA_READ_WC_OPCODE, RdmaUnit, type LocalSgl } from './rdma';
 import { WrSession } from './wr-session';
 import { deviceAttributesEx, efadvAttributes, portAttributes, type DeviceAttributesEx, type EfadvDeviceAttributes, type PortAttributes } from './queries';
 import { CompletionChannel } from './completion-channel';
@@ -191,8 +191,6 @@ const ACCEPTS_SENDS = [false, false, false, true, true, false, false];
 /** Local SGEs of an RDMA work request (EFA's `max_sge_rd`: one buffer per RDMA descriptor). */
 const MAX_RDMA_SGE = 1;
 
-/** EFA's provider reports an RDMA read's completion with IBV_WC_SEND (it tells writes apart only). */
-const RDMA_READ_WC_OPCODE = WcOpcode.SEND;
 
 /**
  * An emulated EFA device: the verbs context (`ibv_context`) with its objects, their rules,
@@ -1022,13 +1020,14 @@ export class Device extends EventEmitter {
     if (opcode !== WrOpcode.SEND && opcode !== WrOpcode.SEND_WITH_IMM) {
       throw new InvalidArgumentError(`postSend: opcode ${opcode} is not supported by ibv_post_send on EFA (SEND, SEND_WITH_IMM; RDMA goes through wrStart..wrComplete)`);
     }
-    this.checkSendable(qp, wr.sendFlags ?? 0, 0, 'postSend');
+    const flags = wr.sendFlags ?? 0;
+    this.checkSendable(qp, flags, 0, 'postSend');
     const sgl = wr.sgList;
     const numSge = sgl === undefined ? 0 : sgl.length;
-    const total = this.checkSendSgl(qp, sgl, (wr.sendFlags ?? 0) & SendFlags.INLINE, 'postSend');
-    if ((wr.sendFlags ?? 0) & SendFlags.INLINE) {
-      // Inline data is read now (as verbs do), whatever the SGE count.
-    } else if (numSge > qp.cap.maxSendSge) {
+    const inline = flags & SendFlags.INLINE;
+    const total = this.checkSendSgl(qp, sgl, inline, 'postSend');
+    // Inline data is read now (as verbs do), whatever the SGE count.
+    if (inline === 0 && numSge > qp.cap.maxSendSge) {
       throw new InvalidArgumentError(`postSend: ${numSge} SGEs, the QP takes at most ${qp.cap.maxSendSge}`);
     }
     this.execSend(qp, wr, opcode, total);
@@ -1236,14 +1235,16 @@ export class Device extends EventEmitter {
       session.fail(new InvalidArgumentError(`wrSetSgeList: ${Array.isArray(sgl) ? sgl.length : 'no'} SGEs, this operation takes at most ${max}`));
       return;
     }
+    let total: number;
     try {
-      this.checkSendSgl(qp, sgl, 0, 'wrSetSgeList');
+      total = this.checkSendSgl(qp, sgl, 0, 'wrSetSgeList');
     } catch (err) {
       session.fail(err as InvalidArgumentError);
       return;
     }
     wr.sgList = sgl.map((e) => ({ lkey: e.lkey, addr: e.addr, length: e.length }));
     session.inline[session.inline.length - 1] = null;
+    session.totals[session.totals.length - 1] = total;
   }
 
   /** `ibv_wr_set_inline_data`: the bytes are copied now (sends only, at most maxInlineData). */
@@ -1262,6 +1263,7 @@ export class Device extends EventEmitter {
     }
     wr.sgList = undefined;
     session.inline[session.inline.length - 1] = Uint8Array.prototype.slice.call(data) as Uint8Array;
+    session.totals[session.totals.length - 1] = data.length;
   }
 
   /**
@@ -1274,12 +1276,7 @@ export class Device extends EventEmitter {
     qp.wrSession = null;
     if (session.error !== null) throw session.error;
     if (qp.destroyed || this.closed) throw new InvalidArgumentError('wrComplete: the QP is destroyed');
-    for (let i = 0; i < session.wrs.length; i++) {
-      const wr = session.wrs[i];
-      const inline = session.inline[i];
-      const total = inline !== null ? inline.length : this.checkSendSgl(qp, wr.sgList, 0, 'wrComplete');
-      this.execSend(qp, wr, session.opcodes[i], total, inline);
-    }
+    for (let i = 0; i < session.wrs.length; i++) this.execSend(qp, session.wrs[i], session.opcodes[i], session.totals[i], session.inline[i]);
   }
 
   /** Drops the batch, as `ibv_wr_abort`. */
@@ -1306,6 +1303,7 @@ export class Device extends EventEmitter {
     session.wrs.push(wr);
     session.opcodes.push(opcode);
     session.inline.push(null);
+    session.totals.push(0);
     return wr;
   }
 
@@ -1428,7 +1426,7 @@ export class Device extends EventEmitter {
       wc.opcode = WcOpcode.RECV_RDMA_WITH_IMM;
       wc.qpNum = qp.qpNum;
       wc.srcQp = hdr.srcQpn;
-      wc.byteLen = this.rdma.writeLength(buf, hdr);
+      wc.byteLen = this.rdma.placedLength;
       wc.immData = hdr.imm;
       wc.wcFlags = WcFlags.WITH_IMM;
       wc.unsolicited = !consume;

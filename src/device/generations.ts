@@ -85,12 +85,9 @@ export const GENERATIONS: Readonly<Record<GenerationName, GenerationProfile>> = 
 
 /** The profile `name` names (`efa0` .. `efa3`, or the PCI id `0xefa0` .. `0xefa3`). */
 export function generationProfile(name: string, what = 'generation'): GenerationProfile {
-  const key = /^0x/i.test(name) ? `efa${name.slice(-1)}` : name.toLowerCase();
-  const p = (GENERATIONS as Record<string, GenerationProfile | undefined>)[key];
-  if (p === undefined || !/^(efa[0-3]|0xefa[0-3])$/i.test(name)) {
-    throw new InvalidArgumentError(`${what}: unknown EFA generation "${name}" (one of ${GENERATION_NAMES.join(', ')})`);
-  }
-  return p;
+  const m = /^(?:0x)?efa([0-3])$/i.exec(name);
+  if (m === null) throw new InvalidArgumentError(`${what}: unknown EFA generation "${name}" (one of ${GENERATION_NAMES.join(', ')})`);
+  return GENERATIONS[`efa${m[1]}` as GenerationName];
 }
 
 /** The capability names set in `caps`, for messages and `status`. */

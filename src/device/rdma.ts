@@ -3,8 +3,8 @@ import { copyBytes } from '../common/copy-bytes';
 import type { SrdEngine } from '../srd/srd-engine';
 import type { SrdPeer } from '../srd/srd-channel';
 import type { SendOp } from '../srd/send-op';
-import { FLAG_HAS_IMM, PacketType, type PacketHeader } from '../wire/header';
-import { RDMA_HDR_LEN, RdmaFields, writeRdma } from '../wire/rdma-header';
+import { PacketType, type PacketHeader } from '../wire/header';
+import { decodeRdma, RDMA_HDR_LEN, RdmaFields, writeRdma } from '../wire/rdma-header';
 import { AccessFlags, WcOpcode } from './constants';
 import type { DeviceStats } from './device-stats';
 import type { MemoryRegion } from './memory-region';
@@ -28,6 +28,9 @@ class PeerSegments {
   /** In the unit's list of peers to refill. */
   queued = false;
 }
+
+/** EFA's provider reports an RDMA read's completion with IBV_WC_SEND (it tells writes apart only). */
+export const RDMA_READ_WC_OPCODE = WcOpcode.SEND;
 
 /** A timer this late (ms) means this process did not run: the time is not the peer's silence. */
 const STALL_MS = 20;
@@ -319,8 +322,7 @@ export class RdmaUnit {
     if (status === EfaStatus.SUCCESS) stats.rdma_read_bytes += op.total;
     else stats.rdma_read_wr_err++;
     const qp = op.qp as QueuePair;
-    // EFA's provider reports a read's completion as IBV_WC_SEND: it tells only writes apart.
-    if (!qp.destroyed && !qp.discarding) this.host.completeSend(qp, op.wrId, status, status === EfaStatus.SUCCESS ? op.total : 0, WcOpcode.SEND);
+    if (!qp.destroyed && !qp.discarding) this.host.completeSend(qp, op.wrId, status, status === EfaStatus.SUCCESS ? op.total : 0, RDMA_READ_WC_OPCODE);
   }
 
   /** Posts what segment completions made room for; the device calls it after each engine call. */
@@ -346,7 +348,7 @@ export class RdmaUnit {
    */
   onReadResponse(buf: Buffer, hdr: PacketHeader, peer: SrdPeer): number {
     const f = this.fields;
-    if (!decodeFields(buf, hdr, f)) return EfaStatus.REMOTE_ERROR_BAD_STATUS;
+    if (!decodeRdma(buf, hdr.hdrLen, f)) return EfaStatus.REMOTE_ERROR_BAD_STATUS;
     const op = this.reads.get(f.opId);
     const len = hdr.payloadLen;
     if (op === undefined || op.done || op.peer !== peer || op.srcQpn !== hdr.dstQpn || f.addr + len > op.total) {
@@ -363,13 +365,12 @@ export class RdmaUnit {
   // ------------------------------------------------------------------ target
 
   /**
-   * A write segment for `qp` (whose state and Q_Key the device checked): places it, and for
-   * the last packet of a write with immediate returns what the device needs to complete a
-   * receive (-1: nothing to complete). Returns the refusal status otherwise through `status`.
+   * A write segment for `qp` (whose state and Q_Key the device checked): places it, or returns
+   * the status it is refused with. `placedLength` then tells the write's total length.
    */
   placeWrite(qp: QueuePair, buf: Buffer, hdr: PacketHeader): number {
     const f = this.fields;
-    if (!decodeFields(buf, hdr, f)) return EfaStatus.REMOTE_ERROR_BAD_STATUS;
+    if (!decodeRdma(buf, hdr.hdrLen, f)) return EfaStatus.REMOTE_ERROR_BAD_STATUS;
     const len = hdr.payloadLen;
     const status = this.checkRemote(qp, f.rkey, f.addr, len, AccessFlags.REMOTE_WRITE);
     if (status !== EfaStatus.SUCCESS) return status;
@@ -378,15 +379,15 @@ export class RdmaUnit {
     return EfaStatus.SUCCESS;
   }
 
-  /** The total length a write packet names (what a write-with-immediate completion reports). */
-  writeLength(buf: Buffer, hdr: PacketHeader): number {
-    return decodeFields(buf, hdr, this.fields) ? this.fields.length : 0;
+  /** The total length the write packet `placeWrite` just placed names (what a write-with-immediate completion reports). */
+  get placedLength(): number {
+    return this.fields.length;
   }
 
   /** A read request for `qp`: checks it and starts sending the data back. */
   acceptRead(qp: QueuePair, buf: Buffer, hdr: PacketHeader, peer: SrdPeer): number {
     const f = this.fields;
-    if (!decodeFields(buf, hdr, f)) return EfaStatus.REMOTE_ERROR_BAD_STATUS;
+    if (!decodeRdma(buf, hdr.hdrLen, f)) return EfaStatus.REMOTE_ERROR_BAD_STATUS;
     const status = this.checkRemote(qp, f.rkey, f.addr, f.length, AccessFlags.REMOTE_READ);
     if (status !== EfaStatus.SUCCESS) return status;
     if (f.length === 0) return EfaStatus.SUCCESS;
@@ -457,18 +458,6 @@ export class RdmaUnit {
   }
 }
 
-function decodeFields(buf: Buffer, hdr: PacketHeader, f: RdmaFields): boolean {
-  if (hdr.hdrLen < RDMA_HDR_LEN) return false;
-  // Same layout as decodeRdma; inlined reads keep the receive path free of calls.
-  f.rkey = ((buf[72] << 24) | (buf[73] << 16) | (buf[74] << 8) | buf[75]) >>> 0;
-  const hi = ((buf[76] << 24) | (buf[77] << 16) | (buf[78] << 8) | buf[79]) >>> 0;
-  const lo = ((buf[80] << 24) | (buf[81] << 16) | (buf[82] << 8) | buf[83]) >>> 0;
-  f.addr = hi * 0x1_0000_0000 + lo;
-  f.length = ((buf[84] << 24) | (buf[85] << 16) | (buf[86] << 8) | buf[87]) >>> 0;
-  f.opId = ((buf[88] << 24) | (buf[89] << 16) | (buf[90] << 8) | buf[91]) >>> 0;
-  return true;
-}
-
 /** Copies `len` bytes starting `from` bytes into the SGL's data into `out` at `off`. */
 export function gatherSgl(sgl: LocalSgl, from: number, out: Buffer, off: number, len: number): void {
   copySgl(sgl, from, out, off, len, false);
@@ -496,9 +485,4 @@ function copySgl(sgl: LocalSgl, at: number, buf: Buffer, off: number, len: numbe
     len -= k;
     skip = 0;
   }
-}
-
-/** True for the flag the last packet of a write with immediate carries. */
-export function carriesImmediate(hdr: PacketHeader): boolean {
-  return (hdr.flags & FLAG_HAS_IMM) !== 0;
 }

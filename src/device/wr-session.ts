@@ -12,6 +12,8 @@ export class WrSession {
   /** Each request's opcode, its inline bytes (null: its SGEs are gathered at post time). */
   readonly opcodes: number[] = [];
   readonly inline: Array<Uint8Array | null> = [];
+  /** Each request's byte count, from its SGEs or inline data when they were set. */
+  readonly totals: number[] = [];
   /** The first error of the batch, or null. */
   error: EfaError | null = null;
 

@@ -5,7 +5,7 @@ import { capNames, DEFAULT_GENERATION, EfadvDeviceCaps, generationProfile } from
 import { ENV_GENERATION } from '../../env';
 import { choiceOption, DEVICE_MTU, intOption, MAX_RAW_SIZE, messageSizeOption, NO_SEGMENTATION, refuseOversize } from '../cli-options';
 import { runJob } from '../run-job';
-import { addRatios, formatTables, type BenchResult } from './bench-table';
+import { addRatios, formatTables, isRdmaTest, type BenchResult } from './bench-table';
 
 /** Message sizes of `--size all`: powers of two from 64 to the MTU, as perftest's -a. */
 export const ALL_SIZES = [64, 128, 256, 512, 1024, 2048, 4096, 8192];
@@ -59,7 +59,7 @@ export function registerBenchCommand(program: Command): void {
     .option('--capture <file>', 'write every datagram the ranks send and receive to this pcap file (see contrib/wireshark)')
     .option('--log-level <level>', 'log level (EFA_EMU_LOG)')
     .action(async (o: BenchOptions) => {
-      const rdmaTest = o.test.includes('_');
+      const rdmaTest = isRdmaTest(o.test);
       const sizes = o.size === 'all' ? (rdmaTest ? ALL_RDMA_SIZES : ALL_SIZES) : o.size;
       // RDMA is an SRD operation: `all` is SRD beside the raw UDP baseline.
       if (rdmaTest && o.type === 'ud') throw new InvalidArgumentError(`--type ud: --test ${o.test} is RDMA, which EFA does over SRD only (use --type srd or all)`);

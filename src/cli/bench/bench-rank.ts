@@ -8,6 +8,7 @@ import { parseArgs } from 'node:util';
 import { EfaError, InvalidArgumentError } from '../../common/errors';
 import { openDevice, type EfaDevice } from '../../open-device';
 import { bandwidthFigures, latencyFigures } from './bench-stats';
+import { isRdmaTest, type BenchTest } from './bench-table';
 import { RawEndpoint, VerbsEndpoint, type BenchEndpoint, type BenchType, type PollMode } from './bench-endpoints';
 import { RdmaEndpoint, type RdmaPeerInfo } from './bench-rdma';
 
@@ -23,13 +24,6 @@ const STALL_MS = 20;
  */
 const STREAM_STALL_MS = 10;
 
-/** The message tests (send/receive) and perftest's RDMA ones. */
-export type BenchTest = 'lat' | 'bw' | 'write_lat' | 'write_bw' | 'read_lat' | 'read_bw';
-
-/** True for the RDMA tests (ib_write_* / ib_read_*). */
-export function isRdmaTest(test: string): boolean {
-  return test.startsWith('write_') || test.startsWith('read_');
-}
 
 /** Beside an RDMA test, raw UDP streams datagrams of at most this size (the device MTU)... */
 const RAW_BASELINE_BW_SIZE = 8192;

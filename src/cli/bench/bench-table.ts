@@ -1,3 +1,11 @@
+/** The message tests (send/receive) and perftest's RDMA ones. */
+export type BenchTest = 'lat' | 'bw' | 'write_lat' | 'write_bw' | 'read_lat' | 'read_bw';
+
+/** True for the RDMA tests (ib_write_* / ib_read_*). */
+export function isRdmaTest(test: string): boolean {
+  return test.startsWith('write_') || test.startsWith('read_');
+}
+
 /** One benchmark result as the rank prints it and `--json` reports it. */
 export interface BenchResult {
   type: string;
