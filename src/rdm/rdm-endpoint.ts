@@ -1,0 +1,1339 @@
+import { Prng } from '../common/prng';
+import { EfaStatus } from '../common/efa-status';
+import { InvalidArgumentError, ClosedError } from '../common/errors';
+import { formatGid } from '../common/gid';
+import type { AsyncEvent, Device } from '../device/device';
+import { AccessFlags, AH_UNKNOWN, EfadvWcFlags, QpState, QpType, WcOpcode } from '../device/constants';
+import { EfadvDeviceCaps } from '../device/generations';
+import type { CompletionQueue } from '../device/completion-queue';
+import type { MemoryRegion } from '../device/memory-region';
+import type { ProtectionDomain } from '../device/protection-domain';
+import type { QueuePair } from '../device/queue-pair';
+import { WorkCompletion } from '../device/work-completion';
+import type { SendWr, Sge } from '../device/work-requests';
+import { AddressVector } from './address-vector';
+import { FI_EAGAIN, FI_ECANCELED, FI_ETRUNC, fiErrnoFromProv, provErrnoFromEfa } from './fi-errno';
+import { decodeRawAddress, encodeRawAddress } from './raw-address';
+import { resolveRdmConfig, type RdmConfig } from './rdm-config';
+import { RdmCq } from './rdm-cq';
+import { CtrlNeed, RxOp, TxOp, Unexpected } from './rdm-ops';
+import { FI_ADDR_NOTAVAIL, FI_ADDR_UNSPEC, RdmPeer } from './rdm-peer';
+import { RdmStats } from './rdm-stats';
+import {
+  CTSDATA_HDR_LEN,
+  CtrlFields,
+  decodeCtrl,
+  decodeReq,
+  encodeCts,
+  encodeCtsData,
+  encodeEor,
+  encodeHandshake,
+  encodeReq,
+  RdmFeature,
+  RdmPktType,
+  ReqFields,
+  PKT_CONNID_HDR,
+  ReqFlags,
+  reqHeaderLen,
+  rtmProtocol,
+  rtmType,
+  type RdmProtocol,
+} from './rdm-wire';
+import { TagMatcher } from './tag-matcher';
+
+/** libfabric's completion flags (include/rdma/fabric.h). */
+export const FI_MSG = 1 << 1;
+export const FI_TAGGED = 1 << 3;
+export const FI_RECV = 1 << 10;
+export const FI_SEND = 1 << 11;
+export const FI_REMOTE_CQ_DATA = 1 << 17;
+
+/** Schedules the endpoint's timed work (RNR back-off, liveness probes). */
+export interface RdmTimer {
+  /** Asks for `progress` to run at `deadline` (ms on the endpoint's clock) or earlier. */
+  arm(deadline: number): void;
+  /** No more timed work (the endpoint closed). */
+  cancel(): void;
+}
+
+/** Options of {@link RdmEndpoint.open}: the tunables plus what tests inject. */
+export interface RdmEndpointOptions extends Partial<RdmConfig> {
+  /** Milliseconds on a monotonic clock (default performance.now; a simulation passes its own). */
+  clock?: () => number;
+  /** Runs timed work; default a real timer. With a custom clock, pass a timer that follows it. */
+  timer?: (ep: RdmEndpoint) => RdmTimer;
+  /** Seed of the back-off jitter (default: from the clock). */
+  seed?: number;
+  /** FI_EFA_* variables are read from here (default process.env). */
+  env?: NodeJS.ProcessEnv;
+}
+
+/** wrIds at or above this are RDMA reads (below: packet slots). */
+const WR_READ_BASE = 0x4000_0000;
+/** RDMA reads one endpoint has at the device at once. */
+const MAX_READS = 64;
+/** Ids of operations: wrap well below 2^32 so they fit the wire's u32 fields. */
+const OP_ID_LIMIT = 0x7fff_ffff;
+
+type Tag = bigint | number;
+
+function tagHalves(tag: Tag, what: string): [number, number] {
+  const t = typeof tag === 'bigint' ? tag : Number.isSafeInteger(tag) && tag >= 0 ? BigInt(tag) : -1n;
+  if (t < 0n || t > 0xffff_ffff_ffff_ffffn) throw new InvalidArgumentError(`${what}: a tag is a 64-bit unsigned integer, got ${String(tag)}`);
+  return [Number(t & 0xffff_ffffn), Number(t >> 32n)];
+}
+
+function dataHalves(data: number): [number, number] {
+  if (!Number.isSafeInteger(data) || data < 0) throw new InvalidArgumentError(`remote CQ data: a non-negative safe integer, got ${String(data)}`);
+  return [data >>> 0, Math.floor(data / 0x1_0000_0000) >>> 0];
+}
+
+function checkBuffer(buf: unknown, what: string): Uint8Array {
+  if (!(buf instanceof Uint8Array)) throw new InvalidArgumentError(`${what}: the buffer must be a Buffer or Uint8Array`);
+  return buf;
+}
+
+/** One packet buffer the endpoint sends from (a slice of one registered region). */
+class TxSlot {
+  len = 0;
+  peer: RdmPeer | null = null;
+  owner: TxOp | RxOp | null = null;
+  /** Payload bytes of the owner's message this packet carries. */
+  payload = 0;
+  type = 0;
+  /** This packet was refused receiver-not-ready at least once: when, and how often. */
+  firstRnrAt = 0;
+  rnrs = 0;
+  constructor(
+    readonly index: number,
+    readonly buf: Buffer,
+  ) {}
+}
+
+/**
+ * A reliable-datagram endpoint (`fid_ep` of type FI_EP_RDM) over one SRD QP, as libfabric's efa
+ * provider builds it: messages of any size over a transport that carries one MTU, unordered,
+ * and may answer receiver-not-ready. It speaks the provider's protocol v4 (handshake, eager,
+ * medium, long-CTS and long-read message protocols), matches tagged and untagged receives,
+ * keeps unexpected messages, and reports failures as error completions whose `provErrno` is
+ * the EFA status behind them.
+ *
+ * Progress is the endpoint's own: reading the CQ drives it, and in `event` (default) or
+ * `busy` mode the device's completions drive it too, so an application may simply await
+ * `cq.sread`.
+ */
+export class RdmEndpoint {
+  readonly config: RdmConfig;
+  readonly cq = new RdmCq();
+  readonly av: AddressVector;
+  readonly stats = new RdmStats();
+  private readonly raw: Uint8Array;
+  private readonly connid: number;
+  private readonly mtu: number;
+  private readonly eagerMax: number;
+  private readonly canRead: boolean;
+  private readonly features: number;
+  private readonly deviceVersion: number;
+  private readonly clock: () => number;
+  private readonly timer: RdmTimer;
+  private readonly prng: Prng;
+
+  private readonly txSlots: TxSlot[] = [];
+  private readonly freeSlots: number[] = [];
+  private readonly rxBuf: Buffer;
+  private readonly wcs: WorkCompletion[] = [];
+  private readonly wr: SendWr;
+  private readonly sge: Sge;
+  private readonly req = new ReqFields();
+  private readonly ctrl = new CtrlFields();
+  private readonly matcher = new TagMatcher<RxOp, Unexpected>();
+  private readonly txOps = new Map<number, TxOp>();
+  private readonly rxOps = new Map<number, RxOp>();
+  private readonly reads = new Map<number, RxOp>();
+  private readonly readQueue: RxOp[] = [];
+  /** Producers waiting for a free packet slot, in order (ops with data, receives owing a CTS or EOR, peers owing a handshake). */
+  private readonly slotWaiters: Array<TxOp | RxOp | RdmPeer> = [];
+  /** Peers with packets queued (waiting out a back-off or their AH). */
+  private readonly queuedPeers = new Set<RdmPeer>();
+  /** Peers some operation waits on (probed for liveness). */
+  private readonly watchedPeers = new Set<RdmPeer>();
+  private nextOpId = 1;
+  private nextTimerAt = Infinity;
+  private progressing = false;
+  private closed = false;
+  private spinning = false;
+
+  private constructor(
+    readonly device: Device,
+    private readonly pd: ProtectionDomain,
+    private readonly dcq: CompletionQueue,
+    readonly qp: QueuePair,
+    private readonly txMr: MemoryRegion,
+    private readonly rxMr: MemoryRegion,
+    txBuf: Buffer,
+    rxBuf: Buffer,
+    config: RdmConfig,
+    connid: number,
+    opts: RdmEndpointOptions,
+  ) {
+    this.config = config;
+    this.connid = connid;
+    this.mtu = device.attributes.mtu;
+    this.raw = encodeRawAddress(device.gid, qp.qpNum, connid);
+    this.canRead = (device.attributes.deviceCaps & EfadvDeviceCaps.RDMA_READ) !== 0;
+    this.features = RdmFeature.CONNID_HEADER | (this.canRead ? RdmFeature.RDMA_READ : 0);
+    this.deviceVersion = device.attributes.vendorPartId;
+    // The largest eager payload: the MTU less the biggest eager header (tagged, raw address, CQ data).
+    const eagerRoom = this.mtu - reqHeaderLen(RdmPktType.EAGER_TAGRTM, true, true);
+    this.eagerMax = config.eagerMaxSize > 0 ? Math.min(config.eagerMaxSize, eagerRoom) : eagerRoom;
+    this.clock = opts.clock ?? (() => performance.now());
+    this.prng = new Prng(opts.seed ?? Math.floor(this.clock() * 1000) ^ qp.qpNum);
+    this.rxBuf = rxBuf;
+    for (let i = 0; i < config.txSize; i++) {
+      this.txSlots.push(new TxSlot(i, txBuf.subarray(i * this.mtu, (i + 1) * this.mtu)));
+      this.freeSlots.push(config.txSize - 1 - i);
+    }
+    for (let i = 0; i < 64; i++) this.wcs.push(new WorkCompletion());
+    this.sge = { addr: 0, length: 0, lkey: txMr.lkey };
+    this.wr = { wrId: 0, sgList: [this.sge], ah: null as never, remoteQpn: 0, remoteQkey: 0 };
+    this.av = new AddressVector((gid) => device.createAh(pd, { gid }));
+    this.cq.progress = () => this.progress();
+    this.timer = opts.timer?.(this) ?? realTimer(this, this.clock);
+    device.on('async_event', this.onAsyncEvent);
+    for (let i = 0; i < config.rxSize; i++) this.postRxSlot(i);
+    if (config.progress === 'event' && dcq.channel !== null) {
+      dcq.channel.on('cq', this.onCqEvent);
+      device.reqNotifyCq(dcq);
+    } else if (config.progress === 'busy') {
+      this.spinning = true;
+      setImmediate(this.spin);
+    }
+  }
+
+  /**
+   * Opens an endpoint on `device`: its own PD, CQ, SRD QP (its qkey a random connection id)
+   * and registered packet buffers, as `fi_endpoint` + `fi_enable` do.
+   */
+  static async open(device: Device, opts: RdmEndpointOptions = {}): Promise<RdmEndpoint> {
+    const { clock: _c, timer: _t, seed: _s, env, ...tunables } = opts;
+    const config = resolveRdmConfig(tunables, env);
+    const attrs = device.attributes;
+    if (config.txSize + MAX_READS > attrs.maxQpWr) throw new InvalidArgumentError(`rdm txSize ${config.txSize}: the device's queues take ${attrs.maxQpWr - MAX_READS} at most`);
+    if (config.rxSize > attrs.maxQpWr) throw new InvalidArgumentError(`rdm rxSize ${config.rxSize}: the device's queues take ${attrs.maxQpWr} at most`);
+    const pd = await device.allocPd();
+    const channel = config.progress === 'event' ? device.createCompChannel() : null;
+    const sgid = (attrs.deviceCaps & EfadvDeviceCaps.CQ_WITH_SGID) !== 0 ? EfadvWcFlags.WITH_SGID : 0;
+    const dcq = await device.createCq({ cqe: config.txSize + MAX_READS + config.rxSize, channel, efadv: { wcFlags: sgid } });
+    const qp = await device.createQp(pd, {
+      qpType: QpType.SRD,
+      sendCq: dcq,
+      recvCq: dcq,
+      cap: { maxSendWr: config.txSize + MAX_READS, maxRecvWr: config.rxSize, maxSendSge: 1, maxRecvSge: 1 },
+    });
+    const connid = (Math.floor(Math.random() * 0xffff_fffe) + 1) >>> 0;
+    await device.modifyQp(qp, { qpState: QpState.INIT, pkeyIndex: 0, portNum: 1, qkey: connid });
+    await device.modifyQp(qp, { qpState: QpState.RTR });
+    await device.modifyQp(qp, { qpState: QpState.RTS, sqPsn: 0, rnrRetry: config.rnrRetry });
+    const mtu = attrs.mtu;
+    const txBuf = Buffer.alloc(config.txSize * mtu);
+    const rxBuf = Buffer.alloc(config.rxSize * mtu);
+    const txMr = await device.regMr(pd, txBuf, 0);
+    const rxMr = await device.regMr(pd, rxBuf, AccessFlags.LOCAL_WRITE);
+    return new RdmEndpoint(device, pd, dcq, qp, txMr, rxMr, txBuf, rxBuf, config, connid, opts);
+  }
+
+  /** This endpoint's raw address (`fi_getname`): 32 bytes as EFA's efa_ep_addr. */
+  getName(): Uint8Array {
+    return Uint8Array.from(this.raw);
+  }
+
+  /** Largest message in one eager packet (the provider's eager limit for this MTU). */
+  get eagerMaxSize(): number {
+    return this.eagerMax;
+  }
+
+  /** The protocol a message of `len` bytes to a peer that can (or cannot) serve RDMA read takes. */
+  protocolFor(len: number, peerCanRead: boolean): RdmProtocol {
+    const c = this.config;
+    if (len >= c.readMinSize && c.useDeviceRdma && this.canRead && peerCanRead && len > this.eagerMax) return 'longread';
+    if (len <= this.eagerMax) return 'eager';
+    if (len <= c.mediumMaxSize) return 'medium';
+    return 'longcts';
+  }
+
+  // ---------------------------------------------------------------- posting
+
+  /** `fi_send`: sends all of `buf` to `dest`. 0, or -FI_EAGAIN when the endpoint has `txSize` sends outstanding. */
+  send(buf: Uint8Array, dest: number, context: unknown = null): number {
+    return this.post(buf, dest, false, 0, 0, false, 0, context);
+  }
+
+  /** `fi_senddata`: a send whose completion at the receiver carries `data` (FI_REMOTE_CQ_DATA). */
+  senddata(buf: Uint8Array, data: number, dest: number, context: unknown = null): number {
+    const [lo, hi] = dataHalves(data);
+    return this.post(buf, dest, false, 0, 0, true, lo, context, hi);
+  }
+
+  /** `fi_tsend`: a tagged send. */
+  tsend(buf: Uint8Array, dest: number, tag: Tag, context: unknown = null): number {
+    const [tl, th] = tagHalves(tag, 'tsend');
+    return this.post(buf, dest, true, tl, th, false, 0, context);
+  }
+
+  /** `fi_tsenddata`: a tagged send with remote CQ data. */
+  tsenddata(buf: Uint8Array, data: number, dest: number, tag: Tag, context: unknown = null): number {
+    const [tl, th] = tagHalves(tag, 'tsenddata');
+    const [lo, hi] = dataHalves(data);
+    return this.post(buf, dest, true, tl, th, true, lo, context, hi);
+  }
+
+  /** `fi_recv`: a receive into `buf` from `src` (FI_ADDR_UNSPEC: anyone). */
+  recv(buf: Uint8Array, src: number = FI_ADDR_UNSPEC, context: unknown = null): number {
+    return this.postRecv(buf, src, false, 0, 0, 0, 0, context);
+  }
+
+  /** `fi_trecv`: a tagged receive matching `tag` except where `ignore` has bits set. */
+  trecv(buf: Uint8Array, src: number, tag: Tag, ignore: Tag = 0n, context: unknown = null): number {
+    const [tl, th] = tagHalves(tag, 'trecv');
+    const [il, ih] = tagHalves(ignore, 'trecv ignore');
+    return this.postRecv(buf, src, true, tl, th, il, ih, context);
+  }
+
+  /**
+   * `fi_cancel`: a receive still waiting for a message completes with FI_ECANCELED. True when
+   * one was cancelled; a receive already matched runs to completion.
+   */
+  cancel(context: unknown): boolean {
+    for (const r of this.matcher.postedReceives()) {
+      if (r.context !== context) continue;
+      this.matcher.removePosted(r);
+      r.done = true;
+      this.rxOps.delete(r.id);
+      const e = this.cq.push(true);
+      e.opContext = r.context;
+      e.flags = FI_RECV | (r.tagged ? FI_TAGGED : FI_MSG);
+      e.buf = r.buf;
+      e.err = FI_ECANCELED;
+      e.provErrno = 0;
+      return true;
+    }
+    return false;
+  }
+
+  private post(buf: Uint8Array, dest: number, tagged: boolean, tagLo: number, tagHi: number, hasData: boolean, dataLo: number, context: unknown, dataHi = 0): number {
+    this.checkOpen();
+    checkBuffer(buf, 'send');
+    const peer = this.av.get(dest);
+    if (this.txOps.size >= this.config.txSize) return -FI_EAGAIN;
+    const op = new TxOp(this.allocOpId(this.txOps), peer, buf, buf.length, tagged, tagLo, tagHi, hasData, dataLo, dataHi, context, peer.nextTxMsgId);
+    peer.nextTxMsgId = (peer.nextTxMsgId + 1) >>> 0;
+    this.txOps.set(op.id, op);
+    const wantsRead = this.canRead && this.config.useDeviceRdma && op.len >= this.config.readMinSize && op.len > this.eagerMax;
+    if (wantsRead && !peer.handshakeReceived) {
+      // Whether the peer can serve RDMA read is in its handshake: ask for it, and wait.
+      op.awaitingHandshake = true;
+      peer.waitingOps.add(op);
+      this.watch(peer);
+      this.requestHandshake(peer);
+    } else {
+      this.startTx(op);
+    }
+    this.flush();
+    return 0;
+  }
+
+  private postRecv(buf: Uint8Array, src: number, tagged: boolean, tagLo: number, tagHi: number, ignLo: number, ignHi: number, context: unknown): number {
+    this.checkOpen();
+    checkBuffer(buf, 'recv');
+    if (src !== FI_ADDR_UNSPEC) this.av.get(src);
+    const r = new RxOp(this.allocOpId(this.rxOps), buf, tagged, src, tagLo, tagHi, ignLo, ignHi, context);
+    this.rxOps.set(r.id, r);
+    const u = this.matcher.takeUnexpected(r);
+    if (u === null) this.matcher.addPosted(r);
+    else this.claimUnexpected(r, u);
+    this.flush();
+    return 0;
+  }
+
+  private allocOpId(map: Map<number, unknown>): number {
+    for (;;) {
+      const id = this.nextOpId;
+      this.nextOpId = this.nextOpId >= OP_ID_LIMIT ? 1 : this.nextOpId + 1;
+      if (!map.has(id)) return id;
+    }
+  }
+
+  // ---------------------------------------------------------------- send side
+
+  private startTx(op: TxOp): void {
+    op.awaitingHandshake = false;
+    const proto = this.protocolFor(op.len, (op.peer.features & RdmFeature.RDMA_READ) !== 0);
+    op.proto = proto;
+    this.stats.countTx(proto, op.len);
+    if (proto === 'longread') {
+      op.awaitingMr = true;
+      this.device.regMr(this.pd, op.buf, AccessFlags.REMOTE_READ).then(
+        (mr) => {
+          op.awaitingMr = false;
+          if (op.done || this.closed) {
+            if (!this.closed) void this.device.deregMr(mr).catch(() => {});
+            return;
+          }
+          op.mr = mr;
+          op.peer.waitingOps.add(op);
+          this.watch(op.peer);
+          this.pumpTx(op);
+          this.flush();
+        },
+        () => {
+          // As the provider does when it cannot register: fall back to long-CTS.
+          op.awaitingMr = false;
+          if (op.done || this.closed) return;
+          this.stats.countTxFallback(op.len);
+          op.proto = 'longcts';
+          this.pumpTx(op);
+          this.flush();
+        },
+      );
+      return;
+    }
+    if (proto === 'longcts') {
+      op.peer.waitingOps.add(op);
+      this.watch(op.peer);
+    }
+    this.pumpTx(op);
+  }
+
+  /** Puts as many of the op's packets into slots as it may send now. */
+  private pumpTx(op: TxOp): void {
+    while (!op.done) {
+      if (op.rtmSent && op.proto !== 'medium' && !(op.proto === 'longcts' && op.sentBytes < op.granted)) return;
+      if (op.rtmSent && op.proto === 'medium' && op.sentBytes >= op.len) return;
+      const slot = this.allocSlot();
+      if (slot === null) {
+        this.waitForSlot(op);
+        return;
+      }
+      if (!op.rtmSent || op.proto === 'medium') this.fillReq(op, slot);
+      else this.fillCtsData(op, slot);
+      this.queuePacket(slot);
+    }
+  }
+
+  private fillReq(op: TxOp, slot: TxSlot): void {
+    const peer = op.peer;
+    const f = this.req;
+    const rawAddr = !peer.handshakeReceived;
+    f.type = rtmType(op.proto, op.tagged);
+    f.flags = (op.tagged ? ReqFlags.TAGGED : ReqFlags.MSG) | (rawAddr ? ReqFlags.RAW_ADDR_HDR : ReqFlags.CONNID_HDR) | (op.hasData ? ReqFlags.CQ_DATA_HDR : 0);
+    f.msgId = op.msgId;
+    f.tagLo = op.tagLo;
+    f.tagHi = op.tagHi;
+    f.msgLength = op.len;
+    f.sendId = op.id;
+    f.creditRequest = this.config.ctsCredits;
+    f.cqDataLo = op.dataLo;
+    f.cqDataHi = op.dataHi;
+    f.connid = this.connid;
+    f.segOffset = op.sentBytes;
+    f.readAddr = 0;
+    f.readLen = op.len;
+    f.readKey = op.mr?.rkey ?? 0;
+    const hdr = encodeReq(slot.buf, f, rawAddr ? this.raw : null);
+    let payload = 0;
+    if (op.proto === 'eager') payload = op.len;
+    else if (op.proto === 'medium') payload = this.mediumSegment(op, this.mtu - hdr);
+    else if (op.proto === 'longcts') payload = Math.min(op.len, this.mtu - hdr);
+    if (payload > 0) slot.buf.set(op.buf.subarray(op.sentBytes, op.sentBytes + payload), hdr);
+    this.bindSlot(slot, peer, op, hdr + payload, payload, f.type);
+    op.sentBytes += payload;
+    op.rtmSent = true;
+    if (op.proto === 'longcts' && op.granted < op.sentBytes) op.granted = op.sentBytes;
+  }
+
+  /** Medium: the message split into equal segments of at most `room` bytes, as the provider splits it. */
+  private mediumSegment(op: TxOp, room: number): number {
+    const count = Math.ceil(op.len / room);
+    const per = Math.ceil(op.len / count);
+    return Math.min(per, op.len - op.sentBytes);
+  }
+
+  private fillCtsData(op: TxOp, slot: TxSlot): void {
+    const room = this.mtu - CTSDATA_HDR_LEN;
+    const payload = Math.min(room, op.granted - op.sentBytes);
+    const hdr = encodeCtsData(slot.buf, this.connid, op.recvId, payload, op.sentBytes);
+    slot.buf.set(op.buf.subarray(op.sentBytes, op.sentBytes + payload), hdr);
+    this.bindSlot(slot, op.peer, op, hdr + payload, payload, RdmPktType.CTSDATA);
+    op.sentBytes += payload;
+  }
+
+  private bindSlot(slot: TxSlot, peer: RdmPeer, owner: TxOp | RxOp | null, len: number, payload: number, type: number): void {
+    slot.peer = peer;
+    slot.owner = owner;
+    slot.len = len;
+    slot.payload = payload;
+    slot.type = type;
+    slot.firstRnrAt = 0;
+    slot.rnrs = 0;
+    if (owner !== null) owner.slots++;
+    this.stats.countPacket(type);
+  }
+
+  /** A tx op's packet completed: is the op done? */
+  private txPacketDone(op: TxOp, slot: TxSlot): void {
+    op.slots--;
+    op.doneBytes += slot.payload;
+    if (slot.type >= 64) op.rtmDone = true;
+    if (op.done) return;
+    const finished = op.proto === 'longread' ? op.rtmDone && op.eorReceived : op.rtmSent && op.doneBytes === op.len && op.slots === 0;
+    if (finished) this.finishTx(op);
+  }
+
+  private finishTx(op: TxOp): void {
+    op.done = true;
+    this.txOps.delete(op.id);
+    this.unwatchOp(op.peer, op);
+    this.releaseMr(op.mr);
+    op.mr = null;
+    const e = this.cq.push(false);
+    e.opContext = op.context;
+    e.flags = FI_SEND | (op.tagged ? FI_TAGGED : FI_MSG);
+    e.len = op.len;
+  }
+
+  private failTx(op: TxOp, provErrno: number): void {
+    if (op.done) return;
+    op.done = true;
+    this.txOps.delete(op.id);
+    this.unwatchOp(op.peer, op);
+    this.releaseMr(op.mr);
+    op.mr = null;
+    this.stats.inc('tx_errors');
+    const e = this.cq.push(true);
+    e.opContext = op.context;
+    e.flags = FI_SEND | (op.tagged ? FI_TAGGED : FI_MSG);
+    e.len = op.len;
+    e.err = fiErrnoFromProv(provErrno);
+    e.provErrno = provErrno;
+  }
+
+  // ---------------------------------------------------------------- receive side
+
+  private claimUnexpected(r: RxOp, u: Unexpected): void {
+    this.stats.inc('unexpected_matched');
+    this.bindRx(r, u.peer, u.peer.fiAddr, u.proto, u.msgId, u.msgLen, u.tagLo, u.tagHi, u.hasData, u.dataLo, u.dataHi);
+    r.sendId = u.sendId;
+    r.readAddr = u.readAddr;
+    r.readKey = u.readKey;
+    const held = Math.min(u.received, u.data.length);
+    if (u.proto === 'medium') {
+      // Copy what arrived so far; later segments go straight to the receive.
+      const copy = Math.min(u.msgLen, r.buf.length);
+      if (copy > 0) u.data.copy(r.buf, 0, 0, copy);
+      r.received = u.received;
+      if (r.received < r.msgLen) {
+        u.claimedBy = r;
+        r.peer?.partial.set(u.msgId, r);
+        this.waitOn(r);
+        return;
+      }
+      r.peer?.partial.delete(u.msgId);
+      this.finishRx(r);
+      return;
+    }
+    if (held > 0) u.data.copy(r.buf, 0, 0, Math.min(held, r.buf.length));
+    r.received = held;
+    this.continueRx(r);
+  }
+
+  private bindRx(r: RxOp, peer: RdmPeer, srcAddr: number, proto: RdmProtocol, msgId: number, msgLen: number, tagLo: number, tagHi: number, hasData: boolean, dataLo: number, dataHi: number): void {
+    r.peer = peer;
+    r.srcAddr = srcAddr;
+    r.proto = proto;
+    r.msgId = msgId;
+    r.msgLen = msgLen;
+    r.mtagLo = tagLo;
+    r.mtagHi = tagHi;
+    r.hasData = hasData;
+    r.dataLo = dataLo;
+    r.dataHi = dataHi;
+    this.stats.countRx(proto, msgLen);
+  }
+
+  /** After the REQ's payload is in: eager done; long-CTS asks for data; long-read reads it. */
+  private continueRx(r: RxOp): void {
+    if (r.proto === 'eager' || r.received >= r.msgLen && r.proto !== 'longread') {
+      this.finishRx(r);
+      return;
+    }
+    if (r.proto === 'longcts') {
+      r.granted = r.received;
+      this.waitOn(r);
+      this.sendCtrl(r, CtrlNeed.CTS);
+      return;
+    }
+    if (r.proto === 'longread') {
+      this.waitOn(r);
+      const len = Math.min(r.msgLen, r.buf.length);
+      if (len === 0) {
+        this.sendCtrl(r, CtrlNeed.EOR);
+        this.finishRx(r);
+        return;
+      }
+      this.device.regMr(this.pd, r.buf.subarray(0, len), AccessFlags.LOCAL_WRITE).then(
+        (mr) => {
+          if (r.done || this.closed) {
+            if (!this.closed) void this.device.deregMr(mr).catch(() => {});
+            return;
+          }
+          r.mr = mr;
+          this.readQueue.push(r);
+          this.startReads();
+          this.flush();
+        },
+        () => {
+          this.failRx(r, EfaStatus.LOCAL_ERROR_INVALID_LKEY);
+        },
+      );
+    }
+  }
+
+  private startReads(): void {
+    while (this.readQueue.length > 0 && this.reads.size < MAX_READS) {
+      const r = this.readQueue.shift() as RxOp;
+      if (r.done || r.peer === null || r.peer.ah === null || r.mr === null) continue;
+      const dev = this.device;
+      const qp = this.qp;
+      this.reads.set(r.id, r);
+      dev.wrStart(qp);
+      qp.wrId = WR_READ_BASE + r.id;
+      qp.wrFlags = 0;
+      dev.wrRdmaRead(qp, r.readKey, r.readAddr);
+      dev.wrSetUdAddr(qp, r.peer.ah, r.peer.addr.qpn, r.peer.addr.connid);
+      dev.wrSetSge(qp, r.mr.lkey, 0, r.mr.buffer.length);
+      try {
+        dev.wrComplete(qp);
+        this.stats.inc('rdma_reads');
+      } catch (err) {
+        this.reads.delete(r.id);
+        this.failRx(r, EfaStatus.LOCAL_ERROR_QP_INTERNAL_ERROR);
+      }
+    }
+  }
+
+  private readDone(r: RxOp, status: number): void {
+    this.reads.delete(r.id);
+    if (r.done) return;
+    if (status !== EfaStatus.SUCCESS) {
+      this.failRx(r, provErrnoFromEfa(status, r.peer?.handshakeReceived ?? false));
+      this.startReads();
+      return;
+    }
+    r.received = r.msgLen;
+    this.sendCtrl(r, CtrlNeed.EOR);
+    this.finishRx(r);
+    this.startReads();
+  }
+
+  private finishRx(r: RxOp): void {
+    if (r.done) return;
+    r.done = true;
+    this.rxOps.delete(r.id);
+    if (r.peer !== null) this.unwatchOp(r.peer, r);
+    this.releaseMr(r.mr);
+    r.mr = null;
+    const truncated = r.msgLen > r.buf.length;
+    const e = this.cq.push(truncated);
+    e.opContext = r.context;
+    e.flags = FI_RECV | (r.tagged ? FI_TAGGED : FI_MSG) | (r.hasData ? FI_REMOTE_CQ_DATA : 0);
+    e.len = Math.min(r.msgLen, r.buf.length);
+    e.buf = r.buf;
+    e.data = r.hasData ? r.dataHi * 0x1_0000_0000 + r.dataLo : 0;
+    e.tag = r.tagged ? (BigInt(r.mtagHi) << 32n) | BigInt(r.mtagLo) : 0n;
+    e.srcAddr = r.peer?.fiAddr ?? FI_ADDR_NOTAVAIL;
+    if (truncated) {
+      this.stats.inc('rx_truncated');
+      e.err = FI_ETRUNC;
+      e.olen = r.msgLen - r.buf.length;
+    }
+  }
+
+  private failRx(r: RxOp, provErrno: number): void {
+    if (r.done) return;
+    r.done = true;
+    this.rxOps.delete(r.id);
+    if (r.peer !== null) {
+      this.unwatchOp(r.peer, r);
+      r.peer.partial.delete(r.msgId);
+    }
+    this.releaseMr(r.mr);
+    r.mr = null;
+    this.stats.inc('rx_errors');
+    const e = this.cq.push(true);
+    e.opContext = r.context;
+    e.flags = FI_RECV | (r.tagged ? FI_TAGGED : FI_MSG);
+    e.len = Math.min(r.received, r.buf.length);
+    e.buf = r.buf;
+    e.srcAddr = r.peer?.fiAddr ?? FI_ADDR_NOTAVAIL;
+    e.err = fiErrnoFromProv(provErrno);
+    e.provErrno = provErrno;
+  }
+
+  /** Sends a CTS or EOR for a receive now, or when a slot frees. */
+  private sendCtrl(r: RxOp, need: number): void {
+    const peer = r.peer as RdmPeer;
+    const slot = this.allocSlot();
+    if (slot === null) {
+      r.ctrlNeeded = need;
+      this.waitForSlot(r);
+      return;
+    }
+    r.ctrlNeeded = CtrlNeed.NONE;
+    if (need === CtrlNeed.CTS) {
+      const grant = Math.min(r.msgLen - r.granted, this.config.ctsCredits * (this.mtu - CTSDATA_HDR_LEN));
+      r.granted += grant;
+      this.bindSlot(slot, peer, null, encodeCts(slot.buf, this.connid, r.sendId, r.id, grant), 0, RdmPktType.CTS);
+    } else {
+      this.bindSlot(slot, peer, null, encodeEor(slot.buf, this.connid, r.sendId, r.id), 0, RdmPktType.EOR);
+    }
+    this.queuePacket(slot);
+  }
+
+  // ---------------------------------------------------------------- handshake and liveness
+
+  /** Sends our handshake to a peer once (re-sent as a liveness probe while ops wait on it). */
+  private requestHandshake(peer: RdmPeer): void {
+    if (peer.handshakeSent) return;
+    this.sendHandshake(peer, false);
+  }
+
+  private sendHandshake(peer: RdmPeer, probe: boolean): void {
+    const slot = this.allocSlot();
+    if (slot === null) {
+      peer.handshakeNeeded = true;
+      this.waitForSlot(peer);
+      return;
+    }
+    peer.handshakeNeeded = false;
+    peer.handshakeSent = true;
+    if (probe) {
+      peer.probing = true;
+      this.stats.inc('probes_sent');
+    }
+    this.bindSlot(slot, peer, null, encodeHandshake(slot.buf, this.features, this.connid, this.deviceVersion), 0, RdmPktType.HANDSHAKE);
+    this.queuePacket(slot);
+  }
+
+  private watch(peer: RdmPeer): void {
+    if (this.watchedPeers.has(peer)) return;
+    this.watchedPeers.add(peer);
+    peer.probeAt = this.clock() + this.config.probeIntervalMs;
+    this.armAt(peer.probeAt);
+  }
+
+  private waitOn(r: RxOp): void {
+    const peer = r.peer as RdmPeer;
+    peer.waitingOps.add(r);
+    this.watch(peer);
+  }
+
+  private unwatchOp(peer: RdmPeer, op: object): void {
+    peer.waitingOps.delete(op);
+    if (peer.waitingOps.size === 0) this.watchedPeers.delete(peer);
+  }
+
+  /**
+   * A peer failed for good (its SRD sends failed, or the control plane saw it go): every
+   * operation bound to it fails with the status, its partial messages are dropped.
+   */
+  private failPeer(peer: RdmPeer, status: number): void {
+    if (peer.failedStatus === 0) this.stats.inc('peers_failed');
+    const prov = provErrnoFromEfa(status, peer.handshakeReceived);
+    peer.failedStatus = status;
+    for (const op of [...this.txOps.values()]) if (op.peer === peer) this.failTx(op, prov);
+    for (const r of [...this.rxOps.values()]) if (r.peer === peer) this.failRx(r, prov);
+    for (const p of peer.partial.values()) if (p instanceof Unexpected) this.matcher.removeUnexpected(p);
+    peer.partial.clear();
+    peer.reorder.clear();
+    peer.waitingOps.clear();
+    this.watchedPeers.delete(peer);
+    // Packets still queued for it go nowhere.
+    while (peer.queued > 0) this.freeSlot(this.txSlots[peer.queue[peer.queueHead++]]);
+    peer.queue.length = 0;
+    peer.queueHead = 0;
+    this.queuedPeers.delete(peer);
+    // A later send tries afresh (the peer may be back), handshake included.
+    peer.handshakeSent = false;
+    peer.probing = false;
+  }
+
+  private readonly onAsyncEvent = (ev: AsyncEvent): void => {
+    if (ev.eventType !== 'PEER_DOWN' || ev.gid === undefined || this.closed) return;
+    for (const peer of this.av.peers()) {
+      if (peer.addr.gidText === ev.gid && (peer.waitingOps.size > 0 || this.hasOpsOn(peer))) this.failPeer(peer, EfaStatus.LOCAL_ERROR_UNREACH_REMOTE);
+    }
+  };
+
+  private hasOpsOn(peer: RdmPeer): boolean {
+    for (const op of this.txOps.values()) if (op.peer === peer) return true;
+    return false;
+  }
+
+  // ---------------------------------------------------------------- packets out
+
+  private allocSlot(): TxSlot | null {
+    const i = this.freeSlots.pop();
+    return i === undefined ? null : this.txSlots[i];
+  }
+
+  private freeSlot(slot: TxSlot): void {
+    slot.owner = null;
+    slot.peer = null;
+    this.freeSlots.push(slot.index);
+  }
+
+  private waitForSlot(w: TxOp | RxOp | RdmPeer): void {
+    if (w.waitingForSlot) return;
+    w.waitingForSlot = true;
+    this.slotWaiters.push(w);
+  }
+
+  /** Hands freed slots to whoever waited for one, oldest first. */
+  private serveSlotWaiters(): void {
+    while (this.slotWaiters.length > 0 && this.freeSlots.length > 0) {
+      const w = this.slotWaiters.shift() as TxOp | RxOp | RdmPeer;
+      w.waitingForSlot = false;
+      if (w instanceof TxOp) {
+        if (!w.done) this.pumpTx(w);
+      } else if (w instanceof RxOp) {
+        if (!w.done && w.ctrlNeeded !== CtrlNeed.NONE) this.sendCtrl(w, w.ctrlNeeded);
+      } else if (w.handshakeNeeded) {
+        this.sendHandshake(w, w.probing);
+      }
+    }
+  }
+
+  /** Sends a packet now, or queues it behind its peer's earlier ones, back-off or AH. */
+  private queuePacket(slot: TxSlot): void {
+    const peer = slot.peer as RdmPeer;
+    if (peer.queued > 0 || peer.ah === null || peer.backoffUntil > this.clock()) {
+      peer.queue.push(slot.index);
+      if (!this.queuedPeers.has(peer)) this.queuedPeers.add(peer);
+      if (peer.ah !== null) this.armAt(peer.backoffUntil);
+      return;
+    }
+    this.postSlot(slot);
+  }
+
+  private postSlot(slot: TxSlot): void {
+    const peer = slot.peer as RdmPeer;
+    const wr = this.wr;
+    wr.wrId = slot.index;
+    wr.ah = peer.ah as NonNullable<RdmPeer['ah']>;
+    wr.remoteQpn = peer.addr.qpn;
+    wr.remoteQkey = peer.addr.connid;
+    this.sge.addr = slot.index * this.mtu;
+    this.sge.length = slot.len;
+    try {
+      this.device.postSend(this.qp, wr);
+    } catch (err) {
+      // The QP cannot send (destroyed, or in error): the packet's operation fails.
+      this.slotFailed(slot, EfaStatus.LOCAL_ERROR_QP_INTERNAL_ERROR);
+    }
+  }
+
+  /** Sends what queued peers may send now. */
+  private flushQueues(now: number): void {
+    if (this.queuedPeers.size === 0) return;
+    for (const peer of this.queuedPeers) {
+      if (peer.ah === null || peer.backoffUntil > now) {
+        if (peer.ah !== null) this.armAt(peer.backoffUntil);
+        continue;
+      }
+      while (peer.queued > 0 && peer.backoffUntil <= now) this.postSlot(this.txSlots[peer.queue[peer.queueHead++]]);
+      if (peer.queued === 0) {
+        peer.queue.length = 0;
+        peer.queueHead = 0;
+        this.queuedPeers.delete(peer);
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- progress
+
+  /**
+   * Runs the endpoint: takes the device's completions, handles every packet that arrived,
+   * sends what may go now and does the timed work that is due. Cheap when there is nothing.
+   */
+  progress(): void {
+    if (this.closed || this.progressing) return;
+    this.progressing = true;
+    try {
+      for (;;) {
+        const n = this.device.pollCq(this.dcq, this.wcs.length, this.wcs);
+        for (let i = 0; i < n; i++) this.onCompletion(this.wcs[i]);
+        if (n < this.wcs.length) break;
+      }
+      const now = this.clock();
+      if (now >= this.nextTimerAt) this.runTimers(now);
+      this.flush();
+    } finally {
+      this.progressing = false;
+    }
+  }
+
+  private flush(): void {
+    this.serveSlotWaiters();
+    this.flushQueues(this.clock());
+  }
+
+  private readonly onCqEvent = (): void => {
+    if (this.closed) return;
+    this.progress();
+    this.device.reqNotifyCq(this.dcq);
+    // A completion that landed between the last poll and the arming raises no event.
+    this.progress();
+  };
+
+  private readonly spin = (): void => {
+    if (!this.spinning || this.closed) return;
+    this.progress();
+    setImmediate(this.spin);
+  };
+
+  private armAt(deadline: number): void {
+    if (deadline < this.nextTimerAt) {
+      this.nextTimerAt = deadline;
+      this.timer.arm(deadline);
+    }
+  }
+
+  private runTimers(now: number): void {
+    this.nextTimerAt = Infinity;
+    for (const peer of this.queuedPeers) if (peer.ah !== null) this.armAt(Math.max(now, peer.backoffUntil));
+    for (const peer of this.watchedPeers) {
+      if (peer.probeAt <= now) {
+        peer.probeAt = now + this.config.probeIntervalMs;
+        // Heard from lately, or a probe still at the device: no need for another.
+        if (!peer.probing && now - peer.lastHeardAt >= this.config.probeIntervalMs) this.sendHandshake(peer, true);
+      }
+      this.armAt(peer.probeAt);
+    }
+  }
+
+  private onCompletion(wc: WorkCompletion): void {
+    if (wc.opcode === WcOpcode.RECV) {
+      this.onRecv(wc);
+      return;
+    }
+    if (wc.wrId >= WR_READ_BASE) {
+      const r = this.reads.get(wc.wrId - WR_READ_BASE);
+      if (r !== undefined) this.readDone(r, wc.status === 0 ? EfaStatus.SUCCESS : wc.vendorErr);
+      return;
+    }
+    const slot = this.txSlots[wc.wrId];
+    if (slot === undefined || slot.peer === null) return;
+    if (wc.status === 0) this.slotDone(slot);
+    else if (wc.vendorErr === EfaStatus.REMOTE_ERROR_RNR) this.slotRnr(slot);
+    else this.slotFailed(slot, wc.vendorErr !== 0 ? wc.vendorErr : EfaStatus.LOCAL_ERROR_QP_INTERNAL_ERROR);
+  }
+
+  private slotDone(slot: TxSlot): void {
+    const peer = slot.peer as RdmPeer;
+    const owner = slot.owner;
+    if (slot.rnrs > 0) {
+      // A resent packet got through: the peer's back-off is over (the provider's rule).
+      peer.rnrBackoffMs = 0;
+      peer.backoffUntil = 0;
+      this.stats.inc('rnr_resent_ok');
+    }
+    peer.failedStatus = 0;
+    if (slot.type === RdmPktType.HANDSHAKE) peer.probing = false;
+    this.freeSlot(slot);
+    if (owner instanceof TxOp) this.txPacketDone(owner, slot);
+    else if (owner instanceof RxOp) owner.slots--;
+  }
+
+  private slotRnr(slot: TxSlot): void {
+    const peer = slot.peer as RdmPeer;
+    const now = this.clock();
+    this.stats.inc('rnr_packets');
+    if (slot.rnrs === 0) slot.firstRnrAt = now;
+    slot.rnrs++;
+    if (now - slot.firstRnrAt > this.config.rnrTimeoutMs) {
+      this.slotFailed(slot, EfaStatus.REMOTE_ERROR_RNR);
+      return;
+    }
+    // The first RNR of a packet resends it at once; from the second the peer backs off.
+    if (slot.rnrs > 1) {
+      const c = this.config;
+      const first = c.rnrBackoffInitialMs > 0 ? c.rnrBackoffInitialMs : (40 + this.prng.int(81)) / 1000;
+      peer.rnrBackoffMs = peer.rnrBackoffMs === 0 ? first : Math.min(c.rnrBackoffCapMs, peer.rnrBackoffMs * 2);
+      peer.backoffUntil = Math.max(peer.backoffUntil, now + peer.rnrBackoffMs);
+      this.stats.inc('rnr_backoffs');
+    }
+    peer.queue.push(slot.index);
+    this.queuedPeers.add(peer);
+    this.armAt(peer.backoffUntil);
+  }
+
+  private slotFailed(slot: TxSlot, status: number): void {
+    const peer = slot.peer as RdmPeer;
+    const owner = slot.owner;
+    const type = slot.type;
+    this.freeSlot(slot);
+    if (owner !== null) owner.slots--;
+    if (type === RdmPktType.HANDSHAKE) peer.probing = false;
+    if (status === EfaStatus.REMOTE_ERROR_RNR) {
+      // RNR beyond the endpoint's patience fails only what waited on that packet.
+      const prov = status;
+      if (owner instanceof TxOp) this.failTx(owner, prov);
+      else if (owner instanceof RxOp) this.failRx(owner, prov);
+      return;
+    }
+    this.failPeer(peer, status);
+  }
+
+  private onRecv(wc: WorkCompletion): void {
+    const index = wc.wrId;
+    if (this.closed) return;
+    if (wc.status !== 0) {
+      this.stats.inc('rx_errors_device');
+      this.postRxSlot(index);
+      return;
+    }
+    const base = index * this.mtu;
+    const pkt = this.rxBuf.subarray(base, base + wc.byteLen);
+    try {
+      if (pkt.length >= 1 && pkt[0] >= 64) this.onReqPacket(wc, pkt);
+      else this.onCtrlPacket(wc, pkt);
+    } finally {
+      this.postRxSlot(index);
+    }
+  }
+
+  private readonly rxSge: Sge = { addr: 0, length: 0, lkey: 0 };
+  private readonly rxWr = { wrId: 0, sgList: [this.rxSge] };
+
+  private postRxSlot(index: number): void {
+    // The device copies the request, so one object serves every repost.
+    this.rxSge.addr = index * this.mtu;
+    this.rxSge.length = this.mtu;
+    this.rxSge.lkey = this.rxMr.lkey;
+    this.rxWr.wrId = index;
+    this.device.postRecv(this.qp, this.rxWr);
+  }
+
+  /** The peer a completion came from: known by AH and QPN, or (REQs before the handshake) by raw address. */
+  private peerOf(wc: WorkCompletion): RdmPeer | undefined {
+    if (wc.ah !== AH_UNKNOWN) return this.av.byAh(wc.ah, wc.srcQp);
+    if (wc.sgid !== null) return this.av.byAddress(formatGid(wc.sgid), wc.srcQp);
+    return undefined;
+  }
+
+  private onReqPacket(wc: WorkCompletion, pkt: Buffer): void {
+    const f = this.req;
+    if (!decodeReq(pkt, pkt.length, f)) {
+      this.stats.inc('rx_drop_malformed');
+      return;
+    }
+    let peer = this.peerOf(wc);
+    if (peer === undefined || (f.rawAddr !== null && peer.addr.connid !== f.connid)) {
+      if (f.rawAddr === null) {
+        this.stats.inc('rx_drop_unknown_peer');
+        return;
+      }
+      // A sender not known yet (or a new endpoint at a known QPN): learn it from its raw
+      // address, and handle the packet once its AH exists.
+      const addr = decodeRawAddress(f.rawAddr, f.rawAddrOff);
+      if (addr.qpn !== wc.srcQp) {
+        this.stats.inc('rx_drop_spoofed_addr');
+        return;
+      }
+      const copy = Buffer.from(pkt);
+      this.stats.inc('implicit_peers');
+      this.av.peerFor(addr, (old) => this.failPeer(old, EfaStatus.REMOTE_ERROR_UNKNOWN_PEER)).then(
+        (p) => {
+          if (this.closed) return;
+          this.learnt(p);
+          if (decodeReq(copy, copy.length, this.req)) this.acceptReq(p, copy);
+          this.flush();
+        },
+        () => this.stats.inc('rx_drop_unknown_peer'),
+      );
+      return;
+    }
+    if (f.rawAddr === null && f.connid !== peer.addr.connid) {
+      this.stats.inc('rx_drop_stale_connid');
+      return;
+    }
+    this.learnt(peer);
+    this.acceptReq(peer, pkt);
+  }
+
+  /** Every packet from a peer: note it alive, and answer its first with our handshake. */
+  private learnt(peer: RdmPeer): void {
+    peer.lastHeardAt = this.clock();
+    if (!peer.handshakeSent) this.sendHandshake(peer, false);
+  }
+
+  /** A decoded REQ (in `this.req`) from a known peer: in order when receives are ordered. */
+  private acceptReq(peer: RdmPeer, pkt: Buffer): void {
+    const f = this.req;
+    if (f.type === RdmPktType.MEDIUM_MSGRTM || f.type === RdmPktType.MEDIUM_TAGRTM) {
+      const partial = peer.partial.get(f.msgId);
+      if (partial !== undefined) {
+        this.addSegment(partial as RxOp | Unexpected, pkt, f.payloadOff, f.payloadLen, f.segOffset);
+        return;
+      }
+    }
+    if (!this.config.ordered) {
+      this.handleReq(peer, pkt);
+      return;
+    }
+    const expected = peer.nextRxMsgId;
+    const ahead = (f.msgId - expected) | 0;
+    if (ahead < 0) {
+      this.stats.inc('rx_drop_already_processed');
+      return;
+    }
+    if (ahead > 0) {
+      this.stats.inc('reorder_buffered');
+      const list = peer.reorder.get(f.msgId);
+      if (list === undefined) peer.reorder.set(f.msgId, [Buffer.from(pkt)]);
+      else list.push(Buffer.from(pkt));
+      return;
+    }
+    this.handleReq(peer, pkt);
+    peer.nextRxMsgId = (peer.nextRxMsgId + 1) >>> 0;
+    // Then whatever waited for this turn, message by message.
+    for (;;) {
+      const list = peer.reorder.get(peer.nextRxMsgId);
+      if (list === undefined) break;
+      peer.reorder.delete(peer.nextRxMsgId);
+      for (const b of list) {
+        if (!decodeReq(b, b.length, this.req)) continue;
+        const partial = peer.partial.get(this.req.msgId);
+        if (partial !== undefined) this.addSegment(partial as RxOp | Unexpected, b, this.req.payloadOff, this.req.payloadLen, this.req.segOffset);
+        else this.handleReq(peer, b);
+      }
+      peer.nextRxMsgId = (peer.nextRxMsgId + 1) >>> 0;
+    }
+  }
+
+  /** A message's first REQ: match it to a posted receive, or keep it as unexpected. */
+  private handleReq(peer: RdmPeer, pkt: Buffer): void {
+    const f = this.req;
+    const proto = rtmProtocol(f.type) as RdmProtocol;
+    const tagged = (f.type & 1) === 1;
+    const probe = this.probeMsg;
+    probe.tagged = tagged;
+    probe.tagLo = f.tagLo;
+    probe.tagHi = f.tagHi;
+    probe.srcAddr = peer.fiAddr;
+    const hasData = (f.flags & ReqFlags.CQ_DATA_HDR) !== 0;
+    const r = this.matcher.takePosted(probe);
+    if (r !== null) {
+      this.bindRx(r, peer, peer.fiAddr, proto, f.msgId, f.msgLength, f.tagLo, f.tagHi, hasData, f.cqDataLo, f.cqDataHi);
+      r.sendId = f.sendId;
+      r.readAddr = f.readAddr;
+      r.readKey = f.readKey;
+      if (proto === 'medium') {
+        peer.partial.set(f.msgId, r);
+        this.waitOn(r);
+        this.addSegment(r, pkt, f.payloadOff, f.payloadLen, f.segOffset);
+        return;
+      }
+      const copy = Math.min(f.payloadLen, Math.max(0, r.buf.length));
+      if (copy > 0) pkt.copy(r.buf, 0, f.payloadOff, f.payloadOff + copy);
+      r.received = f.payloadLen;
+      this.continueRx(r);
+      return;
+    }
+    // Unexpected: keep the payload (a medium message gets room for all of it).
+    this.stats.inc('unexpected_msgs');
+    const held = proto === 'medium' ? f.msgLength : f.payloadLen;
+    const u = new Unexpected(peer, proto, tagged, f.tagLo, f.tagHi, f.msgId, f.msgLength, hasData, f.cqDataLo, f.cqDataHi, f.sendId, f.readAddr, f.readKey, held);
+    this.matcher.addUnexpected(u);
+    if (proto === 'medium') {
+      peer.partial.set(f.msgId, u);
+      this.addSegment(u, pkt, f.payloadOff, f.payloadLen, f.segOffset);
+    } else {
+      pkt.copy(u.data, 0, f.payloadOff, f.payloadOff + f.payloadLen);
+      u.received = f.payloadLen;
+    }
+  }
+
+  private readonly probeMsg = { tagged: false, tagLo: 0, tagHi: 0, srcAddr: FI_ADDR_NOTAVAIL };
+
+  /** A medium segment for a receive or an unexpected message. */
+  private addSegment(target: RxOp | Unexpected, pkt: Buffer, off: number, len: number, segOffset: number): void {
+    if (target instanceof Unexpected && target.claimedBy !== null) target = target.claimedBy;
+    const dest = target instanceof RxOp ? target.buf : target.data;
+    const end = Math.min(dest.length, segOffset + len);
+    if (end > segOffset) pkt.copy(dest, segOffset, off, off + (end - segOffset));
+    target.received += len;
+    if (target instanceof RxOp && target.received >= target.msgLen) {
+      target.peer?.partial.delete(target.msgId);
+      this.finishRx(target);
+    } else if (target instanceof Unexpected && target.received >= target.msgLen) {
+      target.peer.partial.delete(target.msgId);
+    }
+  }
+
+  private onCtrlPacket(wc: WorkCompletion, pkt: Buffer): void {
+    const f = this.ctrl;
+    if (!decodeCtrl(pkt, pkt.length, f)) {
+      this.stats.inc('rx_drop_malformed');
+      return;
+    }
+    const peer = this.peerOf(wc);
+    if (peer === undefined) {
+      if (f.type === RdmPktType.HANDSHAKE && (f.flags & PKT_CONNID_HDR) !== 0) this.learnFromHandshake(wc, pkt);
+      else this.stats.inc('rx_drop_unknown_peer');
+      return;
+    }
+    if ((f.flags & PKT_CONNID_HDR) !== 0 && f.connid !== peer.addr.connid) {
+      this.stats.inc('rx_drop_stale_connid');
+      return;
+    }
+    this.learnt(peer);
+    switch (f.type) {
+      case RdmPktType.HANDSHAKE:
+        this.onHandshake(peer);
+        return;
+      case RdmPktType.CTS: {
+        const op = this.txOps.get(f.sendId);
+        if (op === undefined || op.peer !== peer || op.proto !== 'longcts') {
+          this.stats.inc('rx_drop_stale_cts');
+          return;
+        }
+        op.recvId = f.recvId;
+        op.granted = Math.min(op.len, op.granted + f.recvLength);
+        this.pumpTx(op);
+        return;
+      }
+      case RdmPktType.CTSDATA: {
+        const r = this.rxOps.get(f.recvId);
+        if (r === undefined || r.peer !== peer || r.proto !== 'longcts' || f.segOffset + f.segLength > r.msgLen) {
+          this.stats.inc('rx_drop_stale_data');
+          return;
+        }
+        const end = Math.min(r.buf.length, f.segOffset + f.segLength);
+        if (end > f.segOffset) pkt.copy(r.buf, f.segOffset, f.payloadOff, f.payloadOff + (end - f.segOffset));
+        r.received += f.segLength;
+        if (r.received >= r.msgLen) this.finishRx(r);
+        else if (r.received >= r.granted) this.sendCtrl(r, CtrlNeed.CTS);
+        return;
+      }
+      case RdmPktType.EOR: {
+        const op = this.txOps.get(f.sendId);
+        if (op === undefined || op.peer !== peer || op.proto !== 'longread') {
+          this.stats.inc('rx_drop_stale_eor');
+          return;
+        }
+        op.eorReceived = true;
+        if (op.rtmDone) this.finishTx(op);
+        return;
+      }
+    }
+  }
+
+  /**
+   * A handshake from an endpoint not known yet (it wants ours before its first message): its
+   * GID and QPN come from the completion, its connection id from the handshake.
+   */
+  private learnFromHandshake(wc: WorkCompletion, pkt: Buffer): void {
+    const gid = wc.ah !== AH_UNKNOWN ? this.av.gidOfAh(wc.ah) : wc.sgid;
+    if (gid === null || gid === undefined) {
+      this.stats.inc('rx_drop_unknown_peer');
+      return;
+    }
+    const addr = { gid: Uint8Array.from(gid), gidText: formatGid(gid), qpn: wc.srcQp, connid: this.ctrl.connid };
+    const copy = Buffer.from(pkt);
+    this.stats.inc('implicit_peers');
+    this.av.peerFor(addr, (old) => this.failPeer(old, EfaStatus.REMOTE_ERROR_UNKNOWN_PEER)).then(
+      (peer) => {
+        if (this.closed || !decodeCtrl(copy, copy.length, this.ctrl)) return;
+        this.learnt(peer);
+        this.onHandshake(peer);
+        this.flush();
+      },
+      () => this.stats.inc('rx_drop_unknown_peer'),
+    );
+  }
+
+  private onHandshake(peer: RdmPeer): void {
+    const f = this.ctrl;
+    this.stats.inc('handshakes_received');
+    const first = !peer.handshakeReceived;
+    peer.handshakeReceived = true;
+    peer.features = f.features;
+    if (!first) return;
+    for (const op of [...peer.waitingOps]) {
+      if (op instanceof TxOp && op.awaitingHandshake && !op.done) {
+        peer.waitingOps.delete(op);
+        this.startTx(op);
+      }
+    }
+    if (peer.waitingOps.size === 0) this.watchedPeers.delete(peer);
+  }
+
+  private releaseMr(mr: MemoryRegion | null): void {
+    if (mr !== null && !this.closed) void this.device.deregMr(mr).catch(() => {});
+  }
+
+  // ---------------------------------------------------------------- lifecycle
+
+  /** Counters: per protocol, RNR, handshakes, probes, drops (see RdmStats). */
+  statsSnapshot(): Record<string, number> {
+    return this.stats.snapshot({ tx_ops_outstanding: this.txOps.size, rx_posted: this.matcher.postedCount, unexpected_queued: this.matcher.unexpectedCount });
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw new ClosedError('the RDM endpoint is closed');
+  }
+
+  /** Closes the endpoint (`fi_close`): outstanding operations are dropped without completions. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.spinning = false;
+    this.timer.cancel();
+    this.device.off('async_event', this.onAsyncEvent);
+    this.dcq.channel?.off('cq', this.onCqEvent);
+    const dev = this.device;
+    const ignore = (): void => {};
+    await dev.destroyQp(this.qp).catch(ignore);
+    for (const op of this.txOps.values()) if (op.mr !== null) await dev.deregMr(op.mr).catch(ignore);
+    for (const r of this.rxOps.values()) if (r.mr !== null) await dev.deregMr(r.mr).catch(ignore);
+    await dev.deregMr(this.txMr).catch(ignore);
+    await dev.deregMr(this.rxMr).catch(ignore);
+    for (const peer of this.av.peers()) if (peer.ah !== null) await dev.destroyAh(peer.ah).catch(ignore);
+    await dev.destroyCq(this.dcq).catch(ignore);
+    if (this.dcq.channel !== null) dev.destroyCompChannel(this.dcq.channel);
+    await dev.deallocPd(this.pd).catch(ignore);
+  }
+}
+
+/** The default timer: one real timeout at the earliest deadline asked for. */
+function realTimer(ep: RdmEndpoint, clock: () => number): RdmTimer {
+  let handle: NodeJS.Timeout | null = null;
+  let at = Infinity;
+  return {
+    arm(deadline: number): void {
+      if (handle !== null && at <= deadline) return;
+      if (handle !== null) clearTimeout(handle);
+      at = deadline;
+      handle = setTimeout(() => {
+        handle = null;
+        at = Infinity;
+        ep.progress();
+      }, Math.max(0, deadline - clock()));
+    },
+    cancel(): void {
+      if (handle !== null) clearTimeout(handle);
+      handle = null;
+    },
+  };
+}

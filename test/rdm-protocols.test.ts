@@ -1,0 +1,87 @@
+/*
+ * The RDM endpoint's message protocols at their boundaries: every size on either side of the
+ * eager, medium and long-read thresholds goes through the protocol the provider would pick,
+ * arrives intact, and is counted under that protocol on both sides.
+ */
+import t from 'tap';
+import { FI_ADDR_UNSPEC } from '../src/rdm/rdm-peer';
+import { RdmCqEntry, RdmCqErrEntry } from '../src/rdm/rdm-cq';
+import { FI_EAVAIL } from '../src/rdm/fi-errno';
+import type { RdmProtocol } from '../src/rdm/rdm-wire';
+import { rdmSim } from './helpers/rdm-sim';
+
+function pattern(seed: number, len: number): Buffer {
+  const b = Buffer.allocUnsafe(len);
+  let x = (seed * 2654435761) >>> 0;
+  for (let i = 0; i < len; i++) {
+    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+    b[i] = x >>> 24;
+  }
+  return b;
+}
+
+/** Reads completions from a CQ into a list until `want` arrived; errors are returned too. */
+function drain(cq: { read(out: RdmCqEntry[], max?: number): number; readerr(out: RdmCqErrEntry): number }, into: RdmCqEntry[], errs: RdmCqErrEntry[]): void {
+  const out = [new RdmCqEntry()];
+  for (;;) {
+    const n = cq.read(out, 1);
+    if (n === 1) {
+      const e = new RdmCqEntry();
+      Object.assign(e, out[0]);
+      into.push(e);
+      continue;
+    }
+    if (n === -FI_EAVAIL) {
+      const e = new RdmCqErrEntry();
+      cq.readerr(e);
+      errs.push(e);
+      continue;
+    }
+    return;
+  }
+}
+
+t.test('each size takes the protocol its threshold names, and arrives intact', async (t) => {
+  const s = await rdmSim({ n: 2, seed: 3 });
+  const [a, b] = s.eps;
+  const eager = a.eagerMaxSize;
+  const cases: Array<[number, RdmProtocol]> = [
+    [0, 'eager'],
+    [1, 'eager'],
+    [eager, 'eager'],
+    [eager + 1, 'medium'],
+    [65536, 'medium'],
+    [65537, 'longcts'],
+    [1048575, 'longcts'],
+    [1048576, 'longread'],
+    [3 * 1048576 + 7, 'longread'],
+  ];
+  for (const tagged of [false, true]) {
+    for (const [i, [len, proto]] of cases.entries()) {
+      const before = { tx: a.stats.txMessages(proto), rx: b.stats.rxMessages(proto) };
+      const msg = pattern(i + (tagged ? 100 : 0), len);
+      const into = Buffer.alloc(len + 16);
+      if (tagged) b.trecv(into, FI_ADDR_UNSPEC, 0x1234n + BigInt(i), 0n, `r${i}`);
+      else b.recv(into, FI_ADDR_UNSPEC, `r${i}`);
+      const rc = tagged ? a.tsend(msg, s.addr[0][1], 0x1234n + BigInt(i), `s${i}`) : a.send(msg, s.addr[0][1], `s${i}`);
+      t.equal(rc, 0, 'posted');
+      const sent: RdmCqEntry[] = [];
+      const got: RdmCqEntry[] = [];
+      const errs: RdmCqErrEntry[] = [];
+      const ok = await s.run(() => {
+        drain(a.cq, sent, errs);
+        drain(b.cq, got, errs);
+        return (sent.length === 1 && got.length === 1) || errs.length > 0;
+      }, 5000);
+      t.ok(ok, `${len} B ${tagged ? 'tagged' : 'untagged'} completed`);
+      t.same(errs, [], 'no errors');
+      t.equal(got[0]?.len, len, 'receive length');
+      t.equal(got[0]?.srcAddr, s.addr[1][0], 'source is the sender');
+      t.ok(into.subarray(0, len).equals(msg), `${len} B intact`);
+      t.equal(a.stats.txMessages(proto), before.tx + 1, `${len} B sent as ${proto}`);
+      t.equal(b.stats.rxMessages(proto), before.rx + 1, `${len} B received as ${proto}`);
+    }
+  }
+  await a.close();
+  await b.close();
+});
