@@ -3,9 +3,14 @@
 -- Decodes the 40-byte base header of every efa-emu datagram (src/wire/header.ts), the SRD
 -- extensions (src/wire/srd-header.ts) and the RDMA extension that RDMA writes, read requests
 -- and read responses carry after their SRD data part (src/wire/rdma-header.ts); the rest of
--- the datagram is shown as data. It finds
--- the traffic by itself (heuristic on UDP: magic 0xEFA1, version 1 or 2), and can also be forced
--- onto a port with "Decode As... -> UDP port -> EFA_EMU" or the "UDP port" preference.
+-- the datagram is shown as data. An SRD_DATA payload that is an RDM endpoint's packet
+-- (src/rdm/rdm-wire.ts: libfabric's EFA RDM protocol v4) is decoded as a second protocol,
+-- "EFA RDM protocol v4" (efa_rdm), and the Info column names the message's protocol path
+-- (eager, medium, longcts, longread); rdm_layout below says how such a payload is told from an
+-- application's own bytes, and the "Decode RDM packets" preference (efa_emu.decode_rdm) turns
+-- that off. It finds the traffic by itself (heuristic on UDP: magic 0xEFA1, version 1 or 2),
+-- and can also be forced onto a port with "Decode As... -> UDP port -> EFA_EMU" or the
+-- "UDP port" preference.
 --
 -- Load: wireshark -X lua_script:efa-emu.lua run.pcap
 --   or copy it into the personal Lua plugins folder (Help > About > Folders). See README.md.
@@ -26,6 +31,27 @@
 --   efa_emu.rdma.rkey efa_emu.rdma.addr efa_emu.rdma.length efa_emu.rdma.op_id
 --     (SRD_RDMA_WRITE, SRD_READ_REQ, SRD_READ_RESP; their SRD part uses the efa_emu.srd.* fields
 --     of SRD_DATA)
+--
+-- RDM fields (all under efa_rdm.*):
+--   efa_rdm.type efa_rdm.version efa_rdm.flags efa_rdm.flags.raw_addr_hdr
+--   efa_rdm.flags.cq_data_hdr efa_rdm.flags.msg efa_rdm.flags.tagged efa_rdm.flags.read_nack
+--   efa_rdm.flags.connid_hdr efa_rdm.flags.read_req (CTS) efa_rdm.flags.host_id_hdr
+--   efa_rdm.flags.device_version_hdr efa_rdm.flags.user_recv_qp_hdr efa_rdm.flags.hmem_p2p_hdr
+--   (HANDSHAKE)
+--   efa_rdm.msg_id efa_rdm.tag efa_rdm.msg_length efa_rdm.seg_offset efa_rdm.seg_length
+--   efa_rdm.send_id efa_rdm.recv_id efa_rdm.credit_request efa_rdm.read_iov_count
+--   efa_rdm.recv_length efa_rdm.cq_data efa_rdm.connid
+--   efa_rdm.raw_addr efa_rdm.raw_addr.len efa_rdm.raw_addr.gid efa_rdm.raw_addr.qpn
+--   efa_rdm.raw_addr.connid
+--   efa_rdm.read_iov.addr efa_rdm.read_iov.len efa_rdm.read_iov.key
+--   efa_rdm.handshake.nextra_p3 efa_rdm.handshake.extra_info efa_rdm.handshake.features
+--   efa_rdm.handshake.feature.<name> (rdma_read delivery_complete constant_header_length
+--   connid_header runt rdma_write read_nack request_user_recv_qp unsolicited_write_recv
+--   peer_error) efa_rdm.handshake.host_id efa_rdm.handshake.device_version
+--   efa_rdm.handshake.user_recv_qp.qpn efa_rdm.handshake.user_recv_qp.qkey
+--   efa_rdm.handshake.p2p_supported
+--   efa_rdm.reserved efa_rdm.protocol (generated: eager, medium, longcts, longread)
+--   efa_rdm.payload_len (generated)
 --
 -- Written against the Wireshark 3.x/4.x Lua API; works with Lua 5.1 to 5.4.
 
@@ -179,6 +205,8 @@ efa.prefs.udp_port = Pref.uint("UDP port", 0,
     "Always decode this UDP port as efa-emu (0: none; the heuristic finds the traffic anyway)")
 efa.prefs.verify_crc = Pref.bool("Verify CRC-32", true,
     "Check each datagram's CRC-32 as the receiving device does (costs time on large captures)")
+efa.prefs.decode_rdm = Pref.bool("Decode RDM packets", true,
+    "Decode an SRD send's payload as an EFA RDM protocol v4 packet when it looks like one (see rdm_layout)")
 
 ---------------------------------------------------------------------------------------------
 -- CRC-32 (IEEE, reflected, as zlib computes it), for marking corrupted datagrams the way the
@@ -466,6 +494,458 @@ local function dissect_rdma(tvb, root, ptype, hdr_len, payload_len)
     return table.concat(parts, " ")
 end
 
+---------------------------------------------------------------------------------------------
+-- EFA RDM protocol v4: what an RDM endpoint (src/rdm) sends inside one SRD send. The layouts
+-- are libfabric's efa provider protocol v4, as src/rdm/rdm-wire.ts encodes them: a 4-byte base
+-- header (type u8, version u8 = 4, flags u16), then per type; multi-byte fields little endian.
+
+local rdm = Proto("efa_rdm", "EFA RDM protocol v4")
+
+local RDM_VERSION = 4
+local RDM_CTS, RDM_CTSDATA, RDM_EOR, RDM_HANDSHAKE = 3, 4, 7, 9
+local RDM_EAGER_MSGRTM, RDM_EAGER_TAGRTM = 64, 65
+local RDM_MEDIUM_MSGRTM, RDM_MEDIUM_TAGRTM = 66, 67
+local RDM_LONGCTS_MSGRTM, RDM_LONGCTS_TAGRTM = 68, 69
+local RDM_LONGREAD_MSGRTM, RDM_LONGREAD_TAGRTM = 128, 129
+-- The types this dissector decodes (the ones src/rdm sends); any other type is not taken as RDM.
+local rdm_type_names = {
+    [RDM_CTS] = "CTS",
+    [RDM_CTSDATA] = "CTSDATA",
+    [RDM_EOR] = "EOR",
+    [RDM_HANDSHAKE] = "HANDSHAKE",
+    [RDM_EAGER_MSGRTM] = "EAGER_MSGRTM",
+    [RDM_EAGER_TAGRTM] = "EAGER_TAGRTM",
+    [RDM_MEDIUM_MSGRTM] = "MEDIUM_MSGRTM",
+    [RDM_MEDIUM_TAGRTM] = "MEDIUM_TAGRTM",
+    [RDM_LONGCTS_MSGRTM] = "LONGCTS_MSGRTM",
+    [RDM_LONGCTS_TAGRTM] = "LONGCTS_TAGRTM",
+    [RDM_LONGREAD_MSGRTM] = "LONGREAD_MSGRTM",
+    [RDM_LONGREAD_TAGRTM] = "LONGREAD_TAGRTM",
+}
+-- REQ types: fixed header bytes before the optional headers (reqHeaderLen less the optional
+-- parts), the protocol a message of that type takes (named as the endpoint's counters name
+-- it), and whether it is tagged.
+local rdm_req_base = {
+    [RDM_EAGER_MSGRTM] = 8, [RDM_EAGER_TAGRTM] = 16,
+    [RDM_MEDIUM_MSGRTM] = 24, [RDM_MEDIUM_TAGRTM] = 32,
+    [RDM_LONGCTS_MSGRTM] = 24, [RDM_LONGCTS_TAGRTM] = 32,
+    [RDM_LONGREAD_MSGRTM] = 24, [RDM_LONGREAD_TAGRTM] = 32,
+}
+local rdm_protocol_of = {
+    [RDM_EAGER_MSGRTM] = "eager", [RDM_EAGER_TAGRTM] = "eager",
+    [RDM_MEDIUM_MSGRTM] = "medium", [RDM_MEDIUM_TAGRTM] = "medium",
+    [RDM_LONGCTS_MSGRTM] = "longcts", [RDM_LONGCTS_TAGRTM] = "longcts",
+    [RDM_LONGREAD_MSGRTM] = "longread", [RDM_LONGREAD_TAGRTM] = "longread",
+}
+local rdm_tagged = { [RDM_EAGER_TAGRTM] = true, [RDM_MEDIUM_TAGRTM] = true, [RDM_LONGCTS_TAGRTM] = true, [RDM_LONGREAD_TAGRTM] = true }
+
+-- Flags. CONNID_HDR (bit 15) belongs to every type; the others to a type or family.
+local PKT_CONNID_HDR = 0x8000
+local REQ_RAW_ADDR_HDR, REQ_CQ_DATA_HDR, REQ_MSG, REQ_TAGGED = 0x0001, 0x0002, 0x0004, 0x0008
+-- Set by the provider on a long-CTS REQ that its receiver may answer with READ_NACK.
+local REQ_READ_NACK = 0x2000
+local REQ_KNOWN_FLAGS = REQ_RAW_ADDR_HDR + REQ_CQ_DATA_HDR + REQ_MSG + REQ_TAGGED + REQ_READ_NACK + PKT_CONNID_HDR
+local CTS_READ_REQ = 0x0080
+local HS_HOST_ID_HDR, HS_DEVICE_VERSION_HDR, HS_USER_RECV_QP_HDR, HS_HMEM_P2P_HDR = 0x0001, 0x0002, 0x0004, 0x0008
+local HS_KNOWN_FLAGS = HS_HOST_ID_HDR + HS_DEVICE_VERSION_HDR + HS_USER_RECV_QP_HDR + HS_HMEM_P2P_HDR + PKT_CONNID_HDR
+
+-- Sizes (rdm-wire.ts): the raw-address header is a u32 length (36) then the 32-byte address
+-- padded to 40 bytes; CQ data 8, connid 4; one read IOV (addr, len, key: u64 each) 24.
+local RDM_RAW_ADDR_HDR_LEN, RDM_RAW_ADDR_FIELD_LEN, RDM_RAW_ADDR_LEN = 40, 36, 32
+local RDM_CQ_DATA_HDR_LEN, RDM_CONNID_HDR_LEN, RDM_RMA_IOV_LEN = 8, 4, 24
+local RDM_CTS_LEN, RDM_EOR_LEN = 24, 16
+-- CTSDATA: 24 bytes, then connid u32 and padding when CONNID_HDR is set.
+local RDM_CTSDATA_HDR_LEN, RDM_CTSDATA_NO_CONNID_LEN = 32, 24
+-- The provider reads at most this many IOVs of one long-read message (its IOV limit).
+local RDM_MAX_READ_IOVS = 4
+-- nextra_p3 is the number of extra-info words plus 3; the receiver takes at most 256 words.
+local RDM_MAX_EXTRA_WORDS = 256
+
+-- Handshake extra features and requests (bit i of extra_info word 0), in bit order.
+local rdm_features = {
+    { 0x001, "RDMA_READ", "rdma_read" },
+    { 0x002, "DELIVERY_COMPLETE", "delivery_complete" },
+    { 0x004, "CONSTANT_HEADER_LENGTH", "constant_header_length" },
+    { 0x008, "CONNID_HEADER", "connid_header" },
+    { 0x010, "RUNT", "runt" },
+    { 0x020, "RDMA_WRITE", "rdma_write" },
+    { 0x040, "READ_NACK", "read_nack" },
+    { 0x080, "REQUEST_USER_RECV_QP", "request_user_recv_qp" },
+    { 0x100, "UNSOLICITED_WRITE_RECV", "unsolicited_write_recv" },
+    { 0x200, "PEER_ERROR", "peer_error" },
+}
+
+local function flag_field(abbr, name, mask, set, clear)
+    return ProtoField.bool("efa_rdm.flags." .. abbr, name, 16, { set, clear }, mask)
+end
+
+local rf = {
+    type = ProtoField.uint8("efa_rdm.type", "Packet type", base.DEC, rdm_type_names),
+    version = ProtoField.uint8("efa_rdm.version", "Protocol version", base.DEC),
+    flags = ProtoField.uint16("efa_rdm.flags", "Flags", base.HEX),
+    f_raw_addr = flag_field("raw_addr_hdr", "RAW_ADDR_HDR", REQ_RAW_ADDR_HDR, "Raw address header present", "No raw address header"),
+    f_cq_data = flag_field("cq_data_hdr", "CQ_DATA_HDR", REQ_CQ_DATA_HDR, "Remote CQ data present", "No remote CQ data"),
+    f_msg = flag_field("msg", "MSG", REQ_MSG, "Untagged message", "Not an untagged message"),
+    f_tagged = flag_field("tagged", "TAGGED", REQ_TAGGED, "Tagged message", "Not a tagged message"),
+    f_read_nack = flag_field("read_nack", "READ_NACK", REQ_READ_NACK, "Receiver may answer READ_NACK", "No READ_NACK"),
+    f_read_req = flag_field("read_req", "READ_REQ", CTS_READ_REQ, "CTS of an emulated read", "CTS of a message"),
+    f_host_id = flag_field("host_id_hdr", "HOST_ID_HDR", HS_HOST_ID_HDR, "Host id present", "No host id"),
+    f_device_version = flag_field("device_version_hdr", "DEVICE_VERSION_HDR", HS_DEVICE_VERSION_HDR, "Device version present", "No device version"),
+    f_user_recv_qp = flag_field("user_recv_qp_hdr", "USER_RECV_QP_HDR", HS_USER_RECV_QP_HDR, "User receive QP present", "No user receive QP"),
+    f_hmem_p2p = flag_field("hmem_p2p_hdr", "HMEM_P2P_HDR", HS_HMEM_P2P_HDR, "P2P support present", "No P2P support field"),
+    f_connid = flag_field("connid_hdr", "CONNID_HDR", PKT_CONNID_HDR, "Connection id present", "No connection id"),
+
+    msg_id = ProtoField.uint32("efa_rdm.msg_id", "Message id", base.DEC),
+    tag = ProtoField.uint64("efa_rdm.tag", "Tag", base.HEX),
+    msg_length = ProtoField.uint64("efa_rdm.msg_length", "Message length", base.DEC),
+    seg_offset = ProtoField.uint64("efa_rdm.seg_offset", "Segment offset", base.DEC),
+    seg_length = ProtoField.uint64("efa_rdm.seg_length", "Segment length", base.DEC),
+    send_id = ProtoField.uint32("efa_rdm.send_id", "Send id", base.DEC),
+    recv_id = ProtoField.uint32("efa_rdm.recv_id", "Receive id", base.DEC),
+    credit_request = ProtoField.uint32("efa_rdm.credit_request", "Credit request (packets per CTS)", base.DEC),
+    read_iov_count = ProtoField.uint32("efa_rdm.read_iov_count", "Read IOV count", base.DEC),
+    recv_length = ProtoField.uint64("efa_rdm.recv_length", "Receive length (bytes granted)", base.DEC),
+
+    raw_addr = ProtoField.bytes("efa_rdm.raw_addr", "Raw address (efa_ep_addr)"),
+    raw_addr_len = ProtoField.uint32("efa_rdm.raw_addr.len", "Address length", base.DEC),
+    raw_gid = ProtoField.ipv6("efa_rdm.raw_addr.gid", "GID"),
+    raw_qpn = ProtoField.uint16("efa_rdm.raw_addr.qpn", "QPN", base.DEC),
+    raw_connid = ProtoField.uint32("efa_rdm.raw_addr.connid", "Connection id (qkey)", base.HEX),
+    cq_data = ProtoField.uint64("efa_rdm.cq_data", "Remote CQ data", base.HEX),
+    connid = ProtoField.uint32("efa_rdm.connid", "Connection id", base.HEX),
+    iov_addr = ProtoField.uint64("efa_rdm.read_iov.addr", "Address", base.HEX),
+    iov_len = ProtoField.uint64("efa_rdm.read_iov.len", "Length", base.DEC),
+    iov_key = ProtoField.uint64("efa_rdm.read_iov.key", "Key (rkey)", base.HEX),
+
+    nextra_p3 = ProtoField.uint32("efa_rdm.handshake.nextra_p3", "Extra-info words + 3", base.DEC),
+    extra_info = ProtoField.uint64("efa_rdm.handshake.extra_info", "Extra info", base.HEX),
+    features = ProtoField.string("efa_rdm.handshake.features", "Features"),
+    host_id = ProtoField.uint64("efa_rdm.handshake.host_id", "Host id", base.HEX),
+    device_version = ProtoField.uint32("efa_rdm.handshake.device_version", "Device version (PCI device id)", base.HEX),
+    user_qpn = ProtoField.uint32("efa_rdm.handshake.user_recv_qp.qpn", "User receive QPN", base.DEC),
+    user_qkey = ProtoField.uint32("efa_rdm.handshake.user_recv_qp.qkey", "User receive Q_Key", base.HEX),
+    p2p = ProtoField.uint8("efa_rdm.handshake.p2p_supported", "P2P supported", base.DEC),
+
+    reserved = ProtoField.bytes("efa_rdm.reserved", "Padding"),
+    protocol = ProtoField.string("efa_rdm.protocol", "Protocol"),
+    payload_len = ProtoField.uint32("efa_rdm.payload_len", "Payload length", base.DEC),
+}
+local rdm_feature_fields = {}
+for _, feat in ipairs(rdm_features) do
+    local field = ProtoField.bool("efa_rdm.handshake.feature." .. feat[3], feat[2], 32, { "Yes", "No" }, feat[1])
+    rdm_feature_fields[#rdm_feature_fields + 1] = field
+    rf["feat_" .. feat[3]] = field
+end
+local rdm_field_list = {}
+for _, field in pairs(rf) do rdm_field_list[#rdm_field_list + 1] = field end
+rdm.fields = rdm_field_list
+
+local function has(flags, bit) return band(flags, bit) ~= 0 end
+
+-- A u64 at `off` (little endian) as a Lua number: exact below 2^53, which every length and
+-- offset of the emulator is.
+local function le_u64n(tvb, off)
+    return tvb(off + 4, 4):le_uint() * TWO32 + tvb(off, 4):le_uint()
+end
+
+-- "0x2a" for the little-endian u64 at `off`.
+local function le_hex64(tvb, off)
+    local lo, hi = tvb(off, 4):le_uint(), tvb(off + 4, 4):le_uint()
+    if hi == 0 then return string.format("0x%x", lo) end
+    return string.format("0x%x%08x", hi, lo)
+end
+
+-- "RDMA_READ|CONNID_HEADER" for the feature bits of `word` (unknown bits as hex; "none").
+local function feature_names(word)
+    local names, rest = {}, word
+    for _, feat in ipairs(rdm_features) do
+        if has(word, feat[1]) then
+            names[#names + 1] = feat[2]
+            rest = rest - feat[1]
+        end
+    end
+    if rest ~= 0 then names[#names + 1] = string.format("0x%x", rest) end
+    return #names > 0 and table.concat(names, "|") or "none"
+end
+
+-- The RDM heuristic. An SRD send's payload is the application's own bytes when the sender is
+-- a plain verbs program, so "looks like RDM" has to be hard to hit by chance. The payload of
+-- an SRD_DATA packet (`len` bytes on the wire) is taken as an RDM packet only when:
+--   1. byte 1, the version, is 4, and byte 0 a type named in rdm_type_names (12 of 256);
+--   2. the flags have no bit outside those the type defines (REQ: RAW_ADDR_HDR, CQ_DATA_HDR,
+--      MSG, TAGGED, READ_NACK, CONNID_HDR; CTS: CONNID_HDR, READ_REQ; CTSDATA and EOR:
+--      CONNID_HDR; HANDSHAKE: CONNID_HDR and its four optional-header flags); a REQ has
+--      exactly the one of MSG and TAGGED its type says, and not both RAW_ADDR_HDR and CONNID_HDR
+--      (its sender uses one or the other);
+--   3. the length is the one the type's header implies: CTS exactly 24 bytes, EOR exactly 16;
+--      CTSDATA its header plus seg_length; HANDSHAKE exactly 8 bytes plus its extra-info words
+--      plus the optional headers its flags name, nextra_p3 in 3 .. 259; a REQ at least its
+--      header and the optional headers its flags name, the raw-address header's length word
+--      36, a medium segment within the message (seg_offset + payload <= msg_length), a long-CTS
+--      first segment no longer than the message, a long-read REQ 1 .. 4 read IOVs and nothing
+--      after them;
+--   4. the header was captured whole (a snaplen that cuts it leaves the payload as data).
+-- Random bytes pass 1 and 2 together with a probability of about 3 in 10^8 (the flag rules
+-- leave 12 of 65536 flag values to an RTM type); the length rules cut that further. The
+-- "Decode RDM" preference turns the whole thing off.
+-- Returns nil, or the layout: {ptype, flags, len, hdr_len, payload and the optional headers'
+-- offsets}.
+local function rdm_layout(tvb, len)
+    local caplen = tvb:len()
+    if len < 4 or caplen < 4 or tvb(1, 1):uint() ~= RDM_VERSION then return nil end
+    local ptype = tvb(0, 1):uint()
+    if rdm_type_names[ptype] == nil then return nil end
+    local flags = tvb(2, 2):le_uint()
+    local function have(n) return n <= len and n <= caplen end
+    local function only(known) return band(flags, known) == flags end
+    local L = { ptype = ptype, flags = flags, len = len }
+    local base = rdm_req_base[ptype]
+    if base then
+        if not only(REQ_KNOWN_FLAGS) then return nil end
+        if band(flags, REQ_MSG + REQ_TAGGED) ~= (rdm_tagged[ptype] and REQ_TAGGED or REQ_MSG) then return nil end
+        if has(flags, REQ_RAW_ADDR_HDR) and has(flags, PKT_CONNID_HDR) then return nil end
+        if not have(base) then return nil end
+        local off = base
+        if has(flags, REQ_RAW_ADDR_HDR) then
+            if not have(off + RDM_RAW_ADDR_HDR_LEN) or tvb(off, 4):le_uint() ~= RDM_RAW_ADDR_FIELD_LEN then return nil end
+            L.raw_off = off
+            off = off + RDM_RAW_ADDR_HDR_LEN
+        end
+        if has(flags, REQ_CQ_DATA_HDR) then
+            if not have(off + RDM_CQ_DATA_HDR_LEN) then return nil end
+            L.cq_off = off
+            off = off + RDM_CQ_DATA_HDR_LEN
+        end
+        if has(flags, PKT_CONNID_HDR) then
+            if not have(off + RDM_CONNID_HDR_LEN) then return nil end
+            L.connid_off = off
+            off = off + RDM_CONNID_HDR_LEN
+        end
+        local proto = rdm_protocol_of[ptype]
+        if proto == "longread" then
+            local n = tvb(20, 4):le_uint()
+            if n < 1 or n > RDM_MAX_READ_IOVS then return nil end
+            L.iov_off, L.iov_count = off, n
+            off = off + n * RDM_RMA_IOV_LEN
+            if not have(off) or len ~= off then return nil end
+        end
+        local payload = len - off
+        if proto == "medium" and le_u64n(tvb, 16) + payload > le_u64n(tvb, 8) then return nil end
+        if proto == "longcts" and payload > le_u64n(tvb, 8) then return nil end
+        L.hdr_len = off
+    elseif ptype == RDM_CTS then
+        if not only(PKT_CONNID_HDR + CTS_READ_REQ) or len ~= RDM_CTS_LEN or not have(RDM_CTS_LEN) then return nil end
+        L.hdr_len = RDM_CTS_LEN
+    elseif ptype == RDM_CTSDATA then
+        local hdr = has(flags, PKT_CONNID_HDR) and RDM_CTSDATA_HDR_LEN or RDM_CTSDATA_NO_CONNID_LEN
+        if not only(PKT_CONNID_HDR) or not have(hdr) or le_u64n(tvb, 8) ~= len - hdr then return nil end
+        L.hdr_len = hdr
+    elseif ptype == RDM_EOR then
+        if not only(PKT_CONNID_HDR) or len ~= RDM_EOR_LEN or not have(RDM_EOR_LEN) then return nil end
+        L.hdr_len = RDM_EOR_LEN
+    else -- RDM_HANDSHAKE
+        if not only(HS_KNOWN_FLAGS) or not have(8) then return nil end
+        local nextra_p3 = tvb(4, 4):le_uint()
+        if nextra_p3 < 3 or nextra_p3 > 3 + RDM_MAX_EXTRA_WORDS then return nil end
+        L.nextra = nextra_p3 - 3
+        local off = 8 + L.nextra * 8
+        -- The optional headers, 8 bytes each, in this order when their flags are set.
+        for _, opt in ipairs({ { PKT_CONNID_HDR, "connid_off" }, { HS_HOST_ID_HDR, "host_id_off" },
+            { HS_DEVICE_VERSION_HDR, "device_version_off" }, { HS_USER_RECV_QP_HDR, "user_qp_off" },
+            { HS_HMEM_P2P_HDR, "p2p_off" } }) do
+            if has(flags, opt[1]) then
+                L[opt[2]] = off
+                off = off + 8
+            end
+        end
+        if len ~= off or not have(off) then return nil end
+        L.hdr_len = off
+    end
+    L.payload = len - L.hdr_len
+    return L
+end
+
+-- Adds the "EFA RDM protocol v4" tree of the RDM packet `tvb` (an SRD_DATA payload, laid out
+-- by rdm_layout) and hands its payload to the data dissector; returns the Info column's text,
+-- e.g. "RDM MEDIUM_TAGRTM msg_id=5 seg 8160/65536 tag=0x2a (medium)".
+local function dissect_rdm(tvb, pinfo, tree, L)
+    local caplen = tvb:len()
+    local ptype, flags = L.ptype, L.flags
+    local tname = rdm_type_names[ptype]
+    local t = tree:add(rdm, tvb(0, L.hdr_len))
+    local function add(field, off, n) return t:add_le(field, tvb(off, n)) end
+    local function pad(off, n) t:add(rf.reserved, tvb(off, n)) end
+    add(rf.type, 0, 1)
+    add(rf.version, 1, 1)
+    local fi = add(rf.flags, 2, 2)
+    local proto = rdm_protocol_of[ptype]
+    local info = { "RDM " .. tname }
+    local function say(text) info[#info + 1] = text end
+    local payload_desc
+
+    if proto then
+        for _, fl in ipairs({ rf.f_raw_addr, rf.f_cq_data, rf.f_msg, rf.f_tagged, rf.f_read_nack, rf.f_connid }) do
+            fi:add_le(fl, tvb(2, 2))
+        end
+        local msg_id = tvb(4, 4):le_uint()
+        add(rf.msg_id, 4, 4)
+        say("msg_id=" .. msg_id)
+        local tag_off
+        if ptype == RDM_EAGER_TAGRTM then tag_off = 8 end
+        if proto == "eager" then
+            say("len=" .. L.payload)
+            payload_desc = " (the whole message)"
+        else
+            local msg_length = le_u64n(tvb, 8)
+            add(rf.msg_length, 8, 8)
+            if proto == "medium" then
+                local seg_offset = le_u64n(tvb, 16)
+                add(rf.seg_offset, 16, 8)
+                say("seg " .. seg_offset .. "/" .. msg_length)
+                payload_desc = " at message offset " .. seg_offset
+            else
+                local send_id = tvb(16, 4):le_uint()
+                add(rf.send_id, 16, 4)
+                say("send_id=" .. send_id)
+                say("msg_length=" .. msg_length)
+                if proto == "longcts" then
+                    add(rf.credit_request, 20, 4)
+                    payload_desc = " at message offset 0"
+                else
+                    add(rf.read_iov_count, 20, 4)
+                end
+            end
+            if rdm_tagged[ptype] then tag_off = 24 end
+        end
+        if tag_off then
+            add(rf.tag, tag_off, 8)
+            say("tag=" .. le_hex64(tvb, tag_off))
+        end
+        if L.raw_off then
+            local off = L.raw_off
+            local qpn, raw_connid = tvb(off + 20, 2):le_uint(), tvb(off + 24, 4):le_uint()
+            local hdr = t:add(tvb(off, RDM_RAW_ADDR_HDR_LEN),
+                string.format("Raw address header: QPN %d, connid 0x%08x (the receiver may not know the sender yet)", qpn, raw_connid))
+            hdr:add_le(rf.raw_addr_len, tvb(off, 4))
+            local ra = hdr:add(rf.raw_addr, tvb(off + 4, RDM_RAW_ADDR_LEN))
+            ra:add(rf.raw_gid, tvb(off + 4, 16))
+            ra:add_le(rf.raw_qpn, tvb(off + 20, 2))
+            ra:add(rf.reserved, tvb(off + 22, 2))
+            ra:add_le(rf.raw_connid, tvb(off + 24, 4))
+            ra:add(rf.reserved, tvb(off + 28, 8))
+            hdr:add(rf.reserved, tvb(off + 36, 4))
+        end
+        if L.cq_off then
+            add(rf.cq_data, L.cq_off, 8)
+            say("data=" .. le_hex64(tvb, L.cq_off))
+        end
+        if L.connid_off then add(rf.connid, L.connid_off, 4) end
+        if L.iov_off then
+            for i = 0, L.iov_count - 1 do
+                local off = L.iov_off + i * RDM_RMA_IOV_LEN
+                local iov = t:add(tvb(off, RDM_RMA_IOV_LEN), "Read IOV " .. i .. ": " .. le_u64n(tvb, off + 8) ..
+                    " bytes at " .. le_hex64(tvb, off) .. ", key " .. le_hex64(tvb, off + 16))
+                iov:add_le(rf.iov_addr, tvb(off, 8))
+                iov:add_le(rf.iov_len, tvb(off + 8, 8))
+                iov:add_le(rf.iov_key, tvb(off + 16, 8))
+            end
+        end
+        t:add(rf.protocol, tvb(0, 1), proto):set_generated()
+        say("(" .. proto .. ")")
+    elseif ptype == RDM_CTS then
+        fi:add_le(rf.f_read_req, tvb(2, 2))
+        fi:add_le(rf.f_connid, tvb(2, 2))
+        if has(flags, PKT_CONNID_HDR) then add(rf.connid, 4, 4) else pad(4, 4) end
+        add(rf.send_id, 8, 4)
+        add(rf.recv_id, 12, 4)
+        add(rf.recv_length, 16, 8)
+        say("send_id=" .. tvb(8, 4):le_uint())
+        say("recv_id=" .. tvb(12, 4):le_uint())
+        say("recv_length=" .. le_u64n(tvb, 16))
+    elseif ptype == RDM_CTSDATA then
+        fi:add_le(rf.f_connid, tvb(2, 2))
+        add(rf.recv_id, 4, 4)
+        add(rf.seg_length, 8, 8)
+        add(rf.seg_offset, 16, 8)
+        if has(flags, PKT_CONNID_HDR) then
+            add(rf.connid, 24, 4)
+            pad(28, 4)
+        end
+        local seg_offset = le_u64n(tvb, 16)
+        say("recv_id=" .. tvb(4, 4):le_uint())
+        say("seg_offset=" .. seg_offset)
+        say("seg_length=" .. le_u64n(tvb, 8))
+        payload_desc = " at message offset " .. seg_offset
+    elseif ptype == RDM_EOR then
+        fi:add_le(rf.f_connid, tvb(2, 2))
+        add(rf.send_id, 4, 4)
+        add(rf.recv_id, 8, 4)
+        if has(flags, PKT_CONNID_HDR) then add(rf.connid, 12, 4) else pad(12, 4) end
+        say("send_id=" .. tvb(4, 4):le_uint())
+        say("recv_id=" .. tvb(8, 4):le_uint())
+    else -- RDM_HANDSHAKE
+        for _, fl in ipairs({ rf.f_host_id, rf.f_device_version, rf.f_user_recv_qp, rf.f_hmem_p2p, rf.f_connid }) do
+            fi:add_le(fl, tvb(2, 2))
+        end
+        add(rf.nextra_p3, 4, 4)
+        local features = "none"
+        for i = 0, L.nextra - 1 do
+            local off = 8 + i * 8
+            local word = add(rf.extra_info, off, 8)
+            if i == 0 then
+                -- Every feature bit defined so far lies in the low half of the first word.
+                features = feature_names(tvb(off, 4):le_uint())
+                if tvb(off + 4, 4):le_uint() ~= 0 then features = features .. "|" .. string.format("0x%x<<32", tvb(off + 4, 4):le_uint()) end
+                word:add(rf.features, tvb(off, 8), features):set_generated()
+                for _, field in ipairs(rdm_feature_fields) do word:add_le(field, tvb(off, 4)) end
+            end
+        end
+        if L.connid_off then
+            add(rf.connid, L.connid_off, 4)
+            pad(L.connid_off + 4, 4)
+        end
+        if L.host_id_off then add(rf.host_id, L.host_id_off, 8) end
+        if L.device_version_off then
+            add(rf.device_version, L.device_version_off, 4)
+            pad(L.device_version_off + 4, 4)
+        end
+        if L.user_qp_off then
+            add(rf.user_qpn, L.user_qp_off, 4)
+            add(rf.user_qkey, L.user_qp_off + 4, 4)
+        end
+        if L.p2p_off then
+            add(rf.p2p, L.p2p_off, 1)
+            pad(L.p2p_off + 1, 7)
+        end
+        say("features=" .. features)
+    end
+
+    t:add(rf.payload_len, tvb(0, 1), L.payload):set_generated()
+    local summary = table.concat(info, " ")
+    t:append_text(", " .. summary:sub(5))
+    if L.payload > 0 and caplen > L.hdr_len then
+        local text = "Payload: " .. L.payload .. " bytes"
+        if payload_desc then text = text .. payload_desc end
+        t:add(tvb(L.hdr_len, caplen - L.hdr_len), text)
+        data_dissector:call(tvb(L.hdr_len):tvb(), pinfo, tree)
+    end
+    return summary
+end
+
+-- The RDM dissector is called through its handle, so that efa_rdm is a layer of the frame
+-- (frame.protocols, the "efa_rdm" filter). What dissect found goes along here: the layout,
+-- computed from the wire length that the payload's sub-tvb no longer knows when a snaplen cut
+-- it; the Info text comes back the same way.
+local rdm_call = { layout = nil, summary = nil }
+rdm.dissector = function(tvb, pinfo, tree)
+    local layout = rdm_call.layout or rdm_layout(tvb, tvb:reported_len())
+    rdm_call.layout = nil
+    if layout == nil then return 0 end
+    rdm_call.summary = dissect_rdm(tvb, pinfo, tree, layout)
+    return tvb:len()
+end
+local rdm_handle = rdm.dissector
+
 local function dissect(tvb, pinfo, tree)
     local caplen = tvb:len()
     if caplen < 4 or tvb(0, 2):uint() ~= WIRE_MAGIC then return 0 end
@@ -538,6 +1018,20 @@ local function dissect(tvb, pinfo, tree)
         type_item:add_proto_expert_info(ex.bad_type)
     end
 
+    -- An SRD send's payload may be an RDM endpoint's packet: decoded when it looks like one.
+    local body = math.max(hdr_len, BASE_HEADER_LEN)
+    local rdm_summary = nil
+    if efa.prefs.decode_rdm and ptype == SRD_DATA and caplen > body and hdr_len >= BASE_HEADER_LEN
+        and hdr_len + payload_len == wire_len then
+        local payload = tvb(body):tvb()
+        local layout = rdm_layout(payload, payload_len)
+        if layout then
+            rdm_call.layout, rdm_call.summary = layout, nil
+            rdm_handle:call(payload, pinfo, tree)
+            rdm_summary = rdm_call.summary
+        end
+    end
+
     root:append_text(", " .. tname .. ", QPN " .. src_qpn .. " -> " .. dst_qpn)
     local info = { tname }
     if summary ~= "" then info[#info + 1] = summary end
@@ -553,11 +1047,15 @@ local function dissect(tvb, pinfo, tree)
     end
     if version == WIRE_VERSION_1 and band(flags, FLAG_RNR_LAST_V1) ~= 0 then info[#info + 1] = "[RNR_LAST]" end
     if crc_ok == false then info[#info + 1] = "[bad CRC]" end
-    pinfo.cols.info:set(table.concat(info, " "))
-
-    local body = math.max(hdr_len, BASE_HEADER_LEN)
-    if caplen > body then
-        data_dissector:call(tvb(body):tvb(), pinfo, tree)
+    if rdm_summary then
+        -- The RDM packet first: the message's protocol path is what the reader looks for.
+        pinfo.cols.protocol:set("EFA-RDM")
+        pinfo.cols.info:set(rdm_summary .. " | " .. table.concat(info, " "))
+    else
+        pinfo.cols.info:set(table.concat(info, " "))
+        if caplen > body then
+            data_dissector:call(tvb(body):tvb(), pinfo, tree)
+        end
     end
     return caplen
 end

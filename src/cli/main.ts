@@ -5,6 +5,7 @@ import { registerLaunchCommand } from './launch-command';
 import { registerPingPongCommand } from './pingpong-command';
 import { registerStatusCommand } from './status-command';
 import { registerBenchCommand } from './bench/bench-command';
+import { registerFiCommands } from './fi/fi-command';
 
 /** Builds the `efa-emu` command line. */
 export function buildProgram(): Command {
@@ -20,6 +21,7 @@ export function buildProgram(): Command {
   registerPingPongCommand(program);
   registerStatusCommand(program);
   registerBenchCommand(program);
+  registerFiCommands(program);
   return program;
 }
 

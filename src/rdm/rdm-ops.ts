@@ -88,8 +88,14 @@ export class RxOp implements RecvCriteria {
 
 /** A message that arrived before a receive matched it. */
 export class Unexpected implements ArrivedMessage {
-  /** Bytes held: the eager payload, the medium message so far, or long-CTS's first chunk. */
+  /** Bytes held: the eager payload or long-CTS's first chunk. */
   data: Buffer;
+  /**
+   * Medium: the segments arrived so far, each where it goes in the message. Kept as they came
+   * (as the provider keeps the packets) rather than in a buffer of the length the header
+   * claims, so what a message holds is what arrived, whatever its header says.
+   */
+  readonly segments: Array<{ offset: number; bytes: Buffer }> = [];
   received = 0;
   /** A receive matched it while its medium segments were still arriving. */
   claimedBy: RxOp | null = null;

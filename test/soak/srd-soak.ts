@@ -2,20 +2,22 @@
  * The SRD soak: runs a range of simulation seeds (default 100,000 from seed 1) on every core
  * and prints each failure with its replay lines. `npm run soak -- --seeds 20000 --first 5000
  * --jobs 2`; `--scenario rdma` runs the RDMA scenarios (test/helpers/rdma-scenario.ts) instead
- * of the message ones. Exits 1 when any seed fails, 0 otherwise.
+ * of the message ones, `--scenario rdm` the RDM endpoint's (test/helpers/rdm-scenario.ts).
+ * Exits 1 when any seed fails, 0 otherwise.
  */
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import { drawParams, failureReport, runScenario } from '../helpers/srd-scenario';
 import { describeRdmaParams, drawRdmaParams, runRdmaScenario } from '../helpers/rdma-scenario';
+import { drawRdmParams, rdmFailureReport, runRdmScenario } from '../helpers/rdm-scenario';
 
 interface Job {
   first: number;
   count: number;
   stride: number;
   offset: number;
-  scenario: 'srd' | 'rdma';
+  scenario: 'srd' | 'rdma' | 'rdm';
 }
 
 type Report = { kind: 'progress'; done: number; msgs: number } | { kind: 'failure'; seed: number; text: string } | { kind: 'done' };
@@ -33,6 +35,11 @@ async function work(job: Job): Promise<void> {
         const res = await runRdmaScenario(p);
         msgs += res.ops;
         if (res.problems.length > 0) port.postMessage({ kind: 'failure', seed, text: `${describeRdmaParams(p)}\n  ${res.problems.join('\n  ')}\n  replay: RDMA_SIM_SEED=${seed}` } satisfies Report);
+      } else if (job.scenario === 'rdm') {
+        const p = drawRdmParams(seed);
+        const res = await runRdmScenario(p);
+        msgs += res.msgs;
+        if (res.problems.length > 0) port.postMessage({ kind: 'failure', seed, text: rdmFailureReport(p, res) } satisfies Report);
       } else {
         const p = drawParams(seed);
         const res = await runScenario(p);
@@ -40,7 +47,8 @@ async function work(job: Job): Promise<void> {
         if (res.problems.length > 0) port.postMessage({ kind: 'failure', seed, text: failureReport(p, res, `SRD_SIM_SEED=${seed}`) } satisfies Report);
       }
     } catch (err) {
-      port.postMessage({ kind: 'failure', seed, text: `threw ${(err as Error).stack ?? String(err)}\n  replay in the simulation: SRD_SIM_SEED=${seed}` } satisfies Report);
+      const replay = job.scenario === 'rdm' ? 'RDM_SIM_SEED' : job.scenario === 'rdma' ? 'RDMA_SIM_SEED' : 'SRD_SIM_SEED';
+      port.postMessage({ kind: 'failure', seed, text: `threw ${(err as Error).stack ?? String(err)}\n  replay in the simulation: ${replay}=${seed}` } satisfies Report);
     }
     if (++done % 500 === 0) {
       port.postMessage({ kind: 'progress', done: 500, msgs } satisfies Report);
@@ -61,8 +69,8 @@ function main(): void {
     },
   });
   const scenario = values.scenario;
-  if (scenario !== 'srd' && scenario !== 'rdma') {
-    process.stderr.write(`srd-soak: --scenario must be srd or rdma, got ${String(scenario)}\n`);
+  if (scenario !== 'srd' && scenario !== 'rdma' && scenario !== 'rdm') {
+    process.stderr.write(`srd-soak: --scenario must be srd, rdma or rdm, got ${String(scenario)}\n`);
     process.exit(2);
   }
   const count = Number(values.seeds);
