@@ -10,9 +10,12 @@ import type { MemoryRegion } from '../device/memory-region';
 import type { ProtectionDomain } from '../device/protection-domain';
 import type { QueuePair } from '../device/queue-pair';
 import { WorkCompletion } from '../device/work-completion';
-import type { SendWr, Sge } from '../device/work-requests';
+import type { Sge } from '../device/work-requests';
 import { AddressVector } from './address-vector';
-import { FI_EAGAIN, FI_ECANCELED, FI_ETRUNC, fiErrnoFromProv, provErrnoFromEfa } from './fi-errno';
+import { writeRecvDone, writeRecvError, writeSendDone, writeSendError } from './completion-writer';
+import { PacketSender, type TxSlot } from './packet-sender';
+import { MAX_READS, ReadEngine, WR_READ_BASE } from './read-engine';
+import { FI_EAGAIN, FI_ECANCELED, fiErrnoFromProv, provErrnoFromEfa } from './fi-errno';
 import { decodeRawAddress, encodeRawAddress, type RawAddress } from './raw-address';
 import { resolveRdmConfig, type RdmConfig } from './rdm-config';
 import { RdmCq } from './rdm-cq';
@@ -41,12 +44,7 @@ import {
 } from './rdm-wire';
 import { TagMatcher } from './tag-matcher';
 
-/** libfabric's completion flags (include/rdma/fabric.h). */
-export const FI_MSG = 1 << 1;
-export const FI_TAGGED = 1 << 3;
-export const FI_RECV = 1 << 10;
-export const FI_SEND = 1 << 11;
-export const FI_REMOTE_CQ_DATA = 1 << 17;
+export { FI_MSG, FI_TAGGED, FI_RECV, FI_SEND, FI_REMOTE_CQ_DATA } from './completion-writer';
 
 /** Schedules the endpoint's timed work (RNR back-off, liveness probes). */
 export interface RdmTimer {
@@ -68,10 +66,6 @@ export interface RdmEndpointOptions extends Partial<RdmConfig> {
   env?: NodeJS.ProcessEnv;
 }
 
-/** wrIds at or above this are RDMA reads (below: packet slots). */
-const WR_READ_BASE = 0x4000_0000;
-/** RDMA reads one endpoint has at the device at once. */
-const MAX_READS = 64;
 /** Ids of operations: wrap well below 2^32 so they fit the wire's u32 fields. */
 const OP_ID_LIMIT = 0x7fff_ffff;
 
@@ -91,23 +85,6 @@ function dataHalves(data: number): [number, number] {
 function checkBuffer(buf: unknown, what: string): Uint8Array {
   if (!(buf instanceof Uint8Array)) throw new InvalidArgumentError(`${what}: the buffer must be a Buffer or Uint8Array`);
   return buf;
-}
-
-/** One packet buffer the endpoint sends from (a slice of one registered region). */
-class TxSlot {
-  len = 0;
-  peer: RdmPeer | null = null;
-  owner: TxOp | RxOp | null = null;
-  /** Payload bytes of the owner's message this packet carries. */
-  payload = 0;
-  type = 0;
-  /** This packet was refused receiver-not-ready at least once: when, and how often. */
-  firstRnrAt = 0;
-  rnrs = 0;
-  constructor(
-    readonly index: number,
-    readonly buf: Buffer,
-  ) {}
 }
 
 /**
@@ -138,23 +115,15 @@ export class RdmEndpoint {
   private readonly timer: RdmTimer;
   private readonly prng: Prng;
 
-  private readonly txSlots: TxSlot[] = [];
-  private readonly freeSlots: number[] = [];
+  private readonly out: PacketSender;
+  private readonly reads: ReadEngine;
   private readonly rxBuf: Buffer;
   private readonly wcs: WorkCompletion[] = [];
-  private readonly wr: SendWr;
-  private readonly sge: Sge;
   private readonly req = new ReqFields();
   private readonly ctrl = new CtrlFields();
   private readonly matcher = new TagMatcher<RxOp, Unexpected>();
   private readonly txOps = new Map<number, TxOp>();
   private readonly rxOps = new Map<number, RxOp>();
-  private readonly reads = new Map<number, RxOp>();
-  private readonly readQueue: RxOp[] = [];
-  /** Producers waiting for a free packet slot, in order (ops with data, receives owing a CTS or EOR, peers owing a handshake). */
-  private readonly slotWaiters: Array<TxOp | RxOp | RdmPeer> = [];
-  /** Peers with packets queued (waiting out a back-off or their AH). */
-  private readonly queuedPeers = new Set<RdmPeer>();
   /** Peers some operation waits on (probed for liveness). */
   private readonly watchedPeers = new Set<RdmPeer>();
   private nextOpId = 1;
@@ -189,13 +158,15 @@ export class RdmEndpoint {
     this.clock = opts.clock ?? (() => performance.now());
     this.prng = new Prng(opts.seed ?? Math.floor(this.clock() * 1000) ^ qp.qpNum);
     this.rxBuf = rxBuf;
-    for (let i = 0; i < config.txSize; i++) {
-      this.txSlots.push(new TxSlot(i, txBuf.subarray(i * this.mtu, (i + 1) * this.mtu)));
-      this.freeSlots.push(config.txSize - 1 - i);
-    }
+    this.out = new PacketSender(device, qp, txMr.lkey, txBuf, this.mtu, config, this.prng, this.clock, this.stats, {
+      delivered: (slot) => this.slotDelivered(slot),
+      failed: (slot, status) => this.slotFailed(slot, status),
+      stale: (slot) => this.slotStale(slot),
+      serve: (w) => this.serveWaiter(w as TxOp | RxOp | RdmPeer),
+      armAt: (deadline) => this.armAt(deadline),
+    });
+    this.reads = new ReadEngine(device, qp, (r, status) => this.readDone(r, status));
     for (let i = 0; i < 64; i++) this.wcs.push(new WorkCompletion());
-    this.sge = { addr: 0, length: 0, lkey: txMr.lkey };
-    this.wr = { wrId: 0, sgList: [this.sge], ah: null as never, remoteQpn: 0, remoteQkey: 0 };
     this.av = new AddressVector((gid) => device.createAh(pd, { gid }));
     this.cq.progress = () => this.progress();
     this.timer = opts.timer?.(this) ?? realTimer(this, this.clock);
@@ -312,12 +283,7 @@ export class RdmEndpoint {
       this.matcher.removePosted(r);
       r.done = true;
       this.rxOps.delete(r.id);
-      const e = this.cq.push(true);
-      e.opContext = r.context;
-      e.flags = FI_RECV | (r.tagged ? FI_TAGGED : FI_MSG);
-      e.buf = r.buf;
-      e.err = FI_ECANCELED;
-      e.provErrno = 0;
+      writeRecvError(this.cq, r, FI_ECANCELED, 0);
       return true;
     }
     return false;
@@ -412,14 +378,14 @@ export class RdmEndpoint {
     while (!op.done) {
       if (op.rtmSent && op.proto !== 'medium' && !(op.proto === 'longcts' && op.sentBytes < op.granted)) return;
       if (op.rtmSent && op.proto === 'medium' && op.sentBytes >= op.len) return;
-      const slot = this.allocSlot();
+      const slot = this.out.alloc();
       if (slot === null) {
-        this.waitForSlot(op);
+        this.out.waitFor(op);
         return;
       }
       if (!op.rtmSent || op.proto === 'medium') this.fillReq(op, slot);
       else this.fillCtsData(op, slot);
-      this.queuePacket(slot);
+      this.out.send(slot);
     }
   }
 
@@ -498,10 +464,7 @@ export class RdmEndpoint {
     this.unwatchOp(op.peer, op);
     this.releaseMr(op.mr);
     op.mr = null;
-    const e = this.cq.push(false);
-    e.opContext = op.context;
-    e.flags = FI_SEND | (op.tagged ? FI_TAGGED : FI_MSG);
-    e.len = op.len;
+    writeSendDone(this.cq, op);
   }
 
   private failTx(op: TxOp, provErrno: number): void {
@@ -512,12 +475,7 @@ export class RdmEndpoint {
     this.releaseMr(op.mr);
     op.mr = null;
     this.stats.inc('tx_errors');
-    const e = this.cq.push(true);
-    e.opContext = op.context;
-    e.flags = FI_SEND | (op.tagged ? FI_TAGGED : FI_MSG);
-    e.len = op.len;
-    e.err = fiErrnoFromProv(provErrno);
-    e.provErrno = provErrno;
+    writeSendError(this.cq, op, provErrno);
   }
 
   // ---------------------------------------------------------------- receive side
@@ -593,8 +551,8 @@ export class RdmEndpoint {
             return;
           }
           r.mr = mr;
-          this.readQueue.push(r);
-          this.startReads();
+          this.stats.inc('rdma_reads');
+          this.reads.enqueue(r);
           this.flush();
         },
         () => {
@@ -604,41 +562,15 @@ export class RdmEndpoint {
     }
   }
 
-  private startReads(): void {
-    while (this.readQueue.length > 0 && this.reads.size < MAX_READS) {
-      const r = this.readQueue.shift() as RxOp;
-      if (r.done || r.peer === null || r.peer.ah === null || r.mr === null) continue;
-      const dev = this.device;
-      const qp = this.qp;
-      this.reads.set(r.id, r);
-      dev.wrStart(qp);
-      qp.wrId = WR_READ_BASE + r.id;
-      qp.wrFlags = 0;
-      dev.wrRdmaRead(qp, r.readKey, r.readAddr);
-      dev.wrSetUdAddr(qp, r.peer.ah, r.peer.addr.qpn, r.peer.addr.connid);
-      dev.wrSetSge(qp, r.mr.lkey, 0, r.mr.buffer.length);
-      try {
-        dev.wrComplete(qp);
-        this.stats.inc('rdma_reads');
-      } catch (err) {
-        this.reads.delete(r.id);
-        this.failRx(r, EfaStatus.LOCAL_ERROR_QP_INTERNAL_ERROR);
-      }
-    }
-  }
-
   private readDone(r: RxOp, status: number): void {
-    this.reads.delete(r.id);
     if (r.done) return;
     if (status !== EfaStatus.SUCCESS) {
       this.failRx(r, provErrnoFromEfa(status, r.peer?.handshakeReceived ?? false));
-      this.startReads();
       return;
     }
     r.received = r.msgLen;
     this.sendCtrl(r, CtrlNeed.EOR);
     this.finishRx(r);
-    this.startReads();
   }
 
   private finishRx(r: RxOp): void {
@@ -648,20 +580,7 @@ export class RdmEndpoint {
     if (r.peer !== null) this.unwatchOp(r.peer, r);
     this.releaseMr(r.mr);
     r.mr = null;
-    const truncated = r.msgLen > r.buf.length;
-    const e = this.cq.push(truncated);
-    e.opContext = r.context;
-    e.flags = FI_RECV | (r.tagged ? FI_TAGGED : FI_MSG) | (r.hasData ? FI_REMOTE_CQ_DATA : 0);
-    e.len = Math.min(r.msgLen, r.buf.length);
-    e.buf = r.buf;
-    e.data = r.hasData ? r.dataHi * 0x1_0000_0000 + r.dataLo : 0;
-    e.tag = r.tagged ? (BigInt(r.mtagHi) << 32n) | BigInt(r.mtagLo) : 0n;
-    e.srcAddr = r.peer?.fiAddr ?? FI_ADDR_NOTAVAIL;
-    if (truncated) {
-      this.stats.inc('rx_truncated');
-      e.err = FI_ETRUNC;
-      e.olen = r.msgLen - r.buf.length;
-    }
+    if (writeRecvDone(this.cq, r)) this.stats.inc('rx_truncated');
   }
 
   private failRx(r: RxOp, provErrno: number): void {
@@ -676,23 +595,16 @@ export class RdmEndpoint {
     this.releaseMr(r.mr);
     r.mr = null;
     this.stats.inc('rx_errors');
-    const e = this.cq.push(true);
-    e.opContext = r.context;
-    e.flags = FI_RECV | (r.tagged ? FI_TAGGED : FI_MSG);
-    e.len = Math.min(r.received, r.buf.length);
-    e.buf = r.buf;
-    e.srcAddr = r.peer?.fiAddr ?? FI_ADDR_NOTAVAIL;
-    e.err = fiErrnoFromProv(provErrno);
-    e.provErrno = provErrno;
+    writeRecvError(this.cq, r, fiErrnoFromProv(provErrno), provErrno);
   }
 
   /** Sends a CTS or EOR for a receive now, or when a slot frees. */
   private sendCtrl(r: RxOp, need: number): void {
     const peer = r.peer as RdmPeer;
-    const slot = this.allocSlot();
+    const slot = this.out.alloc();
     if (slot === null) {
       r.ctrlNeeded = need;
-      this.waitForSlot(r);
+      this.out.waitFor(r);
       return;
     }
     r.ctrlNeeded = CtrlNeed.NONE;
@@ -703,7 +615,7 @@ export class RdmEndpoint {
     } else {
       this.bindSlot(slot, peer, null, encodeEor(slot.buf, this.connid, r.sendId, r.id), 0, RdmPktType.EOR);
     }
-    this.queuePacket(slot);
+    this.out.send(slot);
   }
 
   // ---------------------------------------------------------------- handshake and liveness
@@ -715,10 +627,10 @@ export class RdmEndpoint {
   }
 
   private sendHandshake(peer: RdmPeer, probe: boolean): void {
-    const slot = this.allocSlot();
+    const slot = this.out.alloc();
     if (slot === null) {
       peer.handshakeNeeded = true;
-      this.waitForSlot(peer);
+      this.out.waitFor(peer);
       return;
     }
     peer.handshakeNeeded = false;
@@ -728,7 +640,7 @@ export class RdmEndpoint {
       this.stats.inc('probes_sent');
     }
     this.bindSlot(slot, peer, null, encodeHandshake(slot.buf, this.features, this.connid, this.deviceVersion), 0, RdmPktType.HANDSHAKE);
-    this.queuePacket(slot);
+    this.out.send(slot);
   }
 
   private watch(peer: RdmPeer): void {
@@ -765,10 +677,7 @@ export class RdmEndpoint {
     peer.waitingOps.clear();
     this.watchedPeers.delete(peer);
     // Packets still queued for it go nowhere.
-    while (peer.queued > 0) this.freeSlot(this.txSlots[peer.queue[peer.queueHead++]]);
-    peer.queue.length = 0;
-    peer.queueHead = 0;
-    this.queuedPeers.delete(peer);
+    this.out.dropQueued(peer);
     // A later send tries afresh (the peer may be back), handshake included.
     peer.handshakeSent = false;
     peer.probing = false;
@@ -788,91 +697,34 @@ export class RdmEndpoint {
 
   // ---------------------------------------------------------------- packets out
 
-  private allocSlot(): TxSlot | null {
-    const i = this.freeSlots.pop();
-    return i === undefined ? null : this.txSlots[i];
-  }
-
-  private freeSlot(slot: TxSlot): void {
-    slot.owner = null;
-    slot.peer = null;
-    this.freeSlots.push(slot.index);
-  }
-
-  private waitForSlot(w: TxOp | RxOp | RdmPeer): void {
-    if (w.waitingForSlot) return;
-    w.waitingForSlot = true;
-    this.slotWaiters.push(w);
-  }
-
-  /** Hands freed slots to whoever waited for one, oldest first. */
-  private serveSlotWaiters(): void {
-    while (this.slotWaiters.length > 0 && this.freeSlots.length > 0) {
-      const w = this.slotWaiters.shift() as TxOp | RxOp | RdmPeer;
-      w.waitingForSlot = false;
-      if (w instanceof TxOp) {
-        if (!w.done) this.pumpTx(w);
-      } else if (w instanceof RxOp) {
-        // A long-read receive completes before its EOR goes out: it still owes the EOR (the
-        // sender completes on it); failRx clears what a failed receive owed.
-        if (w.ctrlNeeded !== CtrlNeed.NONE && (!w.done || w.ctrlNeeded === CtrlNeed.EOR)) this.sendCtrl(w, w.ctrlNeeded);
-      } else if (w.handshakeNeeded) {
-        this.sendHandshake(w, w.probing);
-      }
+  /** A slot freed: the oldest waiter for one goes on. */
+  private serveWaiter(w: TxOp | RxOp | RdmPeer): void {
+    if (w instanceof TxOp) {
+      if (!w.done) this.pumpTx(w);
+    } else if (w instanceof RxOp) {
+      // A long-read receive completes before its EOR goes out: it still owes the EOR (the
+      // sender completes on it); failRx clears what a failed receive owed.
+      if (w.ctrlNeeded !== CtrlNeed.NONE && (!w.done || w.ctrlNeeded === CtrlNeed.EOR)) this.sendCtrl(w, w.ctrlNeeded);
+    } else if (w.handshakeNeeded) {
+      this.sendHandshake(w, w.probing);
     }
   }
 
-  /** Sends a packet now, or queues it behind its peer's earlier ones, back-off or AH. */
-  private queuePacket(slot: TxSlot): void {
-    const peer = slot.peer as RdmPeer;
-    if (peer.queued > 0 || peer.ah === null || peer.backoffUntil > this.clock()) {
-      peer.queue.push(slot.index);
-      if (!this.queuedPeers.has(peer)) this.queuedPeers.add(peer);
-      if (peer.ah !== null) this.armAt(peer.backoffUntil);
-      return;
-    }
-    this.postSlot(slot);
-  }
-
-  private postSlot(slot: TxSlot): void {
+  /** A queued packet of an operation that failed meanwhile need not go. */
+  private slotStale(slot: TxSlot): boolean {
     const owner = slot.owner;
-    if (owner instanceof TxOp && owner.done) {
-      // Its operation failed already (another of its packets did): the rest need not go.
-      owner.slots--;
-      this.freeSlot(slot);
-      return;
-    }
-    const peer = slot.peer as RdmPeer;
-    const wr = this.wr;
-    wr.wrId = slot.index;
-    wr.ah = peer.ah as NonNullable<RdmPeer['ah']>;
-    wr.remoteQpn = peer.addr.qpn;
-    wr.remoteQkey = peer.addr.connid;
-    this.sge.addr = slot.index * this.mtu;
-    this.sge.length = slot.len;
-    try {
-      this.device.postSend(this.qp, wr);
-    } catch (err) {
-      // The QP cannot send (destroyed, or in error): the packet's operation fails.
-      this.slotFailed(slot, EfaStatus.LOCAL_ERROR_QP_INTERNAL_ERROR);
-    }
+    if (!(owner instanceof TxOp) || !owner.done) return false;
+    owner.slots--;
+    return true;
   }
 
-  /** Sends what queued peers may send now. */
-  private flushQueues(now: number): void {
-    if (this.queuedPeers.size === 0) return;
-    for (const peer of this.queuedPeers) {
-      if (peer.ah === null || peer.backoffUntil > now) {
-        if (peer.ah !== null) this.armAt(peer.backoffUntil);
-        continue;
-      }
-      while (peer.queued > 0 && peer.backoffUntil <= now) this.postSlot(this.txSlots[peer.queue[peer.queueHead++]]);
-      if (peer.queued === 0) {
-        peer.queue.length = 0;
-        peer.queueHead = 0;
-        this.queuedPeers.delete(peer);
-      }
-    }
+  private slotDelivered(slot: TxSlot): void {
+    const peer = slot.peer as RdmPeer;
+    const owner = slot.owner;
+    peer.failedStatus = 0;
+    if (slot.type === RdmPktType.HANDSHAKE) peer.probing = false;
+    if (owner instanceof TxOp) this.txPacketDone(owner, slot);
+    else if (owner instanceof RxOp) owner.slots--;
   }
 
   // ---------------------------------------------------------------- progress
@@ -899,8 +751,8 @@ export class RdmEndpoint {
   }
 
   private flush(): void {
-    this.serveSlotWaiters();
-    this.flushQueues(this.clock());
+    this.out.serveWaiters();
+    this.out.flush(this.clock());
   }
 
   private readonly onCqEvent = (): void => {
@@ -926,7 +778,7 @@ export class RdmEndpoint {
 
   private runTimers(now: number): void {
     this.nextTimerAt = Infinity;
-    for (const peer of this.queuedPeers) if (peer.ah !== null) this.armAt(Math.max(now, peer.backoffUntil));
+    this.out.armQueued(now);
     for (const peer of this.watchedPeers) {
       if (peer.probeAt <= now) {
         peer.probeAt = now + this.config.probeIntervalMs;
@@ -942,62 +794,15 @@ export class RdmEndpoint {
       this.onRecv(wc);
       return;
     }
-    if (wc.wrId >= WR_READ_BASE) {
-      const r = this.reads.get(wc.wrId - WR_READ_BASE);
-      if (r !== undefined) this.readDone(r, wc.status === 0 ? EfaStatus.SUCCESS : wc.vendorErr);
-      return;
-    }
-    const slot = this.txSlots[wc.wrId];
-    if (slot === undefined || slot.peer === null) return;
-    if (wc.status === 0) this.slotDone(slot);
-    else if (wc.vendorErr === EfaStatus.REMOTE_ERROR_RNR) this.slotRnr(slot);
-    else this.slotFailed(slot, wc.vendorErr !== 0 ? wc.vendorErr : EfaStatus.LOCAL_ERROR_QP_INTERNAL_ERROR);
+    if (wc.wrId >= WR_READ_BASE) this.reads.complete(wc.wrId, wc.status === 0 ? EfaStatus.SUCCESS : wc.vendorErr || EfaStatus.LOCAL_ERROR_QP_INTERNAL_ERROR);
+    else this.out.complete(wc);
   }
 
-  private slotDone(slot: TxSlot): void {
-    const peer = slot.peer as RdmPeer;
-    const owner = slot.owner;
-    if (slot.rnrs > 0) {
-      // A resent packet got through: the peer's back-off is over (the provider's rule).
-      peer.rnrBackoffMs = 0;
-      peer.backoffUntil = 0;
-      this.stats.inc('rnr_resent_ok');
-    }
-    peer.failedStatus = 0;
-    if (slot.type === RdmPktType.HANDSHAKE) peer.probing = false;
-    this.freeSlot(slot);
-    if (owner instanceof TxOp) this.txPacketDone(owner, slot);
-    else if (owner instanceof RxOp) owner.slots--;
-  }
-
-  private slotRnr(slot: TxSlot): void {
-    const peer = slot.peer as RdmPeer;
-    const now = this.clock();
-    this.stats.inc('rnr_packets');
-    if (slot.rnrs === 0) slot.firstRnrAt = now;
-    slot.rnrs++;
-    if (now - slot.firstRnrAt > this.config.rnrTimeoutMs) {
-      this.slotFailed(slot, EfaStatus.REMOTE_ERROR_RNR);
-      return;
-    }
-    // The first RNR of a packet resends it at once; from the second the peer backs off.
-    if (slot.rnrs > 1) {
-      const c = this.config;
-      const first = c.rnrBackoffInitialMs > 0 ? c.rnrBackoffInitialMs : (40 + this.prng.int(81)) / 1000;
-      peer.rnrBackoffMs = peer.rnrBackoffMs === 0 ? first : Math.min(c.rnrBackoffCapMs, peer.rnrBackoffMs * 2);
-      peer.backoffUntil = Math.max(peer.backoffUntil, now + peer.rnrBackoffMs);
-      this.stats.inc('rnr_backoffs');
-    }
-    peer.queue.push(slot.index);
-    this.queuedPeers.add(peer);
-    this.armAt(peer.backoffUntil);
-  }
-
+  /** A packet failed for good: RNR past the timeout fails what waited on it, anything else the peer. */
   private slotFailed(slot: TxSlot, status: number): void {
     const peer = slot.peer as RdmPeer;
     const owner = slot.owner;
     const type = slot.type;
-    this.freeSlot(slot);
     if (owner !== null) owner.slots--;
     if (type === RdmPktType.HANDSHAKE) peer.probing = false;
     if (status === EfaStatus.REMOTE_ERROR_RNR) {
