@@ -7,7 +7,8 @@ import t from 'tap';
 import { FI_ADDR_UNSPEC } from '../src/rdm/rdm-peer';
 import { RdmCqEntry, RdmCqErrEntry } from '../src/rdm/rdm-cq';
 import { FI_EAVAIL } from '../src/rdm/fi-errno';
-import type { RdmProtocol } from '../src/rdm/rdm-wire';
+import { decodeReq, RdmPktType, ReqFields, type RdmProtocol } from '../src/rdm/rdm-wire';
+import { OFF_HDR_LEN, PacketType } from '../src/wire/header';
 import { rdmSim } from './helpers/rdm-sim';
 
 function pattern(seed: number, len: number): Buffer {
@@ -81,6 +82,45 @@ t.test('each size takes the protocol its threshold names, and arrives intact', a
       t.equal(a.stats.txMessages(proto), before.tx + 1, `${len} B sent as ${proto}`);
       t.equal(b.stats.rxMessages(proto), before.rx + 1, `${len} B received as ${proto}`);
     }
+  }
+  await a.close();
+  await b.close();
+});
+
+t.test('medium segments are cut as the provider cuts them: 8-byte aligned, the remainder on the last', async (t) => {
+  const s = await rdmSim({ n: 2, seed: 5 });
+  const [a, b] = s.eps;
+  const segs: Array<[number, number]> = [];
+  const f = new ReqFields();
+  s.sim.intercept = (p) => {
+    if (p.info.type !== PacketType.SRD_DATA) return;
+    const hdr = p.buf[OFF_HDR_LEN];
+    const rdm = p.buf.subarray(hdr, hdr + p.info.payloadLen);
+    if (rdm[0] === RdmPktType.MEDIUM_TAGRTM && decodeReq(rdm, rdm.length, f)) segs.push([f.segOffset, f.payloadLen]);
+  };
+  // Let the handshake finish first, so every segment has the 4-byte connid header (room 8156).
+  const warm = Buffer.alloc(8);
+  b.recv(Buffer.alloc(8));
+  a.send(warm, s.addr[0][1]);
+  const out = [new RdmCqEntry()];
+  t.ok(await s.run(() => a.cq.read(out) === 1, 2000), 'warm-up message');
+  t.ok(await s.run(() => b.cq.read(out) === 1 && a.statsSnapshot().handshakes_received === 1, 2000), 'handshake in');
+  for (const [len, want] of [
+    [20000, [[0, 6664], [6664, 6664], [13328, 6672]]],
+    [65536, []],
+  ] as Array<[number, Array<[number, number]>]>) {
+    segs.length = 0;
+    const msg = pattern(len, len);
+    const into = Buffer.alloc(len);
+    b.trecv(into, FI_ADDR_UNSPEC, 9n, 0n);
+    a.tsend(msg, s.addr[0][1], 9n);
+    t.ok(await s.run(() => b.cq.read(out) === 1, 5000), `${len} B received`);
+    segs.sort((x, y) => x[0] - y[0]);
+    const total = segs.reduce((n, [, l]) => n + l, 0);
+    t.equal(total, len, `${len} B: the segments cover the message once`);
+    if (len === 20000) t.same(segs, want, '20000 B: 6664, 6664, 6672');
+    else t.ok(segs.every(([o, l], i) => o % 8 === 0 && (i === segs.length - 1 || l % 8 === 0)), `${len} B: offsets and all but the last length 8-byte aligned`);
+    t.ok(into.equals(msg), `${len} B intact`);
   }
   await a.close();
   await b.close();

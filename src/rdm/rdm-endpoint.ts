@@ -420,11 +420,24 @@ export class RdmEndpoint {
     if (op.proto === 'longcts' && op.granted < op.sentBytes) op.granted = op.sentBytes;
   }
 
-  /** Medium: the message split into equal segments of at most `room` bytes, as the provider splits it. */
+  /**
+   * Medium: the provider's split, planned at the first segment: as many segments as `room`
+   * needs, each the same size rounded down to 8 bytes (its memory alignment), the remainder
+   * added to the last one when it fits there, else sent as one more.
+   */
   private mediumSegment(op: TxOp, room: number): number {
-    const count = Math.ceil(op.len / room);
-    const per = Math.ceil(op.len / count);
-    return Math.min(per, op.len - op.sentBytes);
+    if (op.segSize === 0) {
+      const count = Math.ceil(op.len / room);
+      const even = Math.ceil(op.len / count);
+      op.segSize = even >= 8 ? even & ~7 : even;
+      const whole = Math.floor(op.len / op.segSize);
+      const rem = op.len - whole * op.segSize;
+      op.segLastExtra = rem > 0 && op.segSize + rem <= room ? rem : 0;
+    }
+    const left = op.len - op.sentBytes;
+    // The last full segment takes the remainder when it fits (then nothing is left after it).
+    if (left === op.segSize + op.segLastExtra) return left;
+    return Math.min(op.segSize, left);
   }
 
   private fillCtsData(op: TxOp, slot: TxSlot): void {

@@ -16,6 +16,9 @@ export class TxOp {
   granted = 0;
   /** Long-CTS: the receiver's id of the operation, from its CTS. */
   recvId = 0;
+  /** Medium: the segment size planned at the first segment, and the remainder the last one adds. */
+  segSize = 0;
+  segLastExtra = 0;
   /** Packet slots this op owns (queued or at the device). */
   slots = 0;
   /** Long-read: the registered send buffer, and whether the EOR arrived. */

@@ -85,7 +85,8 @@ export async function rdmSim(opts: RdmSimOptions = {}): Promise<RdmSim> {
     for (;;) {
       if (pred()) return true;
       if (sim.now >= end) return pred();
-      sim.runUntil(pred, Math.min(end, sim.now + 0.25));
+      // A predicate may consume what it checks (a CQ read): its first true is the answer.
+      if (sim.runUntil(pred, Math.min(end, sim.now + 0.25))) return true;
       await tick();
       for (let i = 0; i < n; i++) if (!frozen.has(i)) eps[i].progress();
     }
