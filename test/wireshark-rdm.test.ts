@@ -84,6 +84,9 @@ const FIELDS = [
   'efa_rdm.recv_length',
   'efa_rdm.cq_data',
   'efa_rdm.connid',
+  'efa_rdm.peer_error.op_id',
+  'efa_rdm.peer_error.ref_kind',
+  'efa_rdm.peer_error.prov_errno',
   'efa_rdm.raw_addr.len',
   'efa_rdm.raw_addr.gid',
   'efa_rdm.raw_addr.qpn',
@@ -296,15 +299,15 @@ t.test('tshark decodes a real capture of each RDM protocol', { skip: noTshark },
     for (const r of rs) {
       t.equal(r['efa_rdm.flags'], hex(wire.PKT_CONNID_HDR | HandshakeFlags.DEVICE_VERSION_HDR | HandshakeFlags.HMEM_P2P_HDR, 4));
       t.equal(r['efa_rdm.handshake.nextra_p3'], '4', 'one extra-info word');
-      t.equal(r['efa_rdm.handshake.extra_info'], hex(RdmFeature.RDMA_READ | RdmFeature.CONNID_HEADER, 16));
-      t.equal(r['efa_rdm.handshake.features'], 'RDMA_READ|CONNID_HEADER');
+      t.equal(r['efa_rdm.handshake.extra_info'], hex(RdmFeature.RDMA_READ | RdmFeature.CONNID_HEADER | RdmFeature.PEER_ERROR, 16));
+      t.equal(r['efa_rdm.handshake.features'], 'RDMA_READ|CONNID_HEADER|PEER_ERROR');
       t.same([r['efa_rdm.handshake.feature.rdma_read'], r['efa_rdm.handshake.feature.connid_header'], r['efa_rdm.handshake.feature.delivery_complete']], ['1', '1', '0']);
       t.equal(r['efa_rdm.connid'], fromA(r) ? connidA : connidB, "the sender's connection id");
       t.equal(r['efa_rdm.handshake.device_version'], hex(cap.vendorPartId, 8));
       t.equal(r['efa_rdm.handshake.p2p_supported'], '0');
       t.equal(r['efa_rdm.payload_len'], '0');
       t.equal(num(r['efa_emu.payload_len']), wire.HANDSHAKE_LEN, 'nothing after the optional headers');
-      t.match(r['_ws.col.Info'], /^RDM HANDSHAKE features=RDMA_READ\|CONNID_HEADER \| SRD_DATA /);
+      t.match(r['_ws.col.Info'], /^RDM HANDSHAKE features=RDMA_READ\|CONNID_HEADER\|PEER_ERROR \| SRD_DATA /);
     }
   });
 
@@ -537,6 +540,13 @@ t.test('payloads that are not RDM packets stay data', { skip: noTshark }, async 
   });
   add('CTSDATA', ctrl((b) => wire.encodeCtsData(b, 0x77, 55, 100, 66), 100), { payload: 100, 'efa_rdm.recv_id': '55', 'efa_rdm.seg_length': '100', 'efa_rdm.seg_offset': '66', 'efa_rdm.connid': connid });
   add('EOR', ctrl((b) => wire.encodeEor(b, 0x77, 33, 44)), { payload: 0, 'efa_rdm.send_id': '33', 'efa_rdm.recv_id': '44', 'efa_rdm.connid': connid });
+  add('PEER_ERROR', ctrl((b) => wire.encodePeerError(b, 0x77, 66, wire.PeerErrorRef.MSG_ID, 10)), {
+    payload: 0,
+    'efa_rdm.peer_error.op_id': '66',
+    'efa_rdm.peer_error.ref_kind': '1',
+    'efa_rdm.peer_error.prov_errno': '10',
+    'efa_rdm.connid': connid,
+  });
   add('HANDSHAKE', ctrl((b) => wire.encodeHandshake(b, 0x9, 0x77, 0xefa1)), {
     payload: 0,
     'efa_rdm.connid': connid,

@@ -41,6 +41,7 @@
 --   efa_rdm.msg_id efa_rdm.tag efa_rdm.msg_length efa_rdm.seg_offset efa_rdm.seg_length
 --   efa_rdm.send_id efa_rdm.recv_id efa_rdm.credit_request efa_rdm.read_iov_count
 --   efa_rdm.recv_length efa_rdm.cq_data efa_rdm.connid
+--   efa_rdm.peer_error.op_id efa_rdm.peer_error.ref_kind efa_rdm.peer_error.prov_errno
 --   efa_rdm.raw_addr efa_rdm.raw_addr.len efa_rdm.raw_addr.gid efa_rdm.raw_addr.qpn
 --   efa_rdm.raw_addr.connid
 --   efa_rdm.read_iov.addr efa_rdm.read_iov.len efa_rdm.read_iov.key
@@ -502,7 +503,7 @@ end
 local rdm = Proto("efa_rdm", "EFA RDM protocol v4")
 
 local RDM_VERSION = 4
-local RDM_CTS, RDM_CTSDATA, RDM_EOR, RDM_HANDSHAKE = 3, 4, 7, 9
+local RDM_CTS, RDM_CTSDATA, RDM_EOR, RDM_HANDSHAKE, RDM_PEER_ERROR = 3, 4, 7, 9, 12
 local RDM_EAGER_MSGRTM, RDM_EAGER_TAGRTM = 64, 65
 local RDM_MEDIUM_MSGRTM, RDM_MEDIUM_TAGRTM = 66, 67
 local RDM_LONGCTS_MSGRTM, RDM_LONGCTS_TAGRTM = 68, 69
@@ -513,6 +514,7 @@ local rdm_type_names = {
     [RDM_CTSDATA] = "CTSDATA",
     [RDM_EOR] = "EOR",
     [RDM_HANDSHAKE] = "HANDSHAKE",
+    [RDM_PEER_ERROR] = "PEER_ERROR",
     [RDM_EAGER_MSGRTM] = "EAGER_MSGRTM",
     [RDM_EAGER_TAGRTM] = "EAGER_TAGRTM",
     [RDM_MEDIUM_MSGRTM] = "MEDIUM_MSGRTM",
@@ -521,6 +523,11 @@ local rdm_type_names = {
     [RDM_LONGCTS_TAGRTM] = "LONGCTS_TAGRTM",
     [RDM_LONGREAD_MSGRTM] = "LONGREAD_MSGRTM",
     [RDM_LONGREAD_TAGRTM] = "LONGREAD_TAGRTM",
+}
+-- PEER_ERROR's ref_kind: what op_id names (a send of the receiver's peer, or a message id).
+local rdm_peer_error_refs = {
+    [0] = "OPE_INDEX",
+    [1] = "MSG_ID",
 }
 -- REQ types: fixed header bytes before the optional headers (reqHeaderLen less the optional
 -- parts), the protocol a message of that type takes (named as the endpoint's counters name
@@ -553,7 +560,7 @@ local HS_KNOWN_FLAGS = HS_HOST_ID_HDR + HS_DEVICE_VERSION_HDR + HS_USER_RECV_QP_
 -- padded to 40 bytes; CQ data 8, connid 4; one read IOV (addr, len, key: u64 each) 24.
 local RDM_RAW_ADDR_HDR_LEN, RDM_RAW_ADDR_FIELD_LEN, RDM_RAW_ADDR_LEN = 40, 36, 32
 local RDM_CQ_DATA_HDR_LEN, RDM_CONNID_HDR_LEN, RDM_RMA_IOV_LEN = 8, 4, 24
-local RDM_CTS_LEN, RDM_EOR_LEN = 24, 16
+local RDM_CTS_LEN, RDM_EOR_LEN, RDM_PEER_ERROR_LEN = 24, 16, 20
 -- CTSDATA: 24 bytes, then connid u32 and padding when CONNID_HDR is set.
 local RDM_CTSDATA_HDR_LEN, RDM_CTSDATA_NO_CONNID_LEN = 32, 24
 -- The provider reads at most this many IOVs of one long-read message (its IOV limit).
@@ -605,6 +612,9 @@ local rf = {
     credit_request = ProtoField.uint32("efa_rdm.credit_request", "Credit request (packets per CTS)", base.DEC),
     read_iov_count = ProtoField.uint32("efa_rdm.read_iov_count", "Read IOV count", base.DEC),
     recv_length = ProtoField.uint64("efa_rdm.recv_length", "Receive length (bytes granted)", base.DEC),
+    op_id = ProtoField.uint32("efa_rdm.peer_error.op_id", "Operation or message id", base.DEC),
+    ref_kind = ProtoField.uint32("efa_rdm.peer_error.ref_kind", "Refers to", base.DEC, rdm_peer_error_refs),
+    prov_errno = ProtoField.uint32("efa_rdm.peer_error.prov_errno", "Provider errno (EFA status)", base.DEC),
 
     raw_addr = ProtoField.bytes("efa_rdm.raw_addr", "Raw address (efa_ep_addr)"),
     raw_addr_len = ProtoField.uint32("efa_rdm.raw_addr.len", "Address length", base.DEC),
@@ -671,9 +681,9 @@ end
 -- The RDM heuristic. An SRD send's payload is the application's own bytes when the sender is
 -- a plain verbs program, so "looks like RDM" has to be hard to hit by chance. The payload of
 -- an SRD_DATA packet (`len` bytes on the wire) is taken as an RDM packet only when:
---   1. byte 1, the version, is 4, and byte 0 a type named in rdm_type_names (12 of 256);
+--   1. byte 1, the version, is 4, and byte 0 a type named in rdm_type_names (13 of 256);
 --   2. the flags have no bit outside those the type defines (REQ: RAW_ADDR_HDR, CQ_DATA_HDR,
---      MSG, TAGGED, READ_NACK, CONNID_HDR; CTS: CONNID_HDR, READ_REQ; CTSDATA and EOR:
+--      MSG, TAGGED, READ_NACK, CONNID_HDR; CTS: CONNID_HDR, READ_REQ; CTSDATA, EOR and PEER_ERROR:
 --      CONNID_HDR; HANDSHAKE: CONNID_HDR and its four optional-header flags); a REQ has
 --      exactly the one of MSG and TAGGED its type says, and not both RAW_ADDR_HDR and CONNID_HDR
 --      (its sender uses one or the other);
@@ -743,6 +753,10 @@ local function rdm_layout(tvb, len)
     elseif ptype == RDM_EOR then
         if not only(PKT_CONNID_HDR) or len ~= RDM_EOR_LEN or not have(RDM_EOR_LEN) then return nil end
         L.hdr_len = RDM_EOR_LEN
+    elseif ptype == RDM_PEER_ERROR then
+        if not only(PKT_CONNID_HDR) or len ~= RDM_PEER_ERROR_LEN or not have(RDM_PEER_ERROR_LEN) then return nil end
+        if rdm_peer_error_refs[tvb(8, 4):le_uint()] == nil then return nil end
+        L.hdr_len = RDM_PEER_ERROR_LEN
     else -- RDM_HANDSHAKE
         if not only(HS_KNOWN_FLAGS) or not have(8) then return nil end
         local nextra_p3 = tvb(4, 4):le_uint()
@@ -883,6 +897,14 @@ local function dissect_rdm(tvb, pinfo, tree, L)
         if has(flags, PKT_CONNID_HDR) then add(rf.connid, 12, 4) else pad(12, 4) end
         say("send_id=" .. tvb(4, 4):le_uint())
         say("recv_id=" .. tvb(8, 4):le_uint())
+    elseif ptype == RDM_PEER_ERROR then
+        fi:add_le(rf.f_connid, tvb(2, 2))
+        add(rf.op_id, 4, 4)
+        add(rf.ref_kind, 8, 4)
+        add(rf.prov_errno, 12, 4)
+        if has(flags, PKT_CONNID_HDR) then add(rf.connid, 16, 4) else pad(16, 4) end
+        say(string.lower(rdm_peer_error_refs[tvb(8, 4):le_uint()]) .. "=" .. tvb(4, 4):le_uint())
+        say("prov_errno=" .. tvb(12, 4):le_uint())
     else -- RDM_HANDSHAKE
         for _, fl in ipairs({ rf.f_host_id, rf.f_device_version, rf.f_user_recv_qp, rf.f_hmem_p2p, rf.f_connid }) do
             fi:add_le(fl, tvb(2, 2))

@@ -8,6 +8,7 @@ import type { RdmConfig } from './rdm-config';
 import type { RxOp, TxOp } from './rdm-ops';
 import type { RdmPeer } from './rdm-peer';
 import type { RdmStats } from './rdm-stats';
+import { RdmPktType } from './rdm-wire';
 
 /** One packet buffer the endpoint sends from (a slice of one registered region). */
 export class TxSlot {
@@ -172,7 +173,9 @@ export class PacketSender {
     this.stats.inc('rnr_packets');
     if (slot.rnrs === 0) slot.firstRnrAt = now;
     slot.rnrs++;
-    if (now - slot.firstRnrAt > this.config.rnrTimeoutMs) {
+    // A PEER_ERROR is the one packet that outlives the RNR patience: it is what ends the
+    // stalled peer's side of a failed operation once it takes packets again.
+    if (now - slot.firstRnrAt > this.config.rnrTimeoutMs && !(slot.owner === null && slot.type === RdmPktType.PEER_ERROR)) {
       this.fail(slot, EfaStatus.REMOTE_ERROR_RNR);
       return;
     }

@@ -31,7 +31,9 @@ import {
   encodeCtsData,
   encodeEor,
   encodeHandshake,
+  encodePeerError,
   encodeReq,
+  PeerErrorRef,
   RdmFeature,
   RdmPktType,
   ReqFields,
@@ -150,7 +152,7 @@ export class RdmEndpoint {
     this.mtu = device.attributes.mtu;
     this.raw = encodeRawAddress(device.gid, qp.qpNum, connid);
     this.canRead = (device.attributes.deviceCaps & EfadvDeviceCaps.RDMA_READ) !== 0;
-    this.features = RdmFeature.CONNID_HEADER | (this.canRead ? RdmFeature.RDMA_READ : 0);
+    this.features = RdmFeature.CONNID_HEADER | RdmFeature.PEER_ERROR | (this.canRead ? RdmFeature.RDMA_READ : 0);
     this.deviceVersion = device.attributes.vendorPartId;
     // The largest eager payload: the MTU less the biggest eager header (tagged, raw address, CQ data).
     const eagerRoom = this.mtu - reqHeaderLen(RdmPktType.EAGER_TAGRTM, true, true);
@@ -718,8 +720,9 @@ export class RdmEndpoint {
       // A long-read receive completes before its EOR goes out: it still owes the EOR (the
       // sender completes on it); failRx clears what a failed receive owed.
       if (w.ctrlNeeded !== CtrlNeed.NONE && (!w.done || w.ctrlNeeded === CtrlNeed.EOR)) this.sendCtrl(w, w.ctrlNeeded);
-    } else if (w.handshakeNeeded) {
-      this.sendHandshake(w, w.probing);
+    } else {
+      if (w.handshakeNeeded) this.sendHandshake(w, w.probing);
+      if (w.peerErrors.length > 0 && !w.waitingForSlot) this.sendPeerErrors(w);
     }
   }
 
@@ -822,18 +825,77 @@ export class RdmEndpoint {
       // RNR beyond the endpoint's patience fails what waited on that packet: its operation, or,
       // for a control packet (handshake probe, CTS, EOR), which has none, every operation that
       // waits on the peer's answers: the peer takes no packets, so no answer will come.
+      // The peer is alive, only not taking packets: it is told (PEER_ERROR) once it takes them
+      // again, so its side of each operation ends too instead of waiting for what will not come.
       const prov = status;
-      if (owner instanceof TxOp) this.failTx(owner, prov);
-      else if (owner instanceof RxOp) this.failRx(owner, prov);
+      if (owner instanceof TxOp) this.abortTx(owner, prov);
+      else if (owner instanceof RxOp) this.abortRx(owner, prov);
       else {
         for (const op of [...peer.waitingOps]) {
-          if (op instanceof TxOp) this.failTx(op, prov);
-          else if (op instanceof RxOp) this.failRx(op, prov);
+          if (op instanceof TxOp) this.abortTx(op, prov);
+          else if (op instanceof RxOp) this.abortRx(op, prov);
         }
       }
       return;
     }
     this.failPeer(peer, status);
+  }
+
+  /** Fails a send and tells the receiver to drop what arrived of its message. */
+  private abortTx(op: TxOp, prov: number): void {
+    if (op.done) return;
+    this.failTx(op, prov);
+    this.owePeerError(op.peer, op.msgId, PeerErrorRef.MSG_ID, prov);
+  }
+
+  /** Fails a receive and, for a long message, tells its sender to stop waiting for our CTS or EOR. */
+  private abortRx(r: RxOp, prov: number): void {
+    if (r.done) return;
+    this.failRx(r, prov);
+    if (r.peer !== null && (r.proto === 'longcts' || r.proto === 'longread')) this.owePeerError(r.peer, r.sendId, PeerErrorRef.OPE_INDEX, prov);
+  }
+
+  private owePeerError(peer: RdmPeer, opId: number, refKind: number, prov: number): void {
+    // Only a peer that announced the feature knows the packet (the provider's rule).
+    if ((peer.features & RdmFeature.PEER_ERROR) === 0) return;
+    peer.peerErrors.push(opId, refKind, prov);
+    this.sendPeerErrors(peer);
+  }
+
+  private sendPeerErrors(peer: RdmPeer): void {
+    while (peer.peerErrors.length > 0) {
+      const slot = this.out.alloc();
+      if (slot === null) {
+        this.out.waitFor(peer);
+        return;
+      }
+      const [opId, refKind, prov] = peer.peerErrors.splice(0, 3);
+      this.stats.inc('peer_errors_sent');
+      this.bindSlot(slot, peer, null, encodePeerError(slot.buf, this.connid, opId, refKind, prov), 0, RdmPktType.PEER_ERROR);
+      this.out.send(slot);
+    }
+  }
+
+  /** A PEER_ERROR: the operation or message it names failed at the peer. */
+  private onPeerError(peer: RdmPeer): void {
+    const f = this.ctrl;
+    this.stats.inc('peer_errors_received');
+    if (f.refKind === PeerErrorRef.OPE_INDEX) {
+      const op = this.txOps.get(f.opId);
+      if (op !== undefined && op.peer === peer) this.failTx(op, f.provErrno);
+      return;
+    }
+    const msgId = f.opId;
+    if (peer.aborted.size >= 4096) peer.aborted.delete(peer.aborted.values().next().value as number);
+    peer.aborted.add(msgId);
+    for (const r of [...this.rxOps.values()]) if (r.peer === peer && r.msgId === msgId) this.failRx(r, f.provErrno);
+    const partial = peer.partial.get(msgId);
+    if (partial instanceof Unexpected) this.matcher.removeUnexpected(partial);
+    peer.partial.delete(msgId);
+    this.matcher.removeUnexpectedWhere((u) => u.peer === peer && u.msgId === msgId);
+    peer.reorder.delete(msgId);
+    // Ordered receives wait for this message no more.
+    if (this.config.ordered && peer.nextRxMsgId === msgId) this.advanceOrdered(peer);
   }
 
   private onRecv(wc: WorkCompletion): void {
@@ -935,6 +997,10 @@ export class RdmEndpoint {
   /** A decoded REQ (in `this.req`) from a known peer: in order when receives are ordered. */
   private acceptReq(peer: RdmPeer, pkt: Buffer): void {
     const f = this.req;
+    if (peer.aborted.has(f.msgId)) {
+      this.stats.inc('rx_drop_aborted');
+      return;
+    }
     if (f.type === RdmPktType.MEDIUM_MSGRTM || f.type === RdmPktType.MEDIUM_TAGRTM) {
       const partial = peer.partial.get(f.msgId);
       if (partial !== undefined) {
@@ -960,9 +1026,18 @@ export class RdmEndpoint {
       return;
     }
     this.handleReq(peer, pkt);
+    this.advanceOrdered(peer);
+  }
+
+  /** The message at `nextRxMsgId` is handled (or aborted): take the ones that waited for their turn. */
+  private advanceOrdered(peer: RdmPeer): void {
     peer.nextRxMsgId = (peer.nextRxMsgId + 1) >>> 0;
-    // Then whatever waited for this turn, message by message.
     for (;;) {
+      if (peer.aborted.has(peer.nextRxMsgId)) {
+        peer.reorder.delete(peer.nextRxMsgId);
+        peer.nextRxMsgId = (peer.nextRxMsgId + 1) >>> 0;
+        continue;
+      }
       const list = peer.reorder.get(peer.nextRxMsgId);
       if (list === undefined) break;
       peer.reorder.delete(peer.nextRxMsgId);
@@ -1084,6 +1159,9 @@ export class RdmEndpoint {
         else if (r.received >= r.granted) this.sendCtrl(r, CtrlNeed.CTS);
         return;
       }
+      case RdmPktType.PEER_ERROR:
+        this.onPeerError(peer);
+        return;
       case RdmPktType.EOR: {
         const op = this.txOps.get(f.sendId);
         if (op === undefined || op.peer !== peer || op.proto !== 'longread') {

@@ -50,6 +50,10 @@ export class RdmPeer {
   probing = false;
   /** Our handshake must go out once a packet slot is free. */
   handshakeNeeded = false;
+  /** PEER_ERRORs owed to it, as (op_id, ref_kind, prov_errno) triples, sent as slots free. */
+  readonly peerErrors: number[] = [];
+  /** Its messages it told us failed (PEER_ERROR MSG_ID): late packets of them are dropped, and ordered receives skip them. */
+  readonly aborted = new Set<number>();
   /** On the endpoint's list of things waiting for a packet slot. */
   waitingForSlot = false;
 

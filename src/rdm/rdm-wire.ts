@@ -20,6 +20,7 @@ export const RdmPktType = {
   EOR: 7,
   HANDSHAKE: 9,
   RECEIPT: 10,
+  PEER_ERROR: 12,
   EAGER_MSGRTM: 64,
   EAGER_TAGRTM: 65,
   MEDIUM_MSGRTM: 66,
@@ -152,6 +153,16 @@ export const CTS_LEN = 24;
 /** CTSDATA: base, recv_id u32, seg_length u64, seg_offset u64, connid u32 + pad. */
 export const CTSDATA_HDR_LEN = 32;
 export const EOR_LEN = 16;
+/** PEER_ERROR: base, op_id u32, ref_kind u32, prov_errno u32, connid u32. */
+export const PEER_ERROR_LEN = 20;
+
+/** What a PEER_ERROR's op_id names (protocol v4, the PEER_ERROR extra feature). */
+export const PeerErrorRef = {
+  /** The receiver's peer's operation id (a send_id): that send failed at the receiver's side. */
+  OPE_INDEX: 0,
+  /** A message id of the sender: that message failed at the sender; drop what arrived of it. */
+  MSG_ID: 1,
+} as const;
 /** Handshake: base, nextra_p3, one extra-info word, connid, device version, p2p (flags 0x800A). */
 export const HANDSHAKE_LEN = 8 + 8 + 8 + 8 + 8;
 
@@ -382,6 +393,10 @@ export class CtrlFields {
   segOffset = 0;
   /** The sender's connection id (0 when the packet has no connid header). */
   connid = 0;
+  /** PEER_ERROR: the operation or message it names, how, and the error. */
+  opId = 0;
+  refKind = 0;
+  provErrno = 0;
   /** HANDSHAKE: the sender's feature and request bits, host id and device version (PCI id). */
   features = 0;
   hostId = 0;
@@ -425,6 +440,16 @@ export function encodeEor(buf: Uint8Array, connid: number, sendId: number, recvI
   dv.setUint32(8, recvId >>> 0, true);
   dv.setUint32(12, connid >>> 0, true);
   return EOR_LEN;
+}
+
+/** A PEER_ERROR: the operation or message `opId` names (by `refKind`) failed with `provErrno`. */
+export function encodePeerError(buf: Uint8Array, connid: number, opId: number, refKind: number, provErrno: number): number {
+  const dv = writeBase(buf, RdmPktType.PEER_ERROR, PKT_CONNID_HDR);
+  dv.setUint32(4, opId >>> 0, true);
+  dv.setUint32(8, refKind >>> 0, true);
+  dv.setUint32(12, provErrno >>> 0, true);
+  dv.setUint32(16, connid >>> 0, true);
+  return PEER_ERROR_LEN;
 }
 
 /** Handshake optional headers (§2.1.1), in the order they follow the extra-info words. */
@@ -484,6 +509,14 @@ export function decodeCtrl(buf: Uint8Array, len: number, f: CtrlFields): boolean
       if (connid) f.connid = dv.getUint32(12, true);
       f.payloadOff = EOR_LEN;
       return true;
+    case RdmPktType.PEER_ERROR:
+      if (len !== PEER_ERROR_LEN) return false;
+      f.opId = dv.getUint32(4, true);
+      f.refKind = dv.getUint32(8, true);
+      f.provErrno = dv.getUint32(12, true);
+      if (connid) f.connid = dv.getUint32(16, true);
+      f.payloadOff = PEER_ERROR_LEN;
+      return f.refKind === PeerErrorRef.OPE_INDEX || f.refKind === PeerErrorRef.MSG_ID;
     case RdmPktType.HANDSHAKE: {
       if (len < 8) return false;
       const nextraP3 = dv.getUint32(4, true);

@@ -83,6 +83,13 @@ export class TagMatcher<R extends RecvCriteria, U extends ArrivedMessage> {
     if (i >= 0) list.splice(i, 1);
   }
 
+  /** Removes every unexpected message `pred` picks. */
+  removeUnexpectedWhere(pred: (u: U) => boolean): void {
+    for (const list of this.unexpected) {
+      for (let i = list.length - 1; i >= 0; i--) if (pred(list[i])) list.splice(i, 1);
+    }
+  }
+
   /** Posted receives still waiting (both kinds). */
   postedReceives(): R[] {
     return [...this.posted[0], ...this.posted[1]];
