@@ -102,7 +102,7 @@ t.test('FI_ADDR_UNSPEC takes any sender; a directed receive only its own', async
 });
 
 t.test('a sender not in the AV: its messages report FI_ADDR_NOTAVAIL, and match a directed receive once inserted', async (t) => {
-  const { s, logs, until, close } = await pair(13);
+  const { s, logs, close } = await pair(13);
   const b = s.eps[1];
   const x = await addEndpoint(s);
   const xLog = new CqLog(x.cq);

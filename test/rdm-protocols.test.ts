@@ -10,16 +10,8 @@ import { FI_EAVAIL } from '../src/rdm/fi-errno';
 import { decodeReq, RdmPktType, ReqFields, type RdmProtocol } from '../src/rdm/rdm-wire';
 import { OFF_HDR_LEN, PacketType } from '../src/wire/header';
 import { rdmSim } from './helpers/rdm-sim';
+import { pattern } from './helpers/rdm-scenario';
 
-function pattern(seed: number, len: number): Buffer {
-  const b = Buffer.allocUnsafe(len);
-  let x = (seed * 2654435761) >>> 0;
-  for (let i = 0; i < len; i++) {
-    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
-    b[i] = x >>> 24;
-  }
-  return b;
-}
 
 /** Reads completions from a CQ into a list until `want` arrived; errors are returned too. */
 function drain(cq: { read(out: RdmCqEntry[], max?: number): number; readerr(out: RdmCqErrEntry): number }, into: RdmCqEntry[], errs: RdmCqErrEntry[]): void {

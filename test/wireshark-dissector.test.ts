@@ -5,7 +5,6 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { execFile } from 'node:child_process';
 import t from 'tap';
 import { EfaStatus } from '../src/common/efa-status';
 import { PcapWriter } from '../src/io/pcap-writer';
@@ -13,7 +12,7 @@ import { BASE_HEADER_LEN, encodeHeader, FLAG_HAS_IMM, isSrdData, OFF_CRC, Packet
 import * as srd from '../src/wire/srd-header';
 import * as header from '../src/wire/header';
 import * as rdma from '../src/wire/rdma-header';
-import { tsharkProblem } from './helpers/tshark';
+import { tshark, tsharkProblem } from './helpers/tshark';
 import {
   GID_A,
   GID_B,
@@ -48,22 +47,6 @@ function tempdir(t: HasTeardown): string {
 // False where the tshark tests can run; otherwise each is reported skipped with this reason.
 const noTshark = tsharkProblem();
 
-/** Runs tshark on `file` with the dissector loaded; rejects on a non-zero exit or a Lua error. */
-function tshark(file: string, args: string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    execFile(
-      'tshark',
-      ['-n', '-r', file, '-X', `lua_script:${LUA}`, ...args],
-      // A private config dir: the user's preferences must not change what is decoded.
-      { encoding: 'utf8', timeout: 120000, maxBuffer: 64 * 1024 * 1024, env: { ...process.env, WIRESHARK_CONFIG_DIR: path.dirname(file) } },
-      (err, stdout, stderr) => {
-        if (err) return reject(new Error(`tshark ${args.join(' ')}: ${err.message}\n${stderr}`));
-        if (/lua.*error/i.test(stderr) || /Lua Error/.test(stdout)) return reject(new Error(`Lua error:\n${stderr}\n${stdout}`));
-        resolve(stdout);
-      },
-    );
-  });
-}
 
 const FIELDS = [
   'efa_emu.magic',

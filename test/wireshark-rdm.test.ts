@@ -6,7 +6,6 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { execFile } from 'node:child_process';
 import t from 'tap';
 import { PcapWriter, readPcap } from '../src/io/pcap-writer';
 import { DEFAULT_RDM_CONFIG } from '../src/rdm/rdm-config';
@@ -15,7 +14,7 @@ import { encodeHeader, PacketType, sealPacket } from '../src/wire/header';
 import { SRD_DATA_HDR_LEN, writeSrdData } from '../src/wire/srd-header';
 import { GID_A, HOST_A, HOST_B, INCARNATION_B, QKEY, SESSION } from './fixtures/make-capture';
 import { writeRdmCapture, type RdmCapture } from './fixtures/rdm-capture';
-import { tsharkProblem } from './helpers/tshark';
+import { tshark, tsharkProblem } from './helpers/tshark';
 
 const { RdmPktType, ReqFlags, HandshakeFlags, RdmFeature } = wire;
 
@@ -35,22 +34,6 @@ function tempdir(t: HasTeardown): string {
   return dir;
 }
 
-/** Runs tshark on `file` with the dissector loaded; rejects on a non-zero exit or a Lua error. */
-function tshark(file: string, args: string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    execFile(
-      'tshark',
-      ['-n', '-r', file, '-X', `lua_script:${LUA}`, ...args],
-      // A private config dir: the user's preferences must not change what is decoded.
-      { encoding: 'utf8', timeout: 60_000, maxBuffer: 64 * 1024 * 1024, env: { ...process.env, WIRESHARK_CONFIG_DIR: path.dirname(file) } },
-      (err, stdout, stderr) => {
-        if (err) return reject(new Error(`tshark ${args.join(' ')}: ${err.message}\n${stderr}`));
-        if (/lua.*error/i.test(stderr) || /Lua Error/.test(stdout)) return reject(new Error(`Lua error:\n${stderr}\n${stdout}`));
-        resolve(stdout);
-      },
-    );
-  });
-}
 
 const FIELDS = [
   'frame.number',
