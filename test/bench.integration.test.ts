@@ -59,6 +59,11 @@ t.test('latency and bandwidth figures', async (t) => {
   t.equal(bw.bw_avg_mbps, 10);
   t.equal(bw.bw_peak_mbps, 50, 'the best step: 5 MB in 100 ms');
   t.equal(bw.msg_rate_mpps, 0.00001);
+  // One batch of completions marks several steps microseconds apart: the peak is measured over
+  // at least PEAK_MIN_SPAN_MS, so it cannot read thousands of times the real rate.
+  const burst = bandwidthFigures(64, 200_000, 0, 1000, [500, 500.001, 500.002, 500.003, 1000], 40_000);
+  t.ok(burst.bw_peak_mbps <= 2 * burst.bw_avg_mbps, `a burst of marks does not inflate the peak (${burst.bw_peak_mbps} vs avg ${burst.bw_avg_mbps} MB/s)`);
+  t.equal(burst.bw_peak_mbps, Math.round(((4 * 40_000 * 64) / ((1000 - 500.003) / 1000) / 2 ** 20) * 100) / 100, 'the four steps of the batch, over the time they took');
   const results: BenchResult[] = [
     { type: 'raw', test: 'lat', size: 64, iters: 1, t_typical_usec: 20 },
     { type: 'srd', test: 'lat', size: 64, iters: 1, t_typical_usec: 25 },

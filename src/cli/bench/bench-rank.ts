@@ -237,10 +237,15 @@ async function bandwidth(dev: EfaDevice, ep: BenchEndpoint, rank: number, size: 
   const reliable = type === 'srd';
   if (rank === 1) {
     let received = 0;
+    let highest = -1;
     await new Promise<void>((resolve) => {
       ep.onRecv = (tag) => {
         received++;
-        if (!reliable && (received % ACK_EVERY === 0 || tag === total - 1)) ep.send(received, ACK_BYTES);
+        if (tag > highest) highest = tag;
+        // The ack names how far the stream got (highest tag + 1), not how many arrived: after
+        // losses the count stays behind what was sent for good, and the sender could never
+        // tell progress from an old ack again.
+        if (!reliable && (received % ACK_EVERY === 0 || tag === total - 1)) ep.send(highest + 1, ACK_BYTES);
         // SRD delivers out of order and exactly once: the last tag may come first, so only the
         // count says the stream is over (stopping early would leave the rest waiting on RNR).
         // UD and raw may lose messages: the last tag, or the sender's word, ends them.
@@ -248,6 +253,8 @@ async function bandwidth(dev: EfaDevice, ep: BenchEndpoint, rank: number, size: 
       };
       ep.onSendDone = () => undefined;
       ep.start();
+      // Only now may the sender start: a raw datagram that comes before the handler is lost.
+      void dev.daemon.put(`${stepKey}/ready`, '1');
       if (!reliable) {
         // If the last message is lost the stream ends by the sender's word instead.
         void dev.daemon.get(`${stepKey}/sent`, 600_000).then(() => resolve(), () => resolve());
@@ -257,6 +264,7 @@ async function bandwidth(dev: EfaDevice, ep: BenchEndpoint, rank: number, size: 
     await dev.daemon.put(`${stepKey}/received`, String(received));
     return {};
   }
+  await dev.daemon.get(`${stepKey}/ready`, 600_000);
   const marks: number[] = [];
   let sent = 0;
   let completed = 0;
