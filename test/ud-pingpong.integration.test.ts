@@ -19,6 +19,21 @@ t.test('efa-emu pingpong prints like ibv_ud_pingpong without --json', async (t) 
   t.equal(run.code, 0, `exit 0 (stderr: ${run.stderr})`);
   t.match(run.stdout, /^6400 bytes in \d+\.\d\d seconds = \d+\.\d\d Mbit\/sec$/m);
   t.match(run.stdout, /^50 iters in \d+\.\d\d seconds = \d+\.\d\d usec\/iter$/m);
+  // ibv_ud_pingpong's preamble on both sides: each names itself and the other, crosswise.
+  const addr = (text: string, which: 'local' | 'remote'): [string, string] => {
+    const sep = which === 'local' ? ':' : ',';
+    const m = new RegExp(`^(?:\\[1\\] )?  ${which} address: {1,2}LID 0x0000, QPN 0x([0-9a-f]{6}), PSN 0x000000${sep} GID ([0-9a-f:]+)$`, 'm').exec(text);
+    if (m === null) throw new Error(`no ${which} address line in:\n${text}`);
+    return [m[1], m[2]];
+  };
+  const server = run.stderr.split('\n').filter((l) => l.startsWith('[1] ')).join('\n');
+  const [cQpn, cGid] = addr(run.stdout, 'local');
+  const [sQpn, sGid] = addr(server, 'local');
+  t.same(addr(run.stdout, 'remote'), [sQpn, sGid], "the client's remote address is the server's local one");
+  t.same(addr(server, 'remote'), [cQpn, cGid], "the server's remote address is the client's local one");
+  t.not(cGid, sGid, 'two devices');
+  // The server prints its own result too.
+  t.match(server, /^\[1\] 50 iters in \d+\.\d\d seconds = \d+\.\d\d usec\/iter$/m);
 });
 
 t.test('efa-emu launch -n 4 runs the TypeScript example as two pairs', async (t) => {

@@ -40,8 +40,10 @@ export interface PingPongOptions {
   timeoutMs: number;
 }
 
-/** The JSON result line the client prints with --json. */
+/** A rank's result; the client prints it as one JSON line with --json. */
 export interface PingPongResult {
+  /** The client sends the pings and times the round trips; the server echoes them. */
+  role: 'client' | 'server';
   type: string;
   size: number;
   iters: number;
@@ -50,6 +52,7 @@ export interface PingPongResult {
   errors: number;
   lost: number;
   seconds: number;
+  /** Microseconds per round trip (ping and pong), as ibv_ud_pingpong's usec/iter. */
   usec_per_iter: number;
   mbit_per_sec: number;
   rank: number;
@@ -119,8 +122,8 @@ export function parsePingPongArgs(argv: string[], qpType: QpType): PingPongOptio
 }
 
 /**
- * Runs one rank of the ping-pong; resolves with the client's result (null on a server or an
- * idle rank). Rejects with {@link CompletionFailedError} on an error completion.
+ * Runs one rank of the ping-pong; resolves with its result (null on an idle rank). Rejects
+ * with {@link CompletionFailedError} on an error completion.
  */
 export async function runPingPong(opts: PingPongOptions): Promise<PingPongResult | null> {
   // A lone rank would wait a minute for a partner that cannot exist: refuse it at once.
@@ -240,6 +243,11 @@ class PingPong {
     const peer = JSON.parse(await dev.daemon.get(key(this.peerRank), 60_000)) as { gid: string; qpn: number };
     this.peerQpn = peer.qpn;
     this.ah = await dev.createAh(pd, { gid: peer.gid });
+    // ibv_ud_pingpong's preamble, on both sides (EFA has no LIDs; the send PSN is 0).
+    if (!opts.json) {
+      process.stdout.write(`  local address:  LID 0x0000, QPN 0x${hex6(this.qp.qpNum)}, PSN 0x000000: GID ${dev.gidText}\n`);
+      process.stdout.write(`  remote address: LID 0x0000, QPN 0x${hex6(peer.qpn)}, PSN 0x000000, GID ${peer.gid}\n`);
+    }
     // Both sides have posted their receives before either sends.
     const pair = Math.min(this.rank, this.peerRank);
     await dev.daemon.barrier(`${job}/pingpong/${opts.qpType}/${pair}/ready`, 2, 60_000);
@@ -263,26 +271,32 @@ class PingPong {
         this.sendPing();
         // UD loses packets and only a timeout tells; SRD recovers by itself.
         if (opts.qpType === QpType.UD) watchdog = setInterval(() => this.checkTimeout(), Math.max(1, Math.floor(opts.timeoutMs / 4)));
-        await this.orFail(finishedAll);
       }
+      // The server echoes until the client, having every pong, meets it at this barrier; the
+      // client enters it only then. The server's own time ends when it has echoed the last
+      // ping (once: UD may resend it), or, should it not count them all, when the client is through.
+      const meet = (): Promise<void> => dev.daemon.barrier(`${job}/pingpong/${opts.qpType}/${pair}/done`, 2, 600_000);
+      const met = this.client ? null : meet();
+      await this.orFail(met === null ? finishedAll : Promise.race([finishedAll, met]));
       end = performance.now();
       if (watchdog !== null) clearInterval(watchdog);
-      // The server echoes until the client, having every pong, meets it here.
-      await this.orFail(dev.daemon.barrier(`${job}/pingpong/${opts.qpType}/${pair}/done`, 2, 600_000));
+      await this.orFail(met ?? meet());
     } finally {
       if (watchdog !== null) clearInterval(watchdog);
       this.finished = true;
       poller.stop();
     }
     const retransKey = `${job}/pingpong/${opts.qpType}/${pair}/server-retrans`;
+    let retransmits: number | undefined;
     if (!this.client) {
       if (opts.qpType === QpType.SRD) await dev.daemon.put(retransKey, String(dev.stats.retrans_pkts));
-      return null;
+    } else {
+      retransmits = opts.qpType === QpType.SRD ? dev.stats.retrans_pkts + Number(await dev.daemon.get(retransKey, 60_000)) : undefined;
     }
-    const retransmits = opts.qpType === QpType.SRD ? dev.stats.retrans_pkts + Number(await dev.daemon.get(retransKey, 60_000)) : undefined;
     const seconds = (end - start) / 1000;
     const bytes = opts.size * opts.iters * 2;
     return {
+      role: this.client ? 'client' : 'server',
       type: opts.qpType.toLowerCase(),
       size: opts.size,
       iters: opts.iters,
@@ -344,6 +358,12 @@ class PingPong {
     if (!this.finished && !this.dev.closed) this.postRecv(slot);
     if (!this.client) {
       this.send(seq);
+      // The server's iterations are the distinct pings it echoed.
+      if (seq === this.seq && this.completed < this.opts.iters) {
+        this.completed++;
+        this.seq = (this.seq + 1) >>> 0;
+        if (this.completed === this.opts.iters) this.done();
+      }
       return;
     }
     if (seq !== this.seq || this.completed >= this.opts.iters) return; // a stale pong after a resend
@@ -359,10 +379,17 @@ function round(v: number, digits: number): number {
   return Math.round(v * f) / f;
 }
 
-/** Prints the client's result like ibv_ud_pingpong, or as one JSON line with --json. */
+function hex6(v: number): string {
+  return v.toString(16).padStart(6, '0');
+}
+
+/**
+ * Prints a rank's result as ibv_ud_pingpong does on both sides (usec/iter is a round trip), or,
+ * with --json, the client's as one JSON line (the server prints nothing: one line to parse).
+ */
 export function printResult(res: PingPongResult, json: boolean): void {
   if (json) {
-    process.stdout.write(`${JSON.stringify(res)}\n`);
+    if (res.role === 'client') process.stdout.write(`${JSON.stringify(res)}\n`);
     return;
   }
   const bytes = res.size * res.iters * 2;
