@@ -140,10 +140,12 @@ export async function openDevice(opts: OpenDeviceOptions = {}): Promise<EfaDevic
       onClose: async () => {
         timer.close();
         injector.close();
-        client.setStatsProvider(null);
         await udp.close();
         await cap?.close();
+        // The stats provider stays until the client has left: its unregister carries the
+        // device's final counters (its last words).
         await client.close();
+        client.setStatsProvider(null);
       },
     });
     device.daemon = client;

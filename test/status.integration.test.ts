@@ -61,3 +61,34 @@ t.test('efa-emu status --json lists every device with counters that grow', async
   t.match(table.stdout, /NAME\s+RANK\s+GID\s+ENDPOINT\s+STATE/);
   t.match(table.stdout, /st0\s+0\s+fe80::/);
 });
+
+t.test("a device's last words: the counters it had when it closed show in status after it left", async (t) => {
+  const daemon = await startDaemon({ port: 0, logger: silentLogger() });
+  t.teardown(() => daemon.close());
+  const addr = `127.0.0.1:${daemon.port}`;
+  const a = await openDevice({ daemon: addr, name: 'lw0', rank: 0, logger: silentLogger(), faults: null, capture: null });
+  const b = await openDevice({ daemon: addr, name: 'lw1', rank: 1, logger: silentLogger(), faults: null, capture: null });
+  t.teardown(() => b.close());
+  const pd = await a.allocPd();
+  const cq = await a.createCq({ cqe: 64 });
+  const qp = await a.createQp(pd, { qpType: QpType.UD, sendCq: cq, recvCq: cq, cap: { maxSendWr: 64, maxRecvWr: 1 } });
+  const mr = await a.regMr(pd, Buffer.alloc(64), AccessFlags.LOCAL_WRITE);
+  await a.modifyQp(qp, { qpState: QpState.INIT, pkeyIndex: 0, portNum: 1, qkey: 1 });
+  await a.modifyQp(qp, { qpState: QpState.RTR });
+  await a.modifyQp(qp, { qpState: QpState.RTS, sqPsn: 0 });
+  const ah = await a.createAh(pd, { gid: b.gidText });
+  // Sent, then closed at once: no heartbeat (one a second) reports these before the close.
+  for (let i = 0; i < 37; i++) {
+    a.postSend(qp, { wrId: i, sgList: [{ addr: 0, length: 64, lkey: mr.lkey }], ah, remoteQpn: 2, remoteQkey: 1 });
+    a.pollCq(cq, 1, []);
+  }
+  const sent = a.statsSnapshot().send_wrs;
+  await a.close();
+  const run = await runCli(['status', '--daemon', addr, '--json']);
+  t.equal(run.code, 0, `status exits 0 (stderr: ${run.stderr})`);
+  const st = lastJsonLine(run.stdout) as unknown as StatusJson;
+  const rec = st.devices.find((d) => d.name === 'lw0');
+  t.ok(rec !== undefined, 'the closed device is listed');
+  t.equal(rec?.up, false, 'down: it left');
+  t.equal(rec?.stats?.send_wrs, sent, `its final send_wrs (${sent}) came with its unregister`);
+});

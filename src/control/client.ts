@@ -358,7 +358,9 @@ export class DaemonClient extends EventEmitter<DaemonClientEvents> {
     const socket = this.socket;
     if (wasReady && this.registerArgs && socket) {
       try {
-        await this.request('unregister', {}, { internal: true, timeoutMs: CLOSE_UNREGISTER_TIMEOUT_MS, holdsRef: true });
+        // The device's last words: its counters as it leaves, so `status` after a job shows them.
+        const stats = this.lastStats();
+        await this.request('unregister', stats ? { stats } : {}, { internal: true, timeoutMs: CLOSE_UNREGISTER_TIMEOUT_MS, holdsRef: true });
       } catch (err) {
         this.log.debug({ err }, 'unregister on close failed');
       }
@@ -606,6 +608,16 @@ export class DaemonClient extends EventEmitter<DaemonClientEvents> {
   private stopHeartbeats(): void {
     if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
     this.heartbeatTimer = null;
+  }
+
+  private lastStats(): Record<string, number> | undefined {
+    if (!this.statsProvider) return undefined;
+    try {
+      return finiteOnly(this.statsProvider());
+    } catch (err) {
+      this.log.warn({ err }, 'stats provider threw; leaving without last counters');
+      return undefined;
+    }
   }
 
   private heartbeat(): void {

@@ -186,6 +186,10 @@ export interface RegisterArgs {
 export interface HeartbeatArgs {
   stats?: Record<string, number>;
 }
+/** A clean leave may carry the device's last counters, so `list` shows its final figures. */
+export interface UnregisterArgs {
+  stats?: Record<string, number>;
+}
 export interface ResolveArgs {
   gid: string;
 }
@@ -209,7 +213,7 @@ export type EmptyArgs = Record<never, never>;
 export interface OpArgs {
   hello: HelloArgs;
   register: RegisterArgs;
-  unregister: EmptyArgs;
+  unregister: UnregisterArgs;
   heartbeat: HeartbeatArgs;
   resolve: ResolveArgs;
   put: PutArgs;

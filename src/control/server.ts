@@ -645,7 +645,7 @@ export class DaemonServer {
       case 'register':
         return this.opRegister(conn, req);
       case 'unregister':
-        return this.opUnregister(conn);
+        return this.opUnregister(conn, req);
       case 'heartbeat':
         return this.opHeartbeat(conn, req);
       case 'resolve':
@@ -753,12 +753,15 @@ export class DaemonServer {
     }
   }
 
-  private opUnregister(conn: Connection): object {
+  private opUnregister(conn: Connection, req: object): object {
+    const stats = this.statsArg('unregister', req);
     const dev = conn.device;
     if (!dev) return {};
     conn.device = null;
     if (dev.owner === conn) {
       dev.owner = null;
+      // Its last words: the counters as the device closed.
+      if (stats) dev.stats = stats;
       if (dev.up) {
         dev.up = false;
         this.log.info({ name: dev.name, gid: dev.gid }, 'device down: unregistered');
@@ -768,19 +771,22 @@ export class DaemonServer {
     return {};
   }
 
-  private opHeartbeat(conn: Connection, req: object): object {
+  /** The optional `stats` of a heartbeat or an unregister, checked. */
+  private statsArg(op: string, req: object): Record<string, number> | undefined {
     const rawStats = ownField(req, 'stats');
-    let stats: Record<string, number> | undefined;
-    if (rawStats !== undefined && rawStats !== null) {
-      if (typeof rawStats !== 'object' || Array.isArray(rawStats)) invalid('heartbeat', 'stats', 'must be an object of numbers');
-      const entries = Object.entries(rawStats);
-      if (entries.length > MAX_STATS_KEYS) invalid('heartbeat', 'stats', `may hold at most ${MAX_STATS_KEYS} counters`);
-      for (const [k, v] of entries) {
-        if (typeof v !== 'number' || !Number.isFinite(v)) invalid('heartbeat', `stats.${k.slice(0, 64)}`, 'must be a finite number');
-      }
-      // fromEntries defines own properties: a counter named "__proto__" stays a counter.
-      stats = Object.fromEntries(entries) as Record<string, number>;
+    if (rawStats === undefined || rawStats === null) return undefined;
+    if (typeof rawStats !== 'object' || Array.isArray(rawStats)) invalid(op, 'stats', 'must be an object of numbers');
+    const entries = Object.entries(rawStats);
+    if (entries.length > MAX_STATS_KEYS) invalid(op, 'stats', `may hold at most ${MAX_STATS_KEYS} counters`);
+    for (const [k, v] of entries) {
+      if (typeof v !== 'number' || !Number.isFinite(v)) invalid(op, `stats.${k.slice(0, 64)}`, 'must be a finite number');
     }
+    // fromEntries defines own properties: a counter named "__proto__" stays a counter.
+    return Object.fromEntries(entries) as Record<string, number>;
+  }
+
+  private opHeartbeat(conn: Connection, req: object): object {
+    const stats = this.statsArg('heartbeat', req);
     const dev = conn.device;
     if (!dev || dev.owner !== conn) {
       throw new DaemonError('ENODEV', 'no device is registered on this connection (never registered, unregistered, or taken over after a missed heartbeat)');
