@@ -657,3 +657,22 @@ t.test('a daemon given with --daemon is not restarted', async (t) => {
   t.same(await d.restart(10), { restarted: false, reason: 'external' });
   await d.close();
 });
+
+t.test("prettyLogs renders the ranks' JSON log records as the launcher's own logs look; other lines pass through", async (t) => {
+  const run = async (prettyLogs: boolean): Promise<string[]> => {
+    const lines: string[] = [];
+    const result = await launch({ n: 2, program: fixture('logs-json.js'), daemon: DAEMON, prettyLogs, onLine: (rank, stream, line) => stream === 'stderr' && lines.push(`${rank}|${line}`) });
+    t.equal(result.exitCode, 0, 'the job succeeded');
+    return lines;
+  };
+  const pretty = await run(true);
+  for (const rank of [0, 1]) {
+    const mine = pretty.filter((l) => l.startsWith(`${rank}|`)).map((l) => l.slice(2));
+    t.ok(mine.some((l) => /WARN.*hello from a rank/.test(l)), `rank ${rank}: the record as a pretty line (${JSON.stringify(mine)})`);
+    t.ok(mine.some((l) => /peers: 3/.test(l)), `rank ${rank}: its fields on lines of their own`);
+    t.notOk(mine.some((l) => l.startsWith('{')), `rank ${rank}: no raw JSON`);
+    t.ok(mine.includes('plain stderr line'), `rank ${rank}: a plain line unchanged`);
+  }
+  const raw = await run(false);
+  t.ok(raw.some((l) => /^0\|\{"level":40,.*"msg":"hello from a rank"/.test(l)), 'without it the record stays JSON');
+});

@@ -15,6 +15,7 @@ import { ENV_DEVICE_NAME, rankEnvVars, type HostPort } from '../env';
 import { ENV_TS_MANIFEST, programProblem } from './launch-program';
 import { buildTsProgram, type TsBuild } from './ts-build';
 import { LineSplitter } from './line-prefixer';
+import { rankLogFormatter } from './rank-log-pretty';
 
 /** Most ranks one launch may start. */
 export const MAX_RANKS = 1024;
@@ -54,6 +55,12 @@ export interface LaunchOptions {
   prefix?: boolean;
   /** Receives each output line (without newline) instead of it being printed. */
   onLine?: (rank: number, stream: 'stdout' | 'stderr', line: string) => void;
+  /**
+   * Render the ranks' JSON log lines (pino records on their stderr) as the launcher's own
+   * logs look on a terminal. Default: when the launcher's stderr is a terminal and no
+   * `onLine` takes the lines.
+   */
+  prettyLogs?: boolean;
   /** Time between SIGTERM and SIGKILL when ranks are stopped (default 2000 ms). */
   killGraceMs?: number;
   /** Time limit for the whole job; on expiry every rank is stopped. */
@@ -147,6 +154,7 @@ interface Settings {
   env: NodeJS.ProcessEnv;
   prefix: boolean;
   onLine: LaunchOptions['onLine'] | null;
+  prettyLogs: boolean;
   killGraceMs: number;
   timeoutMs: number | null;
   signal: AbortSignal | null;
@@ -229,6 +237,8 @@ class Job {
   private readonly onSigint = (): void => this.onProcessSignal('SIGINT');
   private readonly onSigterm = (): void => this.onProcessSignal('SIGTERM');
   private readonly onAbort = (): void => this.onInterrupt('abort', EXIT_SIGINT);
+  /** Renders ranks' JSON log records (when prettyLogs). */
+  private readonly prettyLog: ((line: string) => string | null) | null;
 
   constructor(
     private readonly s: Settings,
@@ -236,6 +246,7 @@ class Job {
     private readonly resolve: (r: LaunchResult) => void,
   ) {
     this.open = s.n;
+    this.prettyLog = s.prettyLogs ? rankLogFormatter(s.onLine === null && process.stderr.isTTY === true) : null;
     for (let rank = 0; rank < s.n; rank++) {
       this.ranks.push({
         result: { rank, pid: null, code: null, signal: null, exitAnnounced: false },
@@ -482,6 +493,18 @@ class Job {
   }
 
   private emit(rank: number, stream: 'stdout' | 'stderr', line: string): void {
+    if (stream === 'stderr' && this.prettyLog !== null) {
+      const pretty = this.prettyLog(line);
+      if (pretty !== null) {
+        // A record may render as several lines (its fields): each carries the rank prefix.
+        for (const l of pretty.split('\n')) this.emitLine(rank, stream, l);
+        return;
+      }
+    }
+    this.emitLine(rank, stream, line);
+  }
+
+  private emitLine(rank: number, stream: 'stdout' | 'stderr', line: string): void {
     if (this.s.onLine) {
       try {
         this.s.onLine(rank, stream, line);
@@ -554,6 +577,8 @@ function validate(opts: LaunchOptions): Settings {
   if (typeof prefix !== 'boolean') throw new InvalidArgumentError('prefix must be a boolean');
   const onLine = opts.onLine ?? null;
   if (onLine !== null && typeof onLine !== 'function') throw new InvalidArgumentError('onLine must be a function');
+  const prettyLogs = opts.prettyLogs ?? (onLine === null && process.stderr.isTTY === true);
+  if (typeof prettyLogs !== 'boolean') throw new InvalidArgumentError('prettyLogs must be a boolean');
   const killGraceMs = opts.killGraceMs ?? DEFAULT_KILL_GRACE_MS;
   if (typeof killGraceMs !== 'number' || !Number.isFinite(killGraceMs) || killGraceMs < 0) {
     throw new InvalidArgumentError(`killGraceMs must be a number >= 0, got ${String(killGraceMs)}`);
@@ -575,6 +600,7 @@ function validate(opts: LaunchOptions): Settings {
     env: { ...env },
     prefix,
     onLine,
+    prettyLogs,
     killGraceMs,
     timeoutMs,
     signal,
