@@ -12,7 +12,7 @@ import { BASE_HEADER_LEN, encodeHeader, FLAG_HAS_IMM, isSrdData, OFF_CRC, Packet
 import * as srd from '../src/wire/srd-header';
 import * as header from '../src/wire/header';
 import * as rdma from '../src/wire/rdma-header';
-import { tshark, tsharkProblem } from './helpers/tshark';
+import { tshark, tsharkFields, tsharkProblem } from './helpers/tshark';
 import {
   GID_A,
   GID_B,
@@ -95,19 +95,8 @@ const FIELDS = [
 ] as const;
 type Row = Record<(typeof FIELDS)[number], string>;
 
-async function decodeFields(file: string, extra: string[] = []): Promise<Row[]> {
-  const args = ['-o', 'ip.check_checksum:TRUE', ...extra, '-T', 'fields', '-E', 'separator=|', '-E', 'occurrence=a', '-E', 'aggregator=,'];
-  for (const f of FIELDS) args.push('-e', f);
-  const out = await tshark(file, args);
-  return out
-    .split('\n')
-    .filter((l) => l.length > 0)
-    .map((line) => {
-      const cols = line.split('|');
-      const row = {} as Row;
-      FIELDS.forEach((f, i) => (row[f] = cols[i] ?? ''));
-      return row;
-    });
+function decodeFields(file: string, extra: string[] = []): Promise<Row[]> {
+  return tsharkFields(file, FIELDS, ['-o', 'ip.check_checksum:TRUE', ...extra]);
 }
 
 const hex = (v: number, width: number): string => `0x${v.toString(16).padStart(width, '0')}`;

@@ -14,7 +14,7 @@ import { encodeHeader, PacketType, sealPacket } from '../src/wire/header';
 import { SRD_DATA_HDR_LEN, writeSrdData } from '../src/wire/srd-header';
 import { GID_A, HOST_A, HOST_B, INCARNATION_B, QKEY, SESSION } from './fixtures/make-capture';
 import { writeRdmCapture, type RdmCapture } from './fixtures/rdm-capture';
-import { tshark, tsharkProblem } from './helpers/tshark';
+import { tshark, tsharkFields, tsharkProblem } from './helpers/tshark';
 
 const { RdmPktType, ReqFlags, HandshakeFlags, RdmFeature } = wire;
 
@@ -90,20 +90,8 @@ const FIELDS = [
 ] as const;
 type Row = Record<(typeof FIELDS)[number], string>;
 
-async function decodeFields(file: string, extra: string[] = []): Promise<Row[]> {
-  // Tab-separated: the Info column itself holds " | ".
-  const args = [...extra, '-T', 'fields', '-E', 'separator=/t', '-E', 'occurrence=a', '-E', 'aggregator=,'];
-  for (const f of FIELDS) args.push('-e', f);
-  const out = await tshark(file, args);
-  return out
-    .split('\n')
-    .filter((l) => l.length > 0)
-    .map((line) => {
-      const cols = line.split('\t');
-      const row = {} as Row;
-      FIELDS.forEach((f, i) => (row[f] = cols[i] ?? ''));
-      return row;
-    });
+function decodeFields(file: string, extra: string[] = []): Promise<Row[]> {
+  return tsharkFields(file, FIELDS, extra);
 }
 
 const hex = (v: number | bigint, width: number): string => `0x${v.toString(16).padStart(width, '0')}`;

@@ -8,7 +8,6 @@ import type { RdmConfig } from './rdm-config';
 import type { RxOp, TxOp } from './rdm-ops';
 import type { RdmPeer } from './rdm-peer';
 import type { RdmStats } from './rdm-stats';
-import { RdmPktType } from './rdm-wire';
 
 /** One packet buffer the endpoint sends from (a slice of one registered region). */
 export class TxSlot {
@@ -21,6 +20,8 @@ export class TxSlot {
   /** This packet was refused receiver-not-ready at least once: when, and how often. */
   firstRnrAt = 0;
   rnrs = 0;
+  /** Resent however long the peer refuses it (no `rnrTimeoutMs`). */
+  patient = false;
   constructor(
     readonly index: number,
     readonly buf: Buffer,
@@ -173,9 +174,7 @@ export class PacketSender {
     this.stats.inc('rnr_packets');
     if (slot.rnrs === 0) slot.firstRnrAt = now;
     slot.rnrs++;
-    // A PEER_ERROR is the one packet that outlives the RNR patience: it is what ends the
-    // stalled peer's side of a failed operation once it takes packets again.
-    if (now - slot.firstRnrAt > this.config.rnrTimeoutMs && !(slot.owner === null && slot.type === RdmPktType.PEER_ERROR)) {
+    if (!slot.patient && now - slot.firstRnrAt > this.config.rnrTimeoutMs) {
       this.fail(slot, EfaStatus.REMOTE_ERROR_RNR);
       return;
     }

@@ -342,10 +342,8 @@ export class RdmEndpoint {
     op.proto = proto;
     this.stats.countTx(proto, op.len);
     if (proto === 'longread') {
-      op.awaitingMr = true;
       this.device.regMr(this.pd, op.buf, AccessFlags.REMOTE_READ).then(
         (mr) => {
-          op.awaitingMr = false;
           if (op.done || this.closed) {
             if (!this.closed) void this.device.deregMr(mr).catch(() => {});
             return;
@@ -358,7 +356,6 @@ export class RdmEndpoint {
         },
         () => {
           // As the provider does when it cannot register: fall back to long-CTS.
-          op.awaitingMr = false;
           if (op.done || this.closed) return;
           this.stats.countTxFallback(op.len);
           op.proto = 'longcts';
@@ -459,6 +456,7 @@ export class RdmEndpoint {
     slot.type = type;
     slot.firstRnrAt = 0;
     slot.rnrs = 0;
+    slot.patient = false;
     if (owner !== null) owner.slots++;
     this.stats.countPacket(type);
   }
@@ -511,7 +509,6 @@ export class RdmEndpoint {
       u.segments.length = 0;
       r.received = u.received;
       if (r.received < r.msgLen) {
-        u.claimedBy = r;
         r.peer?.partial.set(u.msgId, r);
         this.waitOn(r);
         return;
@@ -872,6 +869,9 @@ export class RdmEndpoint {
       const [opId, refKind, prov] = peer.peerErrors.splice(0, 3);
       this.stats.inc('peer_errors_sent');
       this.bindSlot(slot, peer, null, encodePeerError(slot.buf, this.connid, opId, refKind, prov), 0, RdmPktType.PEER_ERROR);
+      // The one packet that outlives the RNR patience: it is what ends the stalled peer's side
+      // of a failed operation once it takes packets again.
+      slot.patient = true;
       this.out.send(slot);
     }
   }
@@ -1098,7 +1098,6 @@ export class RdmEndpoint {
 
   /** A medium segment for a receive or an unexpected message. */
   private addSegment(target: RxOp | Unexpected, pkt: Buffer, off: number, len: number, segOffset: number): void {
-    if (target instanceof Unexpected && target.claimedBy !== null) target = target.claimedBy;
     if (target instanceof RxOp) {
       const end = Math.min(target.buf.length, segOffset + len);
       if (end > segOffset) pkt.copy(target.buf, segOffset, off, off + (end - segOffset));

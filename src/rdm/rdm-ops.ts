@@ -26,8 +26,6 @@ export class TxOp {
   eorReceived = false;
   /** Waiting for the peer's handshake (to learn whether it can serve RDMA read). */
   awaitingHandshake = false;
-  /** Waiting for its buffer's registration. */
-  awaitingMr = false;
   waitingForSlot = false;
   done = false;
 
@@ -100,8 +98,6 @@ export class Unexpected implements ArrivedMessage {
    */
   readonly segments: Array<{ offset: number; bytes: Buffer }> = [];
   received = 0;
-  /** A receive matched it while its medium segments were still arriving. */
-  claimedBy: RxOp | null = null;
 
   constructor(
     readonly peer: RdmPeer,

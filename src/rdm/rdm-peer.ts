@@ -30,16 +30,13 @@ export class RdmPeer {
   rnrBackoffMs = 0;
   /** Sending to it failed for good (its EFA status); cleared by a later successful send. */
   failedStatus = 0;
-  /** Operations that wait on the peer's answers (CTS, EOR, data) and the time of its last packet. */
-  waiting = 0;
+  /** When its last packet arrived (liveness probes are sent only after a quiet spell). */
   lastHeardAt = 0;
   /** Next liveness probe (a handshake re-sent) while operations wait on it. */
   probeAt = 0;
   /** Packet slots queued for it, in order (a ring of slot indices). */
   readonly queue: number[] = [];
   queueHead = 0;
-  /** Whether the peer sits on the endpoint's list of peers with something queued. */
-  listed = false;
   /** Medium messages from it partly arrived, by message id (a receive or an unexpected entry). */
   readonly partial = new Map<number, object>();
   /** Ordered receives: REQ packets that arrived ahead of their turn, copied, by message id. */

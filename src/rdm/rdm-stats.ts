@@ -11,7 +11,8 @@ const PROTOCOLS: readonly RdmProtocol[] = ['eager', 'medium', 'longcts', 'longre
 export class RdmStats {
   private readonly tx: Record<RdmProtocol, [number, number]> = { eager: [0, 0], medium: [0, 0], longcts: [0, 0], longread: [0, 0] };
   private readonly rx: Record<RdmProtocol, [number, number]> = { eager: [0, 0], medium: [0, 0], longcts: [0, 0], longread: [0, 0] };
-  private readonly pkts = new Map<number, number>();
+  /** Packets sent, by type (a type is one byte). */
+  private readonly pkts = new Float64Array(256);
   private readonly events = new Map<string, number>();
 
   countTx(proto: RdmProtocol, bytes: number): void {
@@ -35,7 +36,7 @@ export class RdmStats {
   }
 
   countPacket(type: number): void {
-    this.pkts.set(type, (this.pkts.get(type) ?? 0) + 1);
+    this.pkts[type & 0xff]++;
   }
 
   inc(name: string): void {
@@ -60,7 +61,7 @@ export class RdmStats {
       out[`${p}_rx_msgs`] = this.rx[p][0];
       out[`${p}_rx_bytes`] = this.rx[p][1];
     }
-    for (const t of Object.values(RdmPktType)) out[`pkts_${rdmPktTypeName(t)}`] = this.pkts.get(t) ?? 0;
+    for (const t of Object.values(RdmPktType)) out[`pkts_${rdmPktTypeName(t)}`] = this.pkts[t];
     for (const [k, v] of this.events) out[k] = v;
     return { ...out, ...extra };
   }

@@ -34,3 +34,22 @@ export function tshark(file: string, args: string[], timeoutMs = 120_000): Promi
     );
   });
 }
+
+/**
+ * tshark's `-T fields` output for `fields`, one row per packet (every occurrence of a field
+ * joined by commas). Tab-separated: an Info column may itself hold " | ".
+ */
+export async function tsharkFields<F extends string>(file: string, fields: readonly F[], extra: string[] = []): Promise<Array<Record<F, string>>> {
+  const args = [...extra, '-T', 'fields', '-E', 'separator=/t', '-E', 'occurrence=a', '-E', 'aggregator=,'];
+  for (const f of fields) args.push('-e', f);
+  const out = await tshark(file, args);
+  return out
+    .split('\n')
+    .filter((l) => l.length > 0)
+    .map((line) => {
+      const cols = line.split('\t');
+      const row = {} as Record<F, string>;
+      fields.forEach((f, i) => (row[f] = cols[i] ?? ''));
+      return row;
+    });
+}
