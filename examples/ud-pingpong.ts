@@ -6,7 +6,7 @@
  * Ranks 2k and 2k+1 pair up; the even rank prints the result.
  */
 import { QpType } from '../src/index';
-import { parsePingPongArgs, printResult, reportFailure, runPingPong } from './lib/pingpong';
+import { parsePingPongArgs, printResult, reportFailure, runPingPong } from '../src/job/pingpong/pingpong';
 
 async function main(): Promise<void> {
   const opts = parsePingPongArgs(process.argv.slice(2), QpType.UD);

@@ -79,3 +79,13 @@ export { RdmPktType, RdmFeature, rdmPktTypeName, type RdmProtocol } from './rdm/
 export { encodeRawAddress, decodeRawAddress, formatRawAddress, type RawAddress } from './rdm/raw-address';
 export { insertRanks } from './rdm/rank-addresses';
 export { RdmStats } from './rdm/rdm-stats';
+
+// The job layer: running ranks as the commands do, for library users' own jobs and tests.
+export { launch, MAX_RANKS, EXIT_TIMEOUT, EXIT_SIGINT, EXIT_SIGTERM, RANK_MEMORY_ESTIMATE, type LaunchOptions, type LaunchResult, type RankResult } from './job/launch';
+export { startEmbeddedDaemon, daemonForCommand, type EmbeddedDaemon, type RestartOutcome } from './job/embedded-daemon';
+export { runJob, ENV_JOB_ID, type JobFlags, type JobLaunch } from './job/run-job';
+export { captureEnv, mergeCapture } from './job/capture-merge';
+export { TypeScriptError } from './job/ts-build';
+export { runPingPong, parsePingPongArgs, printResult as printPingPongResult, CompletionFailedError, type PingPongOptions, type PingPongResult } from './job/pingpong/pingpong';
+export { PINGPONG_RANK_PROGRAM, BENCH_RANK_PROGRAM, FI_RANK_PROGRAM } from './job/programs';
+export { isRdmaTest, type BenchResult, type BenchTest } from './job/bench/bench-result';

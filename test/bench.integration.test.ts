@@ -1,7 +1,7 @@
 import t from 'tap';
 import { lastJsonLine, runCli } from './helpers/run-cli';
 import { addRatios, formatTables, type BenchResult } from '../src/cli/bench/bench-table';
-import { bandwidthFigures, latencyFigures } from '../src/cli/bench/bench-stats';
+import { bandwidthFigures, latencyFigures } from '../src/job/bench/bench-stats';
 
 // These check that the bench runs and reports well-formed figures, never how fast it is.
 

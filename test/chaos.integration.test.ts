@@ -30,7 +30,7 @@ function parseRanks(text: string): number[] {
 }
 
 t.test('examples/chaos.ts: a rank SIGKILLed and the daemon restarted while traffic flows', async (t) => {
-  const run = await runCli(['launch', '-n', String(N), 'examples/chaos.ts', '--', '--seconds', '3'], { timeoutMs: 90_000 });
+  const run = await runCli(['launch', '-n', String(N), '--allow-daemon-restart', 'examples/chaos.ts', '--', '--seconds', '3'], { timeoutMs: 90_000 });
   // Shown with a failing assertion only.
   const output = { stdout: run.stdout.slice(-3000), stderr: run.stderr.slice(-3000) };
   t.equal(run.code, 0, 'the job succeeds although a rank died (planned)', output);

@@ -8,7 +8,7 @@ import t, { type Test } from 'tap';
 import { runCli } from './helpers/run-cli';
 import { cFixed, cntStr, machineHeader, machineRow, perfFigures, perfRow, sizeStr } from '../src/cli/fi/fi-format';
 import { DEF_TEST_SIZES, DEFAULT_SIZES, defaultIterations, effectiveWindow, parseSizeSpec, sizeToCount } from '../src/cli/fi/fi-sizes';
-import { DataCheckError, makePattern, MessageCheck, PATTERN_SLIDE } from '../src/cli/fi/fi-check';
+import { DataCheckError, makePattern, MessageCheck, PATTERN_SLIDE } from '../src/job/fi/fi-check';
 import { buildPlan } from '../src/cli/fi/fi-command';
 
 /** fabtests' header, written out rather than built, so a change to the formatter shows. */

@@ -3,7 +3,7 @@
 // starting them, and nothing hangs.
 import path from 'node:path';
 import t from 'tap';
-import { launch } from '../src/cli/launch';
+import { launch } from '../src/job/launch';
 import { ROOT } from './helpers/run-cli';
 
 const FIXTURE = path.join(ROOT, 'test', 'fixtures', 'staged.js');

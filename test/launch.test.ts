@@ -14,18 +14,19 @@ import {
   type LaunchOptions,
   type LaunchResult,
   type RankResult,
-} from '../src/cli/launch';
+} from '../src/job/launch';
 import { describeRestart, jobSummary } from '../src/cli/launch-command';
-import { daemonForCommand } from '../src/cli/embedded-daemon';
+import { daemonForCommand } from '../src/job/embedded-daemon';
 import { silentLogger } from '../src/common/logger';
 import { DaemonClient } from '../src/control/client';
-import { LineSplitter } from '../src/cli/line-prefixer';
+import { LineSplitter } from '../src/job/line-prefixer';
+import { runCli } from './helpers/run-cli';
 
 // Tests run from dist/test; fixtures that ranks run stay in the source tree (the .ts one is run
 // through ts-node from there), the launcher fixture is compiled next to this file.
 const FIXTURES = path.resolve(__dirname, '..', '..', 'test', 'fixtures');
 const fixture = (name: string): string => path.join(FIXTURES, name);
-const BOOTSTRAP = path.resolve(__dirname, '..', 'src', 'cli', 'rank-bootstrap.js');
+const BOOTSTRAP = path.resolve(__dirname, '..', 'src', 'job', 'rank-bootstrap.js');
 const LAUNCHER_CHILD = path.resolve(__dirname, 'fixtures', 'launcher-child.js');
 const DAEMON = { host: '127.0.0.1', port: 1 };
 
@@ -656,6 +657,17 @@ t.test('a daemon given with --daemon is not restarted', async (t) => {
   const d = await daemonForCommand('127.0.0.1:1', { logger: silentLogger() });
   t.same(await d.restart(10), { restarted: false, reason: 'external' });
   await d.close();
+});
+
+t.test("a rank's restart request is ignored unless the launch allows it", async (t) => {
+  const ask = fixture('asks-daemon-restart.js');
+  const refused = await runCli(['launch', '-n', '1', ask], { timeoutMs: 60_000 });
+  t.equal(refused.code, 0, 'the job itself succeeds', { stderr: refused.stderr });
+  t.match(refused.stderr, /efa-emu launch: daemon restart asked by rank 0 not done: the launch was not started with --allow-daemon-restart/, 'the launcher says why it did nothing');
+  t.notMatch(refused.stderr, /daemon restarted/, 'and did not restart');
+  const allowed = await runCli(['launch', '-n', '1', '--allow-daemon-restart', ask], { timeoutMs: 60_000 });
+  t.equal(allowed.code, 0, 'the job succeeds', { stderr: allowed.stderr });
+  t.match(allowed.stderr, /efa-emu launch: daemon restarted at rank 0's request: down \d+ ms/, 'with the flag the daemon is restarted');
 });
 
 t.test("prettyLogs renders the ranks' JSON log records as the launcher's own logs look; other lines pass through", async (t) => {

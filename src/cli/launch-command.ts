@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import type { Command } from 'commander';
 import { intOption } from './cli-options';
-import type { RestartOutcome } from './embedded-daemon';
-import { MAX_RANKS, type LaunchResult, type RankResult } from './launch';
-import { runJob } from './run-job';
+import type { RestartOutcome } from '../job/embedded-daemon';
+import { MAX_RANKS, type LaunchResult, type RankResult } from '../job/launch';
+import { runJob } from '../job/run-job';
 
-export { ENV_JOB_ID } from './run-job';
+export { ENV_JOB_ID } from '../job/run-job';
 
 /** Longest down time a rank may ask for in a restart request. */
 const MAX_RESTART_DOWN_MS = 60_000;
@@ -15,8 +15,11 @@ const DEFAULT_RESTART_DOWN_MS = 500;
 /** What became of one `restart-daemon` request of a rank. */
 export interface RestartRecord {
   rank: number;
-  /** The outcome, or the error the restart failed with. */
-  outcome: RestartOutcome | { error: { code: string; message: string } };
+  /**
+   * The outcome, or the error the restart failed with. `not-allowed`: the launch was not
+   * started with `--allow-daemon-restart`, so the request was ignored.
+   */
+  outcome: RestartOutcome | { restarted: false; reason: 'not-allowed' } | { error: { code: string; message: string } };
 }
 
 export function registerLaunchCommand(program: Command): void {
@@ -34,10 +37,11 @@ export function registerLaunchCommand(program: Command): void {
     .option('--no-typecheck', 'a .ts program: compile it without type-checking (it is still compiled once, before any rank starts)')
     .option('--capture <file>', 'write every datagram the ranks send and receive to this pcap file (see contrib/wireshark)')
     .option('--log-level <level>', 'log level of the launcher and its daemon (EFA_EMU_LOG)')
+    .option('--allow-daemon-restart', "let a rank restart the launcher's embedded daemon (chaos testing): process.send({ efaEmu: 'restart-daemon', downMs })")
     .argument('<program>', 'the program every rank runs')
     .argument('[args...]', 'arguments for the program (after --)')
     .passThroughOptions()
-    .action(async (prog: string, args: string[], o: { np: number; typecheck: boolean; memoryCheck: boolean; daemon?: string; fault?: string; generation?: string; state?: string; timeout?: number; prefix: boolean; capture?: string; logLevel?: string }) => {
+    .action(async (prog: string, args: string[], o: { np: number; typecheck: boolean; memoryCheck: boolean; daemon?: string; fault?: string; generation?: string; state?: string; timeout?: number; prefix: boolean; capture?: string; logLevel?: string; allowDaemonRestart?: boolean }) => {
       const rest = args[0] === '--' ? args.slice(1) : args;
       const restarts: RestartRecord[] = [];
       const pending: Promise<void>[] = [];
@@ -58,11 +62,16 @@ export function registerLaunchCommand(program: Command): void {
           typecheck: o.typecheck,
           memoryLimitBytes: o.memoryCheck ? undefined : 0,
           timeoutMs: o.timeout !== undefined ? o.timeout * 1000 : null,
-          // A rank may ask for the embedded daemon to be restarted (chaos testing):
-          // process.send({ efaEmu: 'restart-daemon', downMs }).
+          // A rank may ask for the embedded daemon to be restarted (chaos testing), only when
+          // the user said so: a program that does it by mistake must not take the daemon down
+          // under the other ranks.
           onMessage: (rank, msg) => {
             const m = msg as { efaEmu?: unknown; downMs?: unknown } | null;
             if (m?.efaEmu !== 'restart-daemon') return;
+            if (o.allowDaemonRestart !== true) {
+              note({ rank, outcome: { restarted: false, reason: 'not-allowed' } });
+              return;
+            }
             const downMs = typeof m.downMs === 'number' && m.downMs >= 0 && m.downMs <= MAX_RESTART_DOWN_MS ? m.downMs : DEFAULT_RESTART_DOWN_MS;
             logger.debug({ rank, downMs }, 'restarting the daemon on request');
             pending.push(
@@ -93,6 +102,7 @@ export function describeRestart(rec: RestartRecord): string {
     busy: 'a restart was already under way',
     gone: 'an earlier restart failed, there is no daemon to restart',
     closing: 'the job was ending',
+    'not-allowed': 'the launch was not started with --allow-daemon-restart',
   }[o.reason];
   return `daemon restart asked by rank ${rec.rank} not done: ${why}`;
 }

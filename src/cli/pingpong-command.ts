@@ -1,12 +1,7 @@
-import { join } from 'node:path';
 import type { Command } from 'commander';
 import { choiceOption, DEVICE_MTU, intOption, messageSizeOption, NO_SEGMENTATION, refuseOversize } from './cli-options';
-import { runJob } from './run-job';
-
-/** The compiled examples the command runs (built by `npm ci` / `npm run build`). */
-export function exampleProgram(name: string): string {
-  return join(__dirname, '..', '..', 'examples', `${name}.js`);
-}
+import { runJob } from '../job/run-job';
+import { PINGPONG_RANK_PROGRAM } from '../job/programs';
 
 export function registerPingPongCommand(program: Command): void {
   program
@@ -25,11 +20,11 @@ export function registerPingPongCommand(program: Command): void {
     .option('--log-level <level>', 'log level (EFA_EMU_LOG)')
     .action(async (o: { type: string; size: number; iters: number; poll: string; timeoutMs: number; fault?: string; generation?: string; daemon?: string; json?: boolean; capture?: string; logLevel?: string }) => {
       refuseOversize('--size', [o.size], DEVICE_MTU, 'the device MTU', NO_SEGMENTATION);
-      const args = ['--size', String(o.size), '--iters', String(o.iters), '--poll', o.poll, '--timeout-ms', String(o.timeoutMs)];
+      const args = [o.type, '--size', String(o.size), '--iters', String(o.iters), '--poll', o.poll, '--timeout-ms', String(o.timeoutMs)];
       if (o.json) args.push('--json');
       process.exitCode = await runJob(o, `pingpong-${process.pid}-${Date.now()}`, () => ({
         n: 2,
-        program: exampleProgram(`${o.type}-pingpong`),
+        program: PINGPONG_RANK_PROGRAM,
         args,
         // The client's lines are the command's output, unprefixed, so --json stays parseable.
         onLine: (rank, stream, line) => {

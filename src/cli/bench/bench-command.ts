@@ -1,10 +1,10 @@
-import { join } from 'node:path';
 import type { Command } from 'commander';
 import { InvalidArgumentError, NotSupportedError } from '../../common/errors';
 import { capNames, DEFAULT_GENERATION, EfadvDeviceCaps, generationProfile } from '../../device/generations';
 import { ENV_GENERATION } from '../../env';
 import { choiceOption, DEVICE_MTU, intOption, MAX_RAW_SIZE, messageSizeOption, NO_SEGMENTATION, refuseOversize } from '../cli-options';
-import { runJob } from '../run-job';
+import { runJob } from '../../job/run-job';
+import { BENCH_RANK_PROGRAM } from '../../job/programs';
 import { addRatios, formatTables, isRdmaTest, type BenchResult } from './bench-table';
 
 /** Message sizes of `--size all`: powers of two from 64 to the MTU, as perftest's -a. */
@@ -84,7 +84,7 @@ export function registerBenchCommand(program: Command): void {
       const args = ['--tests', o.test, '--types', types.join(','), '--sizes', sizes.join(','), '--iters', String(o.iters), '--window', String(o.window), '--poll', o.poll];
       const exitCode = await runJob(o, `bench-${process.pid}-${Date.now()}`, () => ({
         n: 2,
-        program: join(__dirname, 'bench-rank.js'),
+        program: BENCH_RANK_PROGRAM,
         args,
         onLine: (rank, stream, line) => {
           if (rank === 0 && stream === 'stdout' && line.startsWith('{"bench":')) {

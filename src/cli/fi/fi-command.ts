@@ -4,13 +4,13 @@
  * `pingpong` and `bench`, each starts its own daemon (or uses --daemon), launches two ranks of
  * fi-rank.js (client 0, server 1) and prints the client's results in fabtests' format.
  */
-import { join } from 'node:path';
 import { InvalidArgumentError as CommanderArgError, type Command } from 'commander';
 import { EfaError } from '../../common/errors';
 import { choiceOption, intOption } from '../cli-options';
-import { runJob } from '../run-job';
+import { runJob } from '../../job/run-job';
+import { FI_RANK_PROGRAM } from '../../job/programs';
 import { FI_PROTOCOLS, sizeStr, machineHeader, machineRow, perfFigures, perfHeader, perfRow, protocolLine, verifyLine, type FiProtocol } from './fi-format';
-import { MAX_WINDOW, type FiEndReport, type FiPlan, type FiSizeResult } from './fi-plan';
+import { MAX_WINDOW, type FiEndReport, type FiPlan, type FiSizeResult } from '../../job/fi/fi-plan';
 import { BW_RX_BUDGET, defaultIterations, DEFAULT_WINDOW, effectiveWindow, parseSizeSpec, sizesOf, type SizeSpec } from './fi-sizes';
 
 interface FiOptions {
@@ -118,7 +118,7 @@ async function runFi(name: 'fi-pingpong' | 'fi-bw', o: FiOptions): Promise<numbe
   };
   const exitCode = await runJob(o, `fi-${process.pid}-${Date.now()}`, () => ({
     n: 2,
-    program: join(__dirname, 'fi-rank.js'),
+    program: FI_RANK_PROGRAM,
     args: ['--plan', JSON.stringify(plan)],
     onLine: (rank, stream, line) => {
       if (rank === 0 && stream === 'stdout' && line.startsWith('{"fi":')) onResult((JSON.parse(line) as { fi: FiSizeResult }).fi);

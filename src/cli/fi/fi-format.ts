@@ -4,6 +4,9 @@
  * parse ours. The C code's arithmetic is reproduced too: elapsed time in whole microseconds,
  * usec/xfer computed in single precision, and printf's round-half-to-even on exact ties.
  */
+import { FI_PROTOCOLS, type FiProtocol } from '../../job/fi/fi-plan';
+
+export { FI_PROTOCOLS, type FiProtocol } from '../../job/fi/fi-plan';
 
 const KIB = 1 << 10;
 const MIB = 1 << 20;
@@ -116,9 +119,6 @@ export function machineRow(f: PerfFigures): string {
   );
 }
 
-/** The RDM message protocols, in the order the endpoint picks them by size. */
-export const FI_PROTOCOLS = ['eager', 'medium', 'longcts', 'longread'] as const;
-export type FiProtocol = (typeof FI_PROTOCOLS)[number];
 
 /**
  * Compresses the sizes at which a protocol was used into runs of neighbours among the sizes

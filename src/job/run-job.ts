@@ -2,7 +2,7 @@ import { parseFaultSpec } from '../io/fault-spec';
 import { generationProfile } from '../device/generations';
 import { ENV_GENERATION } from '../env';
 import { rootLogger, type Logger } from '../common/logger';
-import { captureEnv, mergeCapture } from './capture-option';
+import { captureEnv, mergeCapture } from './capture-merge';
 import { daemonForCommand, type EmbeddedDaemon } from './embedded-daemon';
 import { launch, type LaunchOptions, type LaunchResult } from './launch';
 

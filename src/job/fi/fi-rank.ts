@@ -14,8 +14,7 @@ import { RdmEndpoint, FI_RECV, FI_SEND, FI_TAGGED } from '../../rdm/rdm-endpoint
 import { RdmCqEntry, RdmCqErrEntry } from '../../rdm/rdm-cq';
 import { FI_EAGAIN, FI_EAVAIL, fiStrerror, provErrnoStr } from '../../rdm/fi-errno';
 import { insertRanks } from '../../rdm/rank-addresses';
-import { FI_PROTOCOLS, type FiProtocol } from './fi-format';
-import { ACK_BYTES, MAX_WINDOW, type FiEndReport, type FiPlan, type FiSizeResult } from './fi-plan';
+import { ACK_BYTES, FI_PROTOCOLS, MAX_WINDOW, type FiProtocol, type FiEndReport, type FiPlan, type FiSizeResult } from './fi-plan';
 import { DataCheckError, makePattern, MessageCheck, PATTERN_SLIDE } from './fi-check';
 
 /** Acks carry tags from here on, above every data tag (a data tag is its message's index). */

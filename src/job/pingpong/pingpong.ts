@@ -9,26 +9,15 @@
  * `Failed status NAME (N) for wr_id W`, since resending cannot cure it.
  */
 import { parseArgs } from 'node:util';
-import {
-  AccessFlags,
-  GRH_LENGTH,
-  QpState,
-  QpType,
-  WcOpcode,
-  WcStatus,
-  wcStatusStr,
-  efaStatusStr,
-  CompletionPoller,
-  EfaError,
-  InvalidArgumentError,
-  readRankEnv,
-  type WorkCompletion,
-  openDevice,
-  type AddressHandle,
-  type CompletionQueue,
-  type EfaDevice,
-  type QueuePair,
-} from '../../src/index';
+import { AccessFlags, GRH_LENGTH, QpState, QpType, WcOpcode, WcStatus, wcStatusStr, efaStatusStr } from '../../device/constants';
+import type { WorkCompletion } from '../../device/work-completion';
+import type { AddressHandle } from '../../device/address-handle';
+import type { CompletionQueue } from '../../device/completion-queue';
+import type { QueuePair } from '../../device/queue-pair';
+import { CompletionPoller } from '../../completion-poller';
+import { EfaError, InvalidArgumentError } from '../../common/errors';
+import { readRankEnv } from '../../env';
+import { openDevice, type EfaDevice } from '../../open-device';
 
 export interface PingPongOptions {
   qpType: QpType;

@@ -94,6 +94,16 @@ export async function daemonForCommand(
   };
 }
 
+/**
+ * Starts a daemon inside this process on a loopback port the OS picks, with its leases in a
+ * temporary state file (or `statePath`), for a library user's own jobs and tests: pass its
+ * `address` to {@link launch} (or to ranks as `EFA_EMU_DAEMON`), `restart()` it to test
+ * reconnection, `close()` it at the end.
+ */
+export function startEmbeddedDaemon(opts: { statePath?: string | null; logger: Logger; token?: string | null }): Promise<EmbeddedDaemon> {
+  return daemonForCommand(undefined, opts);
+}
+
 /** What {@link EmbeddedDaemon.restart} did. */
 export type RestartOutcome =
   | {

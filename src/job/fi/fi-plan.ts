@@ -3,7 +3,9 @@
  * the command passes as --plan, and the JSON lines the client prints back. Kept apart from
  * fi-rank.ts, which runs as soon as it is loaded.
  */
-import type { FiProtocol } from './fi-format';
+/** The RDM message protocols, in the order the endpoint picks them by size. */
+export const FI_PROTOCOLS = ['eager', 'medium', 'longcts', 'longread'] as const;
+export type FiProtocol = (typeof FI_PROTOCOLS)[number];
 
 /** What the command asks the ranks to run. */
 export interface FiPlan {

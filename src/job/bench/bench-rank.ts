@@ -8,7 +8,7 @@ import { parseArgs } from 'node:util';
 import { EfaError, InvalidArgumentError } from '../../common/errors';
 import { openDevice, type EfaDevice } from '../../open-device';
 import { bandwidthFigures, latencyFigures } from './bench-stats';
-import { isRdmaTest, type BenchTest } from './bench-table';
+import { isRdmaTest, type BenchTest } from './bench-result';
 import { RawEndpoint, VerbsEndpoint, type BenchEndpoint, type BenchType, type PollMode } from './bench-endpoints';
 import { RdmaEndpoint, type RdmaPeerInfo } from './bench-rdma';
 
