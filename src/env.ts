@@ -6,6 +6,7 @@
  * (a shell loop, Slurm's `srun`, Open MPI's `mpirun`, a PMI launcher), their own rank/size
  * variables are accepted so no wrapper script is needed.
  */
+import { isIP, SocketAddress } from 'node:net';
 import { InvalidArgumentError } from './common/errors';
 
 /** Daemon address, `host:port`, `:port` or `port`. */
@@ -32,6 +33,14 @@ export const ENV_DEVICE_NAME = 'EFA_EMU_DEVICE_NAME';
  * environment, so it is never put on a command line another user could read.
  */
 export const ENV_TOKEN = 'EFA_EMU_TOKEN';
+/**
+ * The address this process's device binds its UDP socket to. The device announces it to the
+ * daemon as the endpoint its peers send to, so on several hosts it is this host's address on
+ * the network the peers share (`10.0.0.2`); loopback when unset. It must be an IP address of
+ * this host: a wildcard (`0.0.0.0`, `::`) would tell every peer to send to itself, and a name
+ * would never match the source address a peer's datagrams are checked against.
+ */
+export const ENV_HOST = 'EFA_EMU_HOST';
 /** Set to `1` by `efa-emu launch` in every rank it starts. */
 export const ENV_LAUNCHED = 'EFA_EMU_LAUNCHED';
 
@@ -42,6 +51,8 @@ export const SIZE_VARS = [ENV_SIZE, 'SLURM_NTASKS', 'OMPI_COMM_WORLD_SIZE', 'PMI
 
 /** The daemon's host when none is given: it binds to loopback by default. */
 export const DEFAULT_DAEMON_HOST = '127.0.0.1';
+/** The address a device binds when neither `openDevice`'s `host` nor {@link ENV_HOST} names one. */
+export const DEFAULT_DEVICE_HOST = '127.0.0.1';
 /** The daemon's TCP port when none is given. */
 export const DEFAULT_DAEMON_PORT = 18515;
 
@@ -179,6 +190,42 @@ export function rankEnvVars(opts: {
 export function readDaemonToken(env: NodeJS.ProcessEnv = process.env): string | null {
   const v = env[ENV_TOKEN];
   return v === undefined || v === '' ? null : v;
+}
+
+/**
+ * Checks a device bind address and returns it in the form the kernel reports source addresses
+ * (`0:0::1` becomes `::1`), since peers compare the two as strings.
+ *
+ * @param text - the address text
+ * @param what - the name of the variable or option it came from, used in error messages
+ * @throws InvalidArgumentError when the text is not an IPv4 or IPv6 address, is a wildcard
+ *   (`0.0.0.0`, `::`), or carries an IPv6 zone (`fe80::1%eth0`)
+ */
+export function parseDeviceHost(text: string, what: string): string {
+  const s = text.trim();
+  const bad = (why: string): InvalidArgumentError => new InvalidArgumentError(`${what} must be an IP address of this host that peers can reach (${why}), got ${JSON.stringify(text)}`);
+  // A zone only means something on this host; a peer told to send to fe80::1%eth0 would
+  // use its own eth0, or fail.
+  if (s.includes('%')) throw bad('an IPv6 zone cannot be announced to peers');
+  const family = isIP(s);
+  if (family === 0) throw bad('not an IPv4 or IPv6 address; a name would never match the source address peers check');
+  const canonical = new SocketAddress({ address: s, family: family === 4 ? 'ipv4' : 'ipv6' }).address;
+  if (canonical === '0.0.0.0' || canonical === '::') {
+    throw bad('a wildcard is announced to peers as it is, and they cannot send to it; bind the address of the interface they reach');
+  }
+  return canonical;
+}
+
+/**
+ * The device bind address from {@link ENV_HOST}, checked as {@link parseDeviceHost} does, or
+ * null when unset or empty.
+ *
+ * @throws InvalidArgumentError naming `EFA_EMU_HOST` when it is set to something else than an
+ *   IP address a device can announce
+ */
+export function readDeviceHost(env: NodeJS.ProcessEnv = process.env): string | null {
+  const v = nonEmpty(env[ENV_HOST]);
+  return v === null ? null : parseDeviceHost(v, ENV_HOST);
 }
 
 function nonEmpty(v: string | undefined): string | null {

@@ -60,7 +60,7 @@ export {
   DaemonError,
 } from './common/errors';
 export { formatGid, parseGid, makeGid, type Gid } from './common/gid';
-export { readRankEnv, type RankEnv } from './env';
+export { readRankEnv, readDeviceHost, parseDeviceHost, ENV_HOST, type RankEnv } from './env';
 export { startDaemon, DaemonServer, type DaemonOptions } from './control/server';
 export { DaemonClient } from './control/client';
 export { FaultInjector, type FaultInjectorOptions } from './io/fault-injector';

@@ -4,7 +4,7 @@ import { parseGid } from './common/gid';
 import { DaemonClient } from './control/client';
 import type { DeviceAttributes } from './device/attributes';
 import { Device } from './device/device';
-import { ENV_GENERATION, ENV_SRD, readRankEnv, parseHostPort, type HostPort } from './env';
+import { DEFAULT_DEVICE_HOST, ENV_GENERATION, ENV_SRD, parseDeviceHost, readDeviceHost, readRankEnv, parseHostPort, type HostPort } from './env';
 import { DEFAULT_GENERATION, generationProfile } from './device/generations';
 import { UdpPort } from './io/udp-port';
 import { TimerDriver } from './io/timer-driver';
@@ -23,7 +23,12 @@ export interface OpenDeviceOptions {
   daemon?: string | HostPort;
   /** The daemon's shared token, sent in a `hello` on connecting. Default: `EFA_EMU_TOKEN`; null sends none. */
   daemonToken?: string | null;
-  /** Address the device's UDP socket binds (loopback by default). */
+  /**
+   * IP address the device's UDP socket binds, announced to the daemon as the endpoint peers
+   * send to: across hosts, this host's address on their network. Not a wildcard (0.0.0.0,
+   * ::) nor a name, which peers could not use (`EINVAL`). Default: `EFA_EMU_HOST`, else
+   * 127.0.0.1.
+   */
   host?: string;
   /** UDP port (0, the default, lets the OS pick). */
   port?: number;
@@ -86,12 +91,15 @@ export async function openDevice(opts: OpenDeviceOptions = {}): Promise<EfaDevic
   const generation = opts.generation ?? env.generation ?? DEFAULT_GENERATION;
   generationProfile(generation, opts.generation !== undefined ? 'generation' : ENV_GENERATION);
   const srd = opts.srd ?? (env.srd === null ? undefined : resolveSrdConfig(parseSrdConfigText(env.srd, ENV_SRD)));
+  // Checked before anything is opened: the address is announced to peers, so one they could
+  // not send to is refused here rather than showing up later as a silent peer.
+  const bindHost = opts.host !== undefined ? parseDeviceHost(opts.host, 'host') : (readDeviceHost() ?? DEFAULT_DEVICE_HOST);
 
   const client = await DaemonClient.connect({ host: daemonAddr.host, port: daemonAddr.port, logger, token: opts.daemonToken });
   let port: UdpPort | null = null;
   let capture: PcapWriter | null = null;
   try {
-    port = await UdpPort.open({ host: opts.host, port: opts.port, logger });
+    port = await UdpPort.open({ host: bindHost, port: opts.port, logger });
     const capturePath = opts.capture !== undefined ? opts.capture : (process.env.EFA_EMU_CAPTURE ?? null);
     if (capturePath !== null && capturePath !== '') {
       capture = PcapWriter.open(expandCapturePath(capturePath, name, rank));

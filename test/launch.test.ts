@@ -654,9 +654,36 @@ t.test('the embedded daemon restarts on its port, once at a time, and close ends
 });
 
 t.test('a daemon given with --daemon is not restarted', async (t) => {
-  const d = await daemonForCommand('127.0.0.1:1', { logger: silentLogger() });
+  const real = await daemonForCommand(undefined, { logger: silentLogger(), token: null });
+  t.teardown(() => real.close());
+  const d = await daemonForCommand(`${real.address.host}:${real.address.port}`, { logger: silentLogger() });
   t.same(await d.restart(10), { restarted: false, reason: 'external' });
   await d.close();
+});
+
+t.test('a --daemon nobody listens on fails before any rank starts, with one line', async (t) => {
+  await t.rejects(daemonForCommand('127.0.0.1:1', { logger: silentLogger() }), { code: 'ECONNREFUSED', message: /cannot connect to the daemon at 127\.0\.0\.1:1/ });
+  for (const cmd of [['pingpong'], ['bench'], ['launch', '-n', '2', fixture('print-env.js')]]) {
+    // Options before launch's program: what follows it is the program's own.
+    const run = await runCli([cmd[0], '--daemon', '127.0.0.1:1', ...cmd.slice(1)], { timeoutMs: 60_000 });
+    t.equal(run.code, 1, `${cmd[0]} exits 1`);
+    t.equal(run.stderr, 'efa-emu: ECONNREFUSED: cannot connect to the daemon at 127.0.0.1:1: connect ECONNREFUSED 127.0.0.1:1\n', `${cmd[0]}: one line, from the command, no rank started`);
+  }
+});
+
+t.test('usage errors are one line with a stable code', async (t) => {
+  const cases: Array<[string[], RegExp]> = [
+    [['bench', '--size', 'abc'], /^efa-emu: EINVAL: option '--size <bytes>' argument 'abc' is invalid\. .* \(--help lists the options\)\n$/],
+    [['launch'], /^efa-emu: EINVAL: required option '-n, --np <n>' not specified/],
+    [['no-such-command'], /^efa-emu: EINVAL: unknown command 'no-such-command'/],
+    [['pingpong', '--bogus'], /^efa-emu: EINVAL: unknown option '--bogus'/],
+  ];
+  for (const [args, re] of cases) {
+    const run = await runCli(args, { timeoutMs: 30_000 });
+    t.equal(run.code, 1, `${args.join(' ')}: exit 1`);
+    t.match(run.stderr, re, `${args.join(' ')}: the message`);
+    t.equal(run.stderr.split('\n').length, 2, `${args.join(' ')}: one line`);
+  }
 });
 
 t.test("a rank's restart request is ignored unless the launch allows it", async (t) => {
@@ -665,7 +692,7 @@ t.test("a rank's restart request is ignored unless the launch allows it", async 
   t.equal(refused.code, 0, 'the job itself succeeds', { stderr: refused.stderr });
   t.match(refused.stderr, /efa-emu launch: daemon restart asked by rank 0 not done: the launch was not started with --allow-daemon-restart/, 'the launcher says why it did nothing');
   t.notMatch(refused.stderr, /daemon restarted/, 'and did not restart');
-  const allowed = await runCli(['launch', '-n', '1', '--allow-daemon-restart', ask], { timeoutMs: 60_000 });
+  const allowed = await runCli(['launch', '-n', '1', '--allow-daemon-restart', ask, 'wait'], { timeoutMs: 60_000 });
   t.equal(allowed.code, 0, 'the job succeeds', { stderr: allowed.stderr });
   t.match(allowed.stderr, /efa-emu launch: daemon restarted at rank 0's request: down \d+ ms/, 'with the flag the daemon is restarted');
 });

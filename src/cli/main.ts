@@ -15,7 +15,9 @@ export function buildProgram(): Command {
     .description('an emulated AWS Elastic Fabric Adapter fabric on UDP: devices, daemon, launcher, tools')
     .version((require('../../../package.json') as { version: string }).version)
     .enablePositionalOptions()
-    .showHelpAfterError();
+    // A usage error is one line with a stable code, as every other CLI failure is; --help
+    // still prints the whole usage.
+    .configureOutput({ outputError: (text, write) => write(usageErrorLine(text)) });
   registerDaemonCommand(program);
   registerLaunchCommand(program);
   registerPingPongCommand(program);
@@ -23,6 +25,15 @@ export function buildProgram(): Command {
   registerBenchCommand(program);
   registerFiCommands(program);
   return program;
+}
+
+/**
+ * Commander's `error: option '--size <bytes>' argument 'abc' is invalid. ...` as
+ * `efa-emu: EINVAL: option ... (--help lists the options)`, on one line.
+ */
+export function usageErrorLine(text: string): string {
+  const message = text.replace(/^error: /, '').replace(/\s*\n\s*/g, ' ').trim();
+  return `efa-emu: EINVAL: ${message} (--help lists the options)\n`;
 }
 
 /** Runs the CLI; errors print as `efa-emu: CODE: message` and set exit status 1. */

@@ -1,7 +1,9 @@
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { DaemonError } from '../common/errors';
 import type { Logger } from '../common/logger';
 import { startDaemon, type DaemonServer } from '../control/server';
 import { parseHostPort, readDaemonToken, type HostPort } from '../env';
@@ -20,8 +22,11 @@ export async function daemonForCommand(
   opts: { statePath?: string | null; logger: Logger; token?: string | null },
 ): Promise<EmbeddedDaemon> {
   if (address !== undefined) {
+    const given = parseHostPort(address, '--daemon');
+    // Before any rank starts: one clear error from the command instead of one per rank.
+    await probeDaemon(given);
     return {
-      address: parseHostPort(address, '--daemon'),
+      address: given,
       close: async () => undefined,
       restart: async () => ({ restarted: false, reason: 'external' }),
     };
@@ -92,6 +97,29 @@ export async function daemonForCommand(
       return closing;
     },
   };
+}
+
+/** How long {@link probeDaemon} waits for the TCP connection. */
+const PROBE_TIMEOUT_MS = 5000;
+
+/**
+ * Checks that something accepts TCP connections at `addr`.
+ * @throws DaemonError with the socket's code (ECONNREFUSED, EHOSTUNREACH, ...) or ETIMEDOUT.
+ */
+export function probeDaemon(addr: HostPort, timeoutMs = PROBE_TIMEOUT_MS): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect({ host: addr.host, port: addr.port });
+    const fail = (code: string, why: string): void => {
+      sock.destroy();
+      reject(new DaemonError(code, `cannot connect to the daemon at ${addr.host}:${addr.port}: ${why}`));
+    };
+    sock.setTimeout(timeoutMs, () => fail('ETIMEDOUT', `no answer in ${timeoutMs} ms`));
+    sock.once('error', (err: Error & { code?: string }) => fail(err.code ?? 'ECONNREFUSED', err.message));
+    sock.once('connect', () => {
+      sock.destroy();
+      resolve();
+    });
+  });
 }
 
 /**
