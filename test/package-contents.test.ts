@@ -3,7 +3,9 @@
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import os from 'node:os';
 import t from 'tap';
+import { loadTypeScript } from '../src/job/typescript-loader';
 import { ROOT } from './helpers/run-cli';
 
 interface PackEntry {
@@ -31,7 +33,7 @@ t.test('npm pack ships the license, the dissector and the build, not the tests',
 });
 
 t.test('every runtime dependency is used by the shipped code; test tools are dev-only', async (t) => {
-  const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { dependencies: Record<string, string>; devDependencies: Record<string, string>; license: string };
+  const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { dependencies: Record<string, string>; devDependencies: Record<string, string>; peerDependencies?: Record<string, string>; peerDependenciesMeta?: Record<string, { optional?: boolean }>; license: string };
   t.equal(pkg.license, 'MIT');
   const sources: string[] = [];
   const walk = (dir: string): void => {
@@ -45,9 +47,23 @@ t.test('every runtime dependency is used by the shipped code; test tools are dev
   walk(path.join(ROOT, 'bin'));
   const text = sources.join('\n');
   for (const dep of Object.keys(pkg.dependencies)) {
-    // typescript is ts-node's compiler (its peer dependency): the launcher runs .ts ranks with it.
-    const used = dep === 'typescript' ? 'ts-node' in pkg.dependencies : new RegExp(`['"]${dep.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}(/[^'"]*)?['"]`).test(text);
+    const used = new RegExp(`['"]${dep.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}(/[^'"]*)?['"]`).test(text);
     t.ok(used, `runtime dependency ${dep} is used by src/ or bin/`);
   }
+  // The compiler is for .ts rank programs only: their project brings it (optional peer).
+  for (const dep of ['typescript', 'ts-node']) t.notOk(dep in pkg.dependencies, `${dep} is not a runtime dependency`);
+  t.same(pkg.peerDependenciesMeta?.typescript, { optional: true }, 'typescript is an optional peer dependency');
+  t.ok(pkg.peerDependencies?.typescript !== undefined, 'with a version range');
   for (const dev of ['tap', 'fast-check', '@types/node']) t.notOk(dev in pkg.dependencies, `${dev} is not a runtime dependency`);
+});
+
+t.test("a .ts program's own project's TypeScript compiler is used before efa-emu's", async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'efa-emu-tsdep-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  fs.mkdirSync(path.join(dir, 'node_modules', 'typescript'), { recursive: true });
+  fs.writeFileSync(path.join(dir, 'node_modules', 'typescript', 'index.js'), "module.exports = { marker: 'the project compiler' };");
+  fs.writeFileSync(path.join(dir, 'prog.ts'), '');
+  t.equal((loadTypeScript(path.join(dir, 'prog.ts')) as unknown as { marker?: string }).marker, 'the project compiler');
+  const elsewhere = path.join(os.tmpdir(), 'no-project-here', 'prog.ts');
+  t.equal(typeof loadTypeScript(elsewhere).transpileModule, 'function', "elsewhere, the one efa-emu resolves (its development install)");
 });

@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 
-/** Program file extensions a rank can run (`.ts` through ts-node, transpile-only). */
+/** Program file extensions a rank can run (`.ts` compiled by the launcher, or transpiled as it loads). */
 export const PROGRAM_EXTENSIONS = ['.js', '.cjs', '.mjs', '.ts'] as const;
 
 /** Tells a rank where its launch's compiled TypeScript is (the manifest of ts-build.ts). */

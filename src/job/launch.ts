@@ -77,7 +77,7 @@ export interface LaunchOptions {
   onMessage?: (rank: number, message: unknown) => void;
   /**
    * A `.ts` program is compiled once by the launcher (the ranks load the result; default) or,
-   * with false, by each rank for itself (ts-node, as before).
+   * with false, by each rank for itself (transpiled as it loads, no type check).
    */
   compileTs?: boolean;
   /** With compileTs: type-check first and refuse to start on an error (default true). */
@@ -536,7 +536,7 @@ function extraNodeArgs(): string[] {
 function bootstrapCommand(): { execArgv: string[]; script: string } {
   const js = path.join(__dirname, 'rank-bootstrap.js');
   if (fs.existsSync(js)) return { execArgv: ['--enable-source-maps'], script: js };
-  // Running from sources under ts-node: the ranks need it too.
+  // Running efa-emu's own sources under ts-node (its development setup only): the ranks need it too.
   const ts = path.join(__dirname, 'rank-bootstrap.ts');
   return { execArgv: ['--require', require.resolve('ts-node/register/transpile-only')], script: ts };
 }

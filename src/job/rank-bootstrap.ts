@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import Module from 'node:module';
 import path from 'node:path';
 import { ENV_TS_MANIFEST, ORPHAN_EXIT_CODE, programProblem } from './launch-program';
+import { registerTsHook, tsLoader } from './ts-require-hook';
 
 // This file is an entry point: importing it starts a program (main() runs below unless it is
 // required by a test for programStack).
@@ -49,18 +50,9 @@ function main(): void {
     }
   } else if (isTs) {
     try {
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
-      const tsNode = require('ts-node') as typeof import('ts-node');
-      tsNode.register({
-        transpileOnly: true,
-        // The program's own tsconfig applies (paths, target), found from its folder, not from
-        // wherever the launcher was started; the module kind is forced because ranks are loaded
-        // through require.
-        projectSearchDir: path.dirname(program),
-        compilerOptions: { module: 'commonjs' },
-      });
+      registerTsHook(program);
     } catch (err) {
-      fail(`cannot run ${program}: TypeScript support (ts-node) failed to load: ${describe(err)}`);
+      fail(`cannot run ${program}: ${describe(err)}`);
     }
   }
 
@@ -110,7 +102,7 @@ export function programStack(err: unknown): string {
  * Loads `.ts` files from what the launcher compiled for this launch (the manifest maps each
  * source to its JavaScript), under the source's own name so that its imports resolve from
  * the source's folder. A `.ts` file the launcher did not see (required by a computed path)
- * falls back to ts-node, loaded then.
+ * is transpiled on the spot (ts-require-hook.ts).
  */
 function loadCompiled(manifestPath: string): void {
   const compiled = JSON.parse(fs.readFileSync(manifestPath, 'utf8')) as Record<string, string>;
@@ -122,19 +114,15 @@ function loadCompiled(manifestPath: string): void {
       (m as unknown as { _compile(code: string, filename: string): void })._compile(fs.readFileSync(js, 'utf8'), filename);
       return;
     }
-    if (fallback === null) {
-      const ours = exts['.ts'];
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
-      (require('ts-node') as typeof import('ts-node')).register({ transpileOnly: true, compilerOptions: { module: 'commonjs' } });
-      fallback = exts['.ts'];
-      exts['.ts'] = ours;
-    }
+    // A .ts file outside the launcher's build (a computed require): transpiled here, with
+    // the compiler of the program's project.
+    fallback ??= tsLoader(filename);
     fallback(m, filename);
   };
 }
 
 /**
- * Loads a TypeScript program through the CommonJS loader, where ts-node's hook lives, as the
+ * Loads a TypeScript program through the CommonJS loader, where the .ts hook lives, as the
  * main module. `Module.runMain` cannot be used for it: as soon as any `--import`/`--loader` is
  * in effect (NODE_OPTIONS from a test runner or an APM agent), it hands the entry point to the
  * ESM loader, which rejects `.ts`. `Module._load(file, null, true)` is what runMain itself does
@@ -150,10 +138,8 @@ function runCommonJsMain(program: string): void {
 function isLoadError(err: unknown, program: string): boolean {
   if (!(err instanceof Error)) return false;
   const code = (err as NodeJS.ErrnoException).code;
-  if (code === 'ERR_REQUIRE_ESM' || code === 'ERR_UNKNOWN_FILE_EXTENSION') return true;
+  if (code === 'ERR_REQUIRE_ESM' || code === 'ERR_UNKNOWN_FILE_EXTENSION' || code === 'ETSCOMPILE') return true;
   if (code === 'MODULE_NOT_FOUND' && err.message.startsWith(`Cannot find module '${program}'`)) return true;
-  // ts-node's compile errors; kept by name so typescript is not loaded for plain JS programs.
-  if (err.name === 'TSError') return true;
   return false;
 }
 

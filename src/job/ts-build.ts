@@ -12,14 +12,16 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { EfaError } from '../common/errors';
+import { loadTypeScript } from './typescript-loader';
 
 /** The program (or a file it imports) has TypeScript errors: nothing was started. */
 export class TypeScriptError extends EfaError {
   /** The compiler's messages, one per diagnostic, `file:line:col - error TSnnnn: text`. */
   readonly diagnostics: string[];
 
-  constructor(program: string, diagnostics: string[]) {
-    super('ETSCOMPILE', `${program} does not compile (${diagnostics.length} error${diagnostics.length === 1 ? '' : 's'}; --no-typecheck runs it anyway):\n${diagnostics.join('\n')}`);
+  /** `typeErrors`: the errors include type errors, which --no-typecheck would let through. */
+  constructor(program: string, diagnostics: string[], typeErrors = true) {
+    super('ETSCOMPILE', `${program} does not compile (${diagnostics.length} error${diagnostics.length === 1 ? '' : 's'}${typeErrors ? '; --no-typecheck runs it anyway' : ''}):\n${diagnostics.join('\n')}`);
     this.diagnostics = diagnostics;
   }
 }
@@ -44,8 +46,7 @@ export interface TsBuild {
 export function buildTsProgram(program: string, opts: { typecheck: boolean }): TsBuild {
   const started = performance.now();
   // Loaded only when a .ts program is launched: JavaScript jobs never pay for the compiler.
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const ts = require('typescript') as typeof import('typescript');
+  const ts = loadTypeScript(program);
   const file = path.resolve(program);
   const configPath = ts.findConfigFile(path.dirname(file), ts.sys.fileExists, 'tsconfig.json');
   let options: import('typescript').CompilerOptions = { target: ts.ScriptTarget.ES2022, strict: true, esModuleInterop: true, skipLibCheck: true };

@@ -1,0 +1,34 @@
+/*
+ * TypeScript rank programs need a TypeScript compiler, but efa-emu does not ship one (it is an
+ * optional peer dependency: ~25 MB that JavaScript users would carry for nothing). The compiler
+ * is taken from the program's own project first, as a TypeScript project has one, then from
+ * wherever efa-emu itself can find one (its development install).
+ */
+import Module from 'node:module';
+import path from 'node:path';
+import { EfaError } from '../common/errors';
+
+type TypeScript = typeof import('typescript');
+
+/** No TypeScript compiler could be found for a `.ts` program. */
+export class TypeScriptMissingError extends EfaError {
+  constructor(program: string) {
+    super(
+      'ENOTYPESCRIPT',
+      `${program} is TypeScript, and no TypeScript compiler was found from its folder or from efa-emu's: install one in its project (npm install --save-dev typescript), or run its compiled JavaScript`,
+    );
+  }
+}
+
+/** The `typescript` module for `program`: its project's, else the one efa-emu can resolve. */
+export function loadTypeScript(program: string): TypeScript {
+  const fromProgram = Module.createRequire(path.resolve(program));
+  for (const req of [fromProgram, require]) {
+    try {
+      return req('typescript') as TypeScript;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND') throw err;
+    }
+  }
+  throw new TypeScriptMissingError(program);
+}
