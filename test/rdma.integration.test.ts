@@ -21,7 +21,18 @@ t.test('bench --test write_bw --type srd --size 65536,1048576 --json reports ban
     t.equal(r.delivered, 100, 'every write completed');
     t.equal(r.send_errors, 0, 'none failed');
   }
-  t.match(run.stdout, /#bytes\s+#iterations\s+BW peak\[MB\/sec\]\s+BW average\[MB\/sec\]\s+MsgRate\[Mpps\]/);
+  // perftest's title and header, exactly; the row in its order: #bytes #iterations peak average rate.
+  const lines = run.stdout.split('\n');
+  t.ok(lines.includes('                    RDMA_Write BW Test'), "perftest's title");
+  const h = lines.indexOf(' #bytes     #iterations    BW peak[MiB/sec]    BW average[MiB/sec]   MsgRate[Mpps]');
+  t.ok(h > 0, "perftest's header");
+  const json = out.results as unknown as Array<{ results: Record<string, number> }>;
+  t.same(
+    lines.slice(h + 1, h + 3).map((l) => l.trim().split(/\s+/).map(Number)),
+    json.map((r) => [r.results.MsgSize, r.results.n_iterations, r.results.BW_peak, r.results.BW_average, r.results.MsgRate]),
+    "the rows are the JSON's perftest fields",
+  );
+  t.equal(lines[h + 3], '-'.repeat(87), "the table ends with perftest's dashes line");
 });
 
 t.test('bench --test read_lat (all: SRD beside raw UDP) reports latency and a ratio', async (t) => {
@@ -39,7 +50,10 @@ t.test('bench --test read_lat (all: SRD beside raw UDP) reports latency and a ra
     t.ok((r.ratio_to_raw as number) > 0, `${r.type} ${r.size}: ratio_to_raw`);
   }
   t.equal(out.results[2].raw_size, 65000, 'the raw row says it ping-ponged the largest datagram instead');
-  t.match(run.stdout, /raw_size/);
+  t.match(run.stdout, /\n {20}Send Latency Test\n[^]*\n {20}RDMA_Read Latency Test\n/, 'raw UDP\'s Send table, then the RDMA_Read one');
+  t.match(run.stdout, /\n 65000 +200 /, 'the raw table shows the datagram it sent');
+  t.match(run.stdout, /Latency unit {4}: usec, a whole RDMA read \(one round trip\)/, 'a read is timed whole, and says so');
+  t.match(run.stdout, /srd 100000 B: t_typical [0-9.]+ usec \(a whole read, one round trip\) = [0-9.]+ x raw UDP's round trip [0-9.]+ usec \(2 x [0-9.]+ usec one-way\) \(65000 B datagrams\)/);
 });
 
 t.test('bench --test write_lat and read_bw run', async (t) => {

@@ -5,7 +5,7 @@ import { ENV_GENERATION } from '../../env';
 import { choiceOption, DEVICE_MTU, intOption, MAX_RAW_SIZE, messageSizeOption, NO_SEGMENTATION, refuseOversize } from '../cli-options';
 import { runJob } from '../../job/run-job';
 import { BENCH_RANK_PROGRAM } from '../../job/programs';
-import { addRatios, formatTables, isRdmaTest, type BenchResult } from './bench-table';
+import { addRatios, formatTables, isRdmaTest, toJson, type BenchResult } from './bench-table';
 
 /** Message sizes of `--size all`: powers of two from 64 to the MTU, as perftest's -a. */
 export const ALL_SIZES = [64, 128, 256, 512, 1024, 2048, 4096, 8192];
@@ -37,17 +37,18 @@ interface BenchOptions {
   logLevel?: string;
 }
 
+/** Registers `efa-emu bench`: perftest's tests between two ranks of its own, in perftest's output format. */
 export function registerBenchCommand(program: Command): void {
   program
     .command('bench')
-    .description('perftest-style latency or bandwidth between two ranks of its own, against raw UDP in the same run')
+    .description('perftest-style latency or bandwidth between two ranks of its own, against raw UDP in the same run, printed as perftest prints it')
     .option(
       '--test <test>',
       'lat (ping-pong, like ib_send_lat), bw (one-way stream, like ib_send_bw), or RDMA over SRD: write_lat, write_bw, read_lat, read_bw (like ib_write_lat, ...)',
       choiceOption(TESTS),
       'lat',
     )
-    .option('--type <type>', 'raw (bare node:dgram), ud, srd, or all (raw, ud, srd with a ratio column)', choiceOption(['raw', 'ud', 'srd', 'all'] as const), 'all')
+    .option('--type <type>', 'raw (bare node:dgram), ud, srd, or all (raw, ud, srd, a table each, then their ratios to raw)', choiceOption(['raw', 'ud', 'srd', 'all'] as const), 'all')
     .option('--size <bytes>', `message size, a comma list, or "all" (64..${DEVICE_MTU}); UD and SRD take at most the device MTU (${DEVICE_MTU})`, parseSize, [64])
     .option('--iters <n>', 'iterations (round trips for lat, messages for bw)', intOption(1, 100_000_000), 1000)
     .option('--window <n>', 'bw: messages outstanding', intOption(1, 4096), 128)
@@ -55,7 +56,7 @@ export function registerBenchCommand(program: Command): void {
     .option('--generation <gen>', 'EFA device generation of every rank: efa0 (the 2018 device: send/receive only) .. efa3 (default, the newest)')
     .option('--fault <spec>', 'faults on the devices (raw is the fault-free baseline)')
     .option('--daemon <host:port>', 'use this daemon instead of starting one')
-    .option('--json', 'end with one JSON line {"results": [...]}')
+    .option('--json', 'end with one JSON line {"results": [...]}, each a perftest --out_json document {"test_info", "results"}')
     .option('--capture <file>', 'write every datagram the ranks send and receive to this pcap file (see contrib/wireshark)')
     .option('--log-level <level>', 'log level (EFA_EMU_LOG)')
     .action(async (o: BenchOptions) => {
@@ -98,8 +99,8 @@ export function registerBenchCommand(program: Command): void {
       }));
       bar?.clear();
       if (o.type === 'all') addRatios(results);
-      process.stdout.write(formatTables(results));
-      if (o.json) process.stdout.write(`${JSON.stringify({ test: o.test, poll: o.poll, fault: o.fault ?? null, results })}\n`);
+      process.stdout.write(formatTables(results, { fault: o.fault ?? null }));
+      if (o.json) process.stdout.write(`${JSON.stringify(toJson(o.test, o.poll, o.fault ?? null, results))}\n`);
       process.exitCode = exitCode;
     });
 }

@@ -7,8 +7,8 @@
 import { parseArgs } from 'node:util';
 import { EfaError, InvalidArgumentError } from '../../common/errors';
 import { openDevice, type EfaDevice } from '../../open-device';
-import { bandwidthFigures, latencyFigures } from './bench-stats';
-import { isRdmaTest, type BenchTest } from './bench-result';
+import { bandwidthFigures, BwPeak, latencyFigures } from './bench-stats';
+import { isRdmaTest, type BenchAddress, type BenchSetup, type BenchTest } from './bench-result';
 import { RawEndpoint, VerbsEndpoint, type BenchEndpoint, type BenchType, type PollMode } from './bench-endpoints';
 import { RdmaEndpoint, type RdmaPeerInfo } from './bench-rdma';
 
@@ -118,17 +118,44 @@ async function run(plan: Plan, dev: EfaDevice, endpoints: Map<BenchType, BenchEn
       endpoints.set(type, ep);
     }
   }
-  if (rdma !== null) await rdma.connect(JSON.parse(await dev.daemon.get(key('rdma', rank ^ 1), 60_000)) as RdmaPeerInfo);
+  // Both ends of every connection, for the banner's address lines.
+  const addresses = new Map<BenchType | 'rdma', { local: BenchAddress; remote: BenchAddress }>();
+  if (rdma !== null) {
+    const peer = JSON.parse(await dev.daemon.get(key('rdma', rank ^ 1), 60_000)) as RdmaPeerInfo;
+    await rdma.connect(peer);
+    const mine = rdma.info();
+    addresses.set('rdma', { local: { qpn: mine.qpn, psn: 0, gid: mine.gid, rkey: mine.rkey, vaddr: 0 }, remote: { qpn: peer.qpn, psn: 0, gid: peer.gid, rkey: peer.rkey, vaddr: 0 } });
+  }
   for (const type of plan.types) {
     const ep = endpoints.get(type);
     if (ep === undefined) continue;
     const info = await dev.daemon.get(key(type, rank ^ 1), 60_000);
-    if (ep instanceof RawEndpoint) ep.connect('127.0.0.1', Number(info));
-    else if (ep instanceof VerbsEndpoint) {
+    if (ep instanceof RawEndpoint) {
+      ep.connect('127.0.0.1', Number(info));
+      addresses.set(type, { local: { host: '127.0.0.1', port: ep.port }, remote: { host: '127.0.0.1', port: Number(info) } });
+    } else if (ep instanceof VerbsEndpoint) {
       const peer = JSON.parse(info) as { gid: string; qpn: number };
       await ep.connect(peer.gid, peer.qpn);
+      addresses.set(type, { local: { qpn: ep.qp.qpNum, psn: 0, gid: dev.gidText }, remote: { qpn: peer.qpn, psn: 0, gid: peer.gid } });
     }
   }
+  const setupOf = (test: BenchTest, type: BenchType): BenchSetup => {
+    const rdmaOp = isRdmaTest(test) && type !== 'raw';
+    const lat = test.endsWith('lat');
+    const ends = addresses.get(rdmaOp ? 'rdma' : type) ?? { local: {}, remote: {} };
+    return {
+      device: type === 'raw' ? null : dev.name,
+      generation: dev.attributes.generation,
+      mtu: type === 'raw' ? null : dev.attributes.maxMsgSize,
+      tx_depth: lat ? 1 : plan.window,
+      ...(lat ? {} : { cq_mod: type === 'srd' ? 1 : ACK_EVERY }),
+      ...(rdmaOp && test.startsWith('read') ? { out_reads: lat ? 1 : plan.window } : {}),
+      wr_api: rdmaOp,
+      poll: plan.poll,
+      warmup: lat ? plan.warmup : 0,
+      ...ends,
+    };
+  };
 
   const total = plan.tests.length * plan.sizes.length * plan.types.length;
   let done = 0;
@@ -158,7 +185,8 @@ async function run(plan: Plan, dev: EfaDevice, endpoints: Map<BenchType, BenchEn
           retransmits = ep.retransmits() - before;
         }
         if (rank === 0) {
-          process.stdout.write(`${JSON.stringify({ bench: { type, test, size, iters: plan.iters, ...figures, retransmits } })}\n`);
+          const setup = setupOf(test, type);
+          process.stdout.write(`${JSON.stringify({ bench: { type, test, size, iters: plan.iters, ...figures, retransmits, setup } })}\n`);
           process.stderr.write(`${JSON.stringify({ progress: ++done / total })}\n`);
         }
       }
@@ -233,7 +261,6 @@ function latency(ep: BenchEndpoint, rank: number, size: number, plan: Plan): Pro
  */
 async function bandwidth(dev: EfaDevice, ep: BenchEndpoint, rank: number, size: number, type: BenchType, plan: Plan, stepKey: string): Promise<Record<string, number>> {
   const total = plan.iters;
-  const markStep = Math.max(1, Math.floor(total / 20));
   const reliable = type === 'srd';
   if (rank === 1) {
     let received = 0;
@@ -265,7 +292,7 @@ async function bandwidth(dev: EfaDevice, ep: BenchEndpoint, rank: number, size: 
     return {};
   }
   await dev.daemon.get(`${stepKey}/ready`, 600_000);
-  const marks: number[] = [];
+  const peak = new BwPeak();
   let sent = 0;
   let completed = 0;
   let errors = 0;
@@ -285,13 +312,15 @@ async function bandwidth(dev: EfaDevice, ep: BenchEndpoint, rank: number, size: 
     const pump = (): void => {
       const limit = reliable ? total : Math.min(total, acked + plan.window);
       while (sent < limit && (reliable ? sent - completed < plan.window : true)) {
+        const t = performance.now();
         if (!ep.send(sent, size)) break;
+        peak.post(t);
         sent++;
       }
     };
     const progress = (count: number): void => {
-      while (marks.length < Math.floor(count / markStep)) marks.push(performance.now());
       lastProgress = performance.now();
+      peak.complete(count, lastProgress);
     };
     ep.onSendDone = (ok) => {
       if (!reliable) {
@@ -332,7 +361,7 @@ async function bandwidth(dev: EfaDevice, ep: BenchEndpoint, rank: number, size: 
   } else {
     await dev.daemon.get(`${stepKey}/received`, 600_000);
   }
-  return { ...bandwidthFigures(size, delivered, start, end, marks, markStep), delivered, send_errors: errors };
+  return { ...bandwidthFigures(size, delivered, Number.isNaN(peak.firstPostMs) ? start : peak.firstPostMs, end, peak.bestMsPerMessage()), delivered, send_errors: errors };
 }
 
 /**
@@ -404,9 +433,8 @@ async function rdmaBandwidth(dev: EfaDevice, ep: RdmaEndpoint, rank: number, siz
     return {};
   }
   const total = plan.iters;
-  const markStep = Math.max(1, Math.floor(total / 20));
   const op = test === 'read_bw' ? 'read' : 'write';
-  const marks: number[] = [];
+  const peak = new BwPeak();
   let sent = 0;
   let completed = 0;
   let errors = 0;
@@ -414,14 +442,20 @@ async function rdmaBandwidth(dev: EfaDevice, ep: RdmaEndpoint, rank: number, siz
   let end = start;
   await new Promise<void>((resolve) => {
     const pump = (): void => {
-      while (sent < total && sent - completed < plan.window && ep.post(op, sent, size)) sent++;
+      while (sent < total && sent - completed < plan.window) {
+        const t = performance.now();
+        if (!ep.post(op, sent, size)) break;
+        peak.post(t);
+        sent++;
+      }
     };
     ep.onSendDone = (ok) => {
       completed++;
       if (!ok) errors++;
-      while (marks.length < Math.floor(completed / markStep)) marks.push(performance.now());
+      const t = performance.now();
+      peak.complete(completed, t);
       if (completed === total) {
-        end = performance.now();
+        end = t;
         resolve();
       } else pump();
     };
@@ -430,7 +464,7 @@ async function rdmaBandwidth(dev: EfaDevice, ep: RdmaEndpoint, rank: number, siz
   });
   ep.stop();
   await dev.daemon.put(`${stepKey}/done`, '1');
-  return { ...bandwidthFigures(size, completed - errors, start, end, marks, markStep), delivered: completed - errors, send_errors: errors };
+  return { ...bandwidthFigures(size, completed - errors, Number.isNaN(peak.firstPostMs) ? start : peak.firstPostMs, end, peak.bestMsPerMessage()), delivered: completed - errors, send_errors: errors };
 }
 
 function nonZero(stats: Record<string, number>): Record<string, number> {
