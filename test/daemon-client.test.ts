@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import { once } from 'node:events';
 import { spawn } from 'node:child_process';
 import { DaemonClient, type DaemonClientOptions, type PeerDownInfo, type PeerUpInfo } from '../src/control/client';
+import { ManualClock } from '../src/control/manual-clock';
 import { startDaemon, type DaemonOptions, type DaemonServer } from '../src/control/server';
 
 interface HasTeardown {
@@ -286,14 +287,19 @@ t.test('heartbeat deadline: a silent device goes down, peers hear it, a heartbea
 });
 
 t.test('a name that went silent can be taken over by a new connection', async (t) => {
-  const d = await daemon(t, { heartbeatTimeoutMs: 300 });
+  // The daemon's time moves only when advanced: "silent" is decided by the test, not by
+  // how fast a loaded machine gets from one register to the next.
+  const clock = new ManualClock();
+  const d = await daemon(t, { heartbeatTimeoutMs: 300, clock });
   const a = await client(t, d);
   await a.register({ name: 'w', endpoint: ep(1) });
   const stale = await client(t, d, { heartbeatMs: 600000 });
   const reg = await stale.register({ name: 'moving', endpoint: ep(2) });
   const b = await client(t, d);
   await t.rejects(b.register({ name: 'moving', endpoint: ep(3) }), { code: 'EADDRINUSE' });
-  await nextEvent<PeerDownInfo>(a, 'peer_down', (e) => e.name === 'moving');
+  const movingDown = nextEvent<PeerDownInfo>(a, 'peer_down', (e) => e.name === 'moving');
+  clock.advance(400);
+  await movingDown;
   const up = nextEvent<PeerUpInfo>(a, 'peer_up', (e) => e.name === 'moving');
   t.same(await b.register({ name: 'moving', endpoint: ep(3) }), reg, 'same lease');
   t.same((await up).endpoint, ep(3));
@@ -306,7 +312,9 @@ t.test('a name that went silent can be taken over by a new connection', async (t
   const lines = lineReader(raw);
   raw.write(JSON.stringify({ id: 1, op: 'register', name: 'quiet', endpoint: ep(4) }) + '\n');
   t.match(await lines(), { id: 1, ok: true });
-  await nextEvent<PeerDownInfo>(a, 'peer_down', (e) => e.name === 'quiet');
+  const quietDown = nextEvent<PeerDownInfo>(a, 'peer_down', (e) => e.name === 'quiet');
+  clock.advance(400);
+  await quietDown;
   const c = await client(t, d);
   await c.register({ name: 'quiet', endpoint: ep(5) });
   raw.write(JSON.stringify({ id: 2, op: 'heartbeat' }) + '\n');
