@@ -63,6 +63,8 @@ export { formatGid, parseGid, makeGid, type Gid } from './common/gid';
 export { readRankEnv, readDeviceHost, parseDeviceHost, ENV_HOST, type RankEnv } from './env';
 export { startDaemon, DaemonServer, type DaemonOptions } from './control/server';
 export { DaemonClient } from './control/client';
+export { ManualClock } from './control/manual-clock';
+export { realClock, type Clock } from './control/clock';
 export { FaultInjector, type FaultInjectorOptions } from './io/fault-injector';
 export { FaultSpecError, parseFaultSpec, formatFaultSpec, type FaultSpec } from './io/fault-spec';
 export { DEFAULT_SRD_CONFIG, type SrdConfig } from './srd/srd-config';

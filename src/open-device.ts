@@ -1,5 +1,6 @@
 import { hostname } from 'node:os';
 import { rootLogger, type Logger } from './common/logger';
+import { InvalidArgumentError } from './common/errors';
 import { parseGid } from './common/gid';
 import { DaemonClient } from './control/client';
 import type { DeviceAttributes } from './device/attributes';
@@ -13,6 +14,7 @@ import { toFaultSpec, type FaultSpec } from './io/fault-spec';
 import { gidDeviceIndex } from './common/gid';
 import { nextIncarnation } from './common/incarnation';
 import { PcapWriter } from './io/pcap-writer';
+import { DatagramCoalescer, DEFAULT_MAX_DATAGRAM, MIN_BUNDLE_DATAGRAM } from './io/datagram-coalescer';
 import { parseSrdConfigText, resolveSrdConfig, type SrdConfig } from './srd/srd-config';
 
 /** Options of {@link openDevice}; each falls back to the launcher's environment variables. */
@@ -55,6 +57,13 @@ export interface OpenDeviceOptions {
    * file. `{rank}`, `{name}` and `{pid}` are replaced. Default: `EFA_EMU_CAPTURE`.
    */
   capture?: string | null;
+  /**
+   * Doorbell batching: packets sent in one synchronous run to one destination leave packed in
+   * datagrams of at most this many bytes (a lone packet leaves as it is, in the same turn);
+   * 0 sends every packet in its own datagram. Faults and the capture still see each packet.
+   * Default: `EFA_EMU_COALESCE`, else 65000.
+   */
+  coalesce?: number;
   logger?: Logger;
 }
 
@@ -93,6 +102,7 @@ export async function openDevice(opts: OpenDeviceOptions = {}): Promise<EfaDevic
   const srd = opts.srd ?? (env.srd === null ? undefined : resolveSrdConfig(parseSrdConfigText(env.srd, ENV_SRD)));
   // Checked before anything is opened: the address is announced to peers, so one they could
   // not send to is refused here rather than showing up later as a silent peer.
+  const coalesceBytes = opts.coalesce !== undefined ? coalesceOption(opts.coalesce, 'coalesce') : (readCoalesce() ?? DEFAULT_MAX_DATAGRAM);
   const bindHost = opts.host !== undefined ? parseDeviceHost(opts.host, 'host') : (readDeviceHost() ?? DEFAULT_DEVICE_HOST);
 
   const client = await DaemonClient.connect({ host: daemonAddr.host, port: daemonAddr.port, logger, token: opts.daemonToken });
@@ -110,13 +120,16 @@ export async function openDevice(opts: OpenDeviceOptions = {}): Promise<EfaDevic
     const udp = port;
     let device: EfaDevice | null = null;
     const cap = capture;
-    // Captured at the socket, after the faults: what really left.
+    // With coalescing off it still splits the bundles peers send, and counts datagrams.
+    const coalescer = new DatagramCoalescer((buf, len, host, p, onSent) => udp.send(buf, len, host, p, onSent), coalesceBytes);
+    const toWire = (buf: Buffer, len: number, host: string, p: number, onSent?: (() => void) | null): void => coalescer.send(buf, len, host, p, onSent);
+    // Captured per packet after the faults (what really left), before packets share datagrams.
     const toSocket =
       cap === null
-        ? (buf: Buffer, len: number, host: string, p: number, onSent?: (() => void) | null): void => udp.send(buf, len, host, p, onSent)
+        ? toWire
         : (buf: Buffer, len: number, host: string, p: number, onSent?: (() => void) | null): void => {
             cap.writeUdp(buf, len, udp.host, udp.port, host, p);
-            udp.send(buf, len, host, p, onSent);
+            toWire(buf, len, host, p, onSent);
           };
     // Always there, so faults can be set at run time (`device.faults.setSpec(...)`); with no
     // faults it passes every packet straight through.
@@ -142,12 +155,13 @@ export async function openDevice(opts: OpenDeviceOptions = {}): Promise<EfaDevic
       logger,
       transport: {
         sendPacket: send,
-        stats: () => transportCounters(udp, injector, cap),
+        stats: () => transportCounters(udp, injector, cap, coalescer),
       },
       resolver: (gid) => client.resolve(gid),
       onClose: async () => {
         timer.close();
         injector.close();
+        coalescer.close();
         await udp.close();
         await cap?.close();
         // The stats provider stays until the client has left: its unregister carries the
@@ -162,14 +176,14 @@ export async function openDevice(opts: OpenDeviceOptions = {}): Promise<EfaDevic
     device.endpoint = endpoint;
     const dev = device;
     // Captured before the device decodes it: verifying the CRC zeroes its field in place.
-    udp.onDatagram(
+    const deliver =
       cap === null
-        ? (buf, host, p) => dev.handleDatagram(buf, host, p)
-        : (buf, host, p) => {
+        ? (buf: Buffer, host: string, p: number): void => dev.handleDatagram(buf, host, p)
+        : (buf: Buffer, host: string, p: number): void => {
             cap.writeUdp(buf, buf.length, host, p, udp.host, udp.port);
             dev.handleDatagram(buf, host, p);
-          },
-    );
+          };
+    udp.onDatagram((buf, host, p) => coalescer.receive(buf, host, p, deliver));
     client.on('peer_down', (ev: { gid: string }) => dev.notifyPeerDown(ev.gid));
     client.on('peer_up', (ev) => dev.notifyPeerUp(ev.gid, ev.endpoint, ev.incarnation, ev.name));
     client.setStatsProvider(() => dev.statsSnapshot());
@@ -193,7 +207,7 @@ export async function openDevice(opts: OpenDeviceOptions = {}): Promise<EfaDevic
 }
 
 /** Socket errors, the injector's drops and changes and the capture's counts, under the device counters' names. */
-function transportCounters(udp: UdpPort, inj: FaultInjector, cap: PcapWriter | null): Record<string, number> {
+function transportCounters(udp: UdpPort, inj: FaultInjector, cap: PcapWriter | null, co: DatagramCoalescer): Record<string, number> {
   const s = inj.stats;
   const out: Record<string, number> = {
     tx_errors: udp.sendErrors,
@@ -205,11 +219,39 @@ function transportCounters(udp: UdpPort, inj: FaultInjector, cap: PcapWriter | n
     tx_injected_reorders: s.reordered,
     tx_injected_corruptions: s.corrupted,
   };
+  const c = co.stats;
+  out.tx_dgrams = c.tx_dgrams;
+  out.tx_bundles = c.tx_bundles;
+  out.rx_dgrams = c.rx_dgrams;
+  out.rx_bundles = c.rx_bundles;
+  out.rx_drop_bad_bundle = c.rx_drop_bad_bundle;
+  // Packets the socket carried per datagram: what batching bought (1 = none).
+  out.packets_per_dgram = c.tx_dgrams === 0 ? 0 : Math.round((c.tx_coalesced_pkts / c.tx_dgrams) * 100) / 100;
   if (cap !== null) {
     out.capture_pkts = cap.packets;
     out.capture_dropped = cap.dropped;
   }
   return out;
+}
+
+/** The largest a bundle datagram may be: IPv4 UDP's payload limit. */
+const MAX_COALESCE = 65507;
+
+/** Checks a coalesce size: 0 (off), or room for a bundle of two packets up to IPv4 UDP's limit. */
+function coalesceOption(v: number, what: string): number {
+  if (!Number.isInteger(v) || (v !== 0 && (v < MIN_BUNDLE_DATAGRAM || v > MAX_COALESCE))) {
+    throw new InvalidArgumentError(`${what} must be 0 (off) or an integer in ${MIN_BUNDLE_DATAGRAM}..${MAX_COALESCE} (bytes a datagram may hold), got ${String(v)}`);
+  }
+  return v;
+}
+
+/** `EFA_EMU_COALESCE`: `off`/`0`, or the largest datagram in bytes; null when unset. */
+function readCoalesce(): number | null {
+  const text = process.env.EFA_EMU_COALESCE;
+  if (text === undefined || text.trim() === '') return null;
+  const t = text.trim().toLowerCase();
+  if (t === 'off' || t === '0') return 0;
+  return coalesceOption(Number(t), 'EFA_EMU_COALESCE');
 }
 
 /** Fills `{rank}`, `{name}` and `{pid}` in a capture path, so each rank can write its own file. */

@@ -1,0 +1,285 @@
+import { BASE_HEADER_LEN, OFF_MAGIC, OFF_TYPE, OFF_VERSION, WIRE_MAGIC, WIRE_VERSION } from '../wire/header';
+
+/*
+ * Doorbell batching for one device's socket. Packets sent in one synchronous run (a loop of
+ * postSend, a list post, an ack burst) are held until the run ends (a microtask) and those for
+ * one destination go out packed into as few datagrams as fit: one sendmsg and one receive
+ * callback for many packets, which is where a packet's cost on loopback lies. The first
+ * packet of a run to a destination leaves at once, as it is, so a lone message's latency does
+ * not grow; a single packet left waiting at the end of the run also leaves unwrapped.
+ *
+ * A bundle datagram (all big-endian):
+ *
+ *  byte  size  field
+ *   0     2    magic    0xEFA1, as every efa-emu datagram
+ *   2     1    version  WIRE_VERSION
+ *   3     1    type     BUNDLE_TYPE (never a packet type)
+ *   4     2    count    packets that follow
+ *   6     2    reserved zero
+ *   8..        count x (2-byte length, then that many bytes: one whole packet with its own CRC)
+ *
+ * The bundle has no CRC of its own: each packet inside keeps its own, checked as ever.
+ */
+
+/** The `type` byte of a bundle datagram. Outside PacketType's range on purpose. */
+export const BUNDLE_TYPE = 0x40;
+/** Bytes before the first packet of a bundle. */
+export const BUNDLE_HEADER_LEN = 8;
+/** Bytes before each packet of a bundle (its length). */
+export const BUNDLE_ENTRY_LEN = 2;
+/** The smallest useful bundle: two packets of a base header each. */
+export const MIN_BUNDLE_DATAGRAM = BUNDLE_HEADER_LEN + 2 * (BUNDLE_ENTRY_LEN + BASE_HEADER_LEN);
+/** Largest datagram a bundle may be by default: loopback carries 64 KiB, IPv4 UDP payload 65507. */
+export const DEFAULT_MAX_DATAGRAM = 65000;
+
+type SendFn = (buf: Buffer, len: number, host: string, port: number, onSent?: (() => void) | null) => void;
+
+/** Packets waiting for one destination in the current run. */
+class Pending {
+  host = '';
+  port = 0;
+  /** The first packet, held as the caller gave it until a second one comes (then copied). */
+  first: Buffer | null = null;
+  firstLen = 0;
+  firstOnSent: (() => void) | null = null;
+  /** The bundle being filled, once there are two packets or more. */
+  bundle: Buffer | null = null;
+  used = 0;
+  count = 0;
+  /** Callers' onSent of the packets copied into `bundle`: their buffers are free already. */
+  readonly done: Array<() => void> = [];
+  queued = false;
+  /** The run's first packet to this destination left at once, unbatched. */
+  sentFirst = false;
+}
+
+/** Counters of the coalescer, merged into the device's. */
+export interface CoalescerStats {
+  /** Datagrams handed to the socket (bundles and lone packets). */
+  tx_dgrams: number;
+  /** Packets handed to the coalescer. */
+  tx_coalesced_pkts: number;
+  /** Bundle datagrams sent. */
+  tx_bundles: number;
+  /** Datagrams received (a bundle counts once). */
+  rx_dgrams: number;
+  /** Bundles received. */
+  rx_bundles: number;
+  /** Bundles dropped as malformed (a length past the end, zero packets). */
+  rx_drop_bad_bundle: number;
+}
+
+/**
+ * Sits between the fault injector (which decides per packet) and the socket. `send` is the
+ * transport's sendPacket contract: without `onSent` the coalescer owns `buf`; with it, the
+ * caller keeps `buf` until `onSent` runs.
+ */
+export class DatagramCoalescer {
+  readonly stats: CoalescerStats = { tx_dgrams: 0, tx_coalesced_pkts: 0, tx_bundles: 0, rx_dgrams: 0, rx_bundles: 0, rx_drop_bad_bundle: 0 };
+  private readonly byDest = new Map<string, Pending>();
+  /** Destinations with packets this run, in the order they were first sent to. */
+  private dirty: Pending[] = [];
+  private spare: Pending[] = [];
+  private flushQueued = false;
+  private readonly flushBound = (): void => this.flush();
+  /** Bundle buffers the socket is done with, reused. */
+  private readonly pool: Buffer[] = [];
+  private closed = false;
+
+  constructor(
+    private readonly toSocket: SendFn,
+    /** Largest bundle datagram, in bytes; a packet larger than this goes alone; 0: no batching. */
+    private readonly maxDatagram = DEFAULT_MAX_DATAGRAM,
+  ) {}
+
+  /** Queues one packet for `host:port`; it leaves when the current run ends. */
+  send(buf: Buffer, len: number, host: string, port: number, onSent?: (() => void) | null): void {
+    if (this.closed) {
+      onSent?.();
+      return;
+    }
+    this.stats.tx_coalesced_pkts++;
+    if (this.maxDatagram === 0) {
+      this.stats.tx_dgrams++;
+      this.toSocket(buf, len, host, port, onSent);
+      return;
+    }
+    const p = this.pendingFor(host, port);
+    if (!p.sentFirst) {
+      // The run's first packet to a destination leaves at once: a ping-pong's reply must not
+      // wait for whatever else this run does. What follows it in the run is batched.
+      p.sentFirst = true;
+      this.markDirty(p);
+      this.stats.tx_dgrams++;
+      this.toSocket(buf, len, host, port, onSent);
+      return;
+    }
+    if (p.count > 0) {
+      const bytes = p.bundle === null ? BUNDLE_HEADER_LEN + BUNDLE_ENTRY_LEN + p.firstLen : p.used;
+      // Does not fit with what waits: what waits goes now, this one starts the next datagram.
+      if (bytes + BUNDLE_ENTRY_LEN + len > this.maxDatagram) this.sendPending(p);
+    }
+    if (p.count === 0) {
+      p.first = buf;
+      p.firstLen = len;
+      p.firstOnSent = onSent ?? null;
+      p.count = 1;
+    } else {
+      if (p.bundle === null) this.startBundle(p);
+      this.append(p, buf, len);
+      if (onSent) p.done.push(onSent);
+    }
+    this.markDirty(p);
+  }
+
+  /** Makes sure the end of this run visits `p` (to send what waits, and to end its run). */
+  private markDirty(p: Pending): void {
+    if (!p.queued) {
+      p.queued = true;
+      this.dirty.push(p);
+    }
+    if (!this.flushQueued) {
+      this.flushQueued = true;
+      queueMicrotask(this.flushBound);
+    }
+  }
+
+  /** Sends everything queued now (the end of a run does it by itself). */
+  flush(): void {
+    this.flushQueued = false;
+    // A sender's onSent may send again at once: that lands in the other list, for the next flush.
+    const list = this.dirty;
+    this.dirty = this.spare;
+    for (let i = 0; i < list.length; i++) {
+      const p = list[i];
+      p.queued = false;
+      p.sentFirst = false;
+      this.sendPending(p);
+    }
+    list.length = 0;
+    this.spare = list;
+  }
+
+  /**
+   * Splits a received datagram: a bundle's packets go to `deliver` one by one, as views into
+   * it (no copy); any other datagram goes as it is. Returns false for a malformed bundle
+   * (dropped whole and counted: its lengths cannot be trusted to find any packet).
+   */
+  receive(buf: Buffer, host: string, port: number, deliver: (pkt: Buffer, host: string, port: number) => void): boolean {
+    this.stats.rx_dgrams++;
+    if (!isBundle(buf)) {
+      deliver(buf, host, port);
+      return true;
+    }
+    const count = (buf[4] << 8) | buf[5];
+    // Walk the lengths first: a bundle is delivered whole or not at all.
+    let o = BUNDLE_HEADER_LEN;
+    for (let i = 0; i < count; i++) {
+      if (o + BUNDLE_ENTRY_LEN > buf.length) return this.badBundle();
+      o += BUNDLE_ENTRY_LEN + ((buf[o] << 8) | buf[o + 1]);
+      if (o > buf.length) return this.badBundle();
+    }
+    if (count === 0 || o !== buf.length) return this.badBundle();
+    this.stats.rx_bundles++;
+    o = BUNDLE_HEADER_LEN;
+    for (let i = 0; i < count; i++) {
+      const len = (buf[o] << 8) | buf[o + 1];
+      o += BUNDLE_ENTRY_LEN;
+      deliver(buf.subarray(o, o + len), host, port);
+      o += len;
+    }
+    return true;
+  }
+
+  /** Sends what waits and stops; later sends are dropped (their onSent still runs). */
+  close(): void {
+    if (this.closed) return;
+    this.flush();
+    this.closed = true;
+  }
+
+  private pendingFor(host: string, port: number): Pending {
+    // One lookup per packet; the key string is the only allocation, and V8 caches small
+    // concatenations poorly, so the last destination is checked first (streams repeat it).
+    const last = this.lastPending;
+    if (last !== null && last.port === port && last.host === host) return last;
+    const key = `${host}|${port}`;
+    let p = this.byDest.get(key);
+    if (p === undefined) {
+      p = new Pending();
+      p.host = host;
+      p.port = port;
+      this.byDest.set(key, p);
+    }
+    this.lastPending = p;
+    return p;
+  }
+
+  private lastPending: Pending | null = null;
+
+  /** Turns a lone waiting packet into a bundle holding it (copied: the bundle owns its bytes). */
+  private startBundle(p: Pending): void {
+    const b = this.pool.pop() ?? Buffer.allocUnsafe(this.maxDatagram);
+    b[OFF_MAGIC] = WIRE_MAGIC >> 8;
+    b[OFF_MAGIC + 1] = WIRE_MAGIC & 0xff;
+    b[OFF_VERSION] = WIRE_VERSION;
+    b[OFF_TYPE] = BUNDLE_TYPE;
+    b[6] = 0;
+    b[7] = 0;
+    p.bundle = b;
+    p.used = BUNDLE_HEADER_LEN;
+    p.count = 0;
+    this.append(p, p.first as Buffer, p.firstLen);
+    if (p.firstOnSent !== null) p.done.push(p.firstOnSent);
+    p.first = null;
+    p.firstOnSent = null;
+  }
+
+  private append(p: Pending, buf: Buffer, len: number): void {
+    const b = p.bundle as Buffer;
+    b[p.used] = len >> 8;
+    b[p.used + 1] = len & 0xff;
+    buf.copy(b, p.used + BUNDLE_ENTRY_LEN, 0, len);
+    p.used += BUNDLE_ENTRY_LEN + len;
+    p.count++;
+  }
+
+  private sendPending(p: Pending): void {
+    if (p.count === 0) return;
+    this.stats.tx_dgrams++;
+    if (p.bundle === null) {
+      const first = p.first as Buffer;
+      const onSent = p.firstOnSent;
+      p.first = null;
+      p.firstOnSent = null;
+      p.count = 0;
+      this.toSocket(first, p.firstLen, p.host, p.port, onSent);
+      return;
+    }
+    const b = p.bundle;
+    b[4] = p.count >> 8;
+    b[5] = p.count & 0xff;
+    const used = p.used;
+    p.bundle = null;
+    p.used = 0;
+    p.count = 0;
+    this.stats.tx_bundles++;
+    this.toSocket(b, used, p.host, p.port, () => this.pool.push(b));
+    // The packets were copied: their senders may reuse their buffers now. Called after the
+    // send, so one that sends again from its callback starts a fresh datagram.
+    const done = p.done;
+    const n = done.length;
+    for (let i = 0; i < n; i++) done[i]();
+    done.splice(0, n);
+  }
+
+  private badBundle(): false {
+    this.stats.rx_drop_bad_bundle++;
+    return false;
+  }
+}
+
+/** True when `buf` is a bundle datagram (its header, not its contents, checked). */
+export function isBundle(buf: Uint8Array): boolean {
+  return buf.length >= BUNDLE_HEADER_LEN && buf[OFF_TYPE] === BUNDLE_TYPE && buf[OFF_VERSION] === WIRE_VERSION && ((buf[OFF_MAGIC] << 8) | buf[OFF_MAGIC + 1]) === WIRE_MAGIC;
+}
