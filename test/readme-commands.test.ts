@@ -94,6 +94,10 @@ const env = { XDG_STATE_HOME: stateHome };
 let daemon: ChildProcess | null = null;
 t.teardown(() => daemon?.kill('SIGKILL'));
 
+// Every README demo runs for real, one after another (several compile a .ts program first):
+// together they take longer than the per-file default, each command being bounded below.
+t.setTimeout(360_000);
+
 t.ok(commands.length >= 8, `the README has its commands (${commands.length})`);
 t.ok(commands.includes('npm ci') && commands.includes('npm test'), 'the two commands: npm ci, then npm test');
 

@@ -12,6 +12,12 @@
 -- and can also be forced onto a port with "Decode As... -> UDP port -> EFA_EMU" or the
 -- "UDP port" preference.
 --
+-- A bundle (src/io/datagram-coalescer.ts: several packets for one destination sent as one
+-- datagram, type BUNDLE_TYPE) is shown as an "efa-emu bundle, N packets" item holding one
+-- subtree per packet, each decoded as that packet alone would be; the Info column reads
+-- "Bundle of N: <info of packet 1>; <info of packet 2>; ...". efa-emu's own --capture writes
+-- each packet as its own record, so bundles appear only in captures taken on the wire.
+--
 -- Load: wireshark -X lua_script:efa-emu.lua run.pcap
 --   or copy it into the personal Lua plugins folder (Help > About > Folders). See README.md.
 --
@@ -31,6 +37,9 @@
 --   efa_emu.rdma.rkey efa_emu.rdma.addr efa_emu.rdma.length efa_emu.rdma.op_id
 --     (SRD_RDMA_WRITE, SRD_READ_REQ, SRD_READ_RESP; their SRD part uses the efa_emu.srd.* fields
 --     of SRD_DATA)
+--   efa_emu.bundle.magic efa_emu.bundle.version efa_emu.bundle.type efa_emu.bundle.count
+--   efa_emu.bundle.reserved efa_emu.bundle.packet (one per packet: its subtree)
+--   efa_emu.bundle.len (one per packet) efa_emu.bundle.trailing (bytes no packet accounts for)
 --
 -- RDM fields (all under efa_rdm.*):
 --   efa_rdm.type efa_rdm.version efa_rdm.flags efa_rdm.flags.raw_addr_hdr
@@ -80,6 +89,12 @@ local SRD_NAK_HDR_LEN = 56
 -- then rkey, addr (u64), length and op_id.
 local RDMA_HDR_LEN = 92
 local SACK_BITS = 128
+-- Bundles: an 8-byte header (magic, version, type, count u16, reserved u16), then per packet
+-- a u16 length and the packet. The type lies outside the packet types, so nothing older
+-- mistakes a bundle for a packet; only the current version bundles.
+local BUNDLE_TYPE = 0x40
+local BUNDLE_HEADER_LEN = 8
+local BUNDLE_ENTRY_LEN = 2
 local FLAG_HAS_IMM = 0x01
 local FLAG_RNR_LAST_V1 = 0x02
 
@@ -178,8 +193,21 @@ local f = {
     rdma_length = ProtoField.uint32("efa_emu.rdma.length", "Length (whole operation)", base.DEC),
     op_id = ProtoField.uint32("efa_emu.rdma.op_id", "Read id", base.DEC),
 }
+-- The bundle's own header has fields of its own, so that efa_emu.type, efa_emu.magic and the
+-- rest list exactly the packets of a frame, bundled or not, one occurrence each.
+local fb = {
+    magic = ProtoField.uint16("efa_emu.bundle.magic", "Magic", base.HEX),
+    version = ProtoField.uint8("efa_emu.bundle.version", "Version", base.DEC),
+    type = ProtoField.uint8("efa_emu.bundle.type", "Type", base.HEX, { [BUNDLE_TYPE] = "BUNDLE" }),
+    count = ProtoField.uint16("efa_emu.bundle.count", "Packets", base.DEC),
+    reserved = ProtoField.uint16("efa_emu.bundle.reserved", "Reserved", base.HEX),
+    packet = ProtoField.none("efa_emu.bundle.packet", "Packet"),
+    len = ProtoField.uint16("efa_emu.bundle.len", "Length", base.DEC),
+    trailing = ProtoField.bytes("efa_emu.bundle.trailing", "Bytes no packet accounts for"),
+}
 local field_list = {}
 for _, field in pairs(f) do field_list[#field_list + 1] = field end
+for _, field in pairs(fb) do field_list[#field_list + 1] = field end
 efa.fields = field_list
 
 local ex = {
@@ -200,7 +228,22 @@ local ex = {
         "Final packet of an RDMA write with immediate: the target completes the write on it",
         expert.group.SEQUENCE, expert.severity.CHAT),
 }
-efa.experts = { ex.bad_crc, ex.bad_type, ex.bad_length, ex.short_ext, ex.rnr, ex.nak_final, ex.write_imm }
+-- A malformed bundle is dropped whole by the receiver (rx_drop_bad_bundle): its lengths
+-- cannot be trusted to find any packet, so the messages say so.
+ex.bundle_len = ProtoExpert.new("efa_emu.bundle.len.bad",
+    "Bundle packet length runs past the end of the datagram: the receiver drops the whole bundle",
+    expert.group.MALFORMED, expert.severity.ERROR)
+ex.bundle_count = ProtoExpert.new("efa_emu.bundle.count.bad",
+    "Bundle count differs from the packets the datagram holds: the receiver drops the whole bundle",
+    expert.group.MALFORMED, expert.severity.ERROR)
+ex.bundle_trailing = ProtoExpert.new("efa_emu.bundle.trailing.bad",
+    "Bytes after the bundle's last packet: the receiver drops the whole bundle",
+    expert.group.MALFORMED, expert.severity.ERROR)
+ex.bundle_not_packet = ProtoExpert.new("efa_emu.bundle.not_packet",
+    "Bundled bytes that are not an efa-emu packet: the receiver drops them",
+    expert.group.MALFORMED, expert.severity.ERROR)
+efa.experts = { ex.bad_crc, ex.bad_type, ex.bad_length, ex.short_ext, ex.rnr, ex.nak_final, ex.write_imm,
+    ex.bundle_len, ex.bundle_count, ex.bundle_trailing, ex.bundle_not_packet }
 
 efa.prefs.udp_port = Pref.uint("UDP port", 0,
     "Always decode this UDP port as efa-emu (0: none; the heuristic finds the traffic anyway)")
@@ -968,12 +1011,13 @@ rdm.dissector = function(tvb, pinfo, tree)
 end
 local rdm_handle = rdm.dissector
 
-local function dissect(tvb, pinfo, tree)
+-- Dissects one efa-emu packet `tvb` (magic checked by the caller) whose length on the wire is
+-- `wire_len`, adding its items to `tree`; returns its Info text and the Protocol column's.
+-- The columns are left to the caller: a bundle's Info lists several packets. `wire_len` is
+-- passed rather than read from the tvb because a sub-tvb of a bundle cut by the snaplen
+-- reports only the bytes captured.
+local function dissect_packet(tvb, pinfo, tree, wire_len)
     local caplen = tvb:len()
-    if caplen < 4 or tvb(0, 2):uint() ~= WIRE_MAGIC then return 0 end
-    pinfo.cols.protocol:set("EFA-EMU")
-
-    local wire_len = tvb:reported_len()
     -- The item spans the whole header, extension included (hdr_len is checked below).
     local hdr_span = BASE_HEADER_LEN
     if caplen >= 6 and tvb(5, 1):uint() > BASE_HEADER_LEN then hdr_span = tvb(5, 1):uint() end
@@ -986,8 +1030,7 @@ local function dissect(tvb, pinfo, tree)
     local tname = type_names[ptype] or ("TYPE_" .. ptype)
     if caplen < BASE_HEADER_LEN then
         -- A snaplen shorter than the header: show what there is.
-        pinfo.cols.info:set(tname .. " [truncated]")
-        return caplen
+        return tname .. " [truncated]", "EFA-EMU"
     end
     local flags = tvb(4, 1):uint()
     local flags_item = root:add(f.flags, tvb(4, 1))
@@ -1071,24 +1114,136 @@ local function dissect(tvb, pinfo, tree)
     if crc_ok == false then info[#info + 1] = "[bad CRC]" end
     if rdm_summary then
         -- The RDM packet first: the message's protocol path is what the reader looks for.
-        pinfo.cols.protocol:set("EFA-RDM")
-        pinfo.cols.info:set(rdm_summary .. " | " .. table.concat(info, " "))
-    else
-        pinfo.cols.info:set(table.concat(info, " "))
-        if caplen > body then
-            data_dissector:call(tvb(body):tvb(), pinfo, tree)
-        end
+        return rdm_summary .. " | " .. table.concat(info, " "), "EFA-RDM"
     end
+    if caplen > body then
+        data_dissector:call(tvb(body):tvb(), pinfo, tree)
+    end
+    return table.concat(info, " "), "EFA-EMU"
+end
+
+-- As isBundle in src/io/datagram-coalescer.ts: the header decides, not the contents. A
+-- datagram too short for a bundle header is a (broken) packet to the receiver, and so here.
+local function is_bundle(tvb)
+    return tvb:len() >= 4 and tvb:reported_len() >= BUNDLE_HEADER_LEN and tvb(0, 2):uint() == WIRE_MAGIC
+        and tvb(2, 1):uint() == WIRE_VERSION and tvb(3, 1):uint() == BUNDLE_TYPE
+end
+
+-- Dissects a bundle: its header, then each packet in a subtree of its own, decoded by
+-- dissect_packet as if it had come alone. A malformed bundle (a length past the end, fewer or
+-- more packets than its count, bytes after the last one) is still walked as far as its lengths
+-- allow, so what it held can be seen, and flagged as the receiver treats it: dropped whole.
+local function dissect_bundle(tvb, pinfo, tree)
+    local caplen, wire_len = tvb:len(), tvb:reported_len()
+    pinfo.cols.protocol:set("EFA-EMU")
+    local top = tree:add(efa, tvb(0, caplen))
+    top:add(fb.magic, tvb(0, 2))
+    top:add(fb.version, tvb(2, 1))
+    top:add(fb.type, tvb(3, 1))
+    if caplen < BUNDLE_HEADER_LEN then
+        top:set_text("efa-emu bundle [truncated]")
+        pinfo.cols.info:set("Bundle [truncated]")
+        return caplen
+    end
+    local count = tvb(4, 2):uint()
+    local count_item = top:add(fb.count, tvb(4, 2))
+    top:add(fb.reserved, tvb(6, 2))
+
+    local infos, protocol = {}, "EFA-EMU"
+    local malformed, cut = false, false
+    local o, n = BUNDLE_HEADER_LEN, 0
+    while n < count do
+        if o + BUNDLE_ENTRY_LEN > wire_len then
+            count_item:add_proto_expert_info(ex.bundle_count,
+                "Bundle count " .. count .. " but the datagram ends after " .. n .. " packets: the receiver drops the whole bundle")
+            malformed = true
+            break
+        end
+        if o + BUNDLE_ENTRY_LEN > caplen then
+            cut = true
+            break
+        end
+        n = n + 1
+        local len = tvb(o, BUNDLE_ENTRY_LEN):uint()
+        local start = o + BUNDLE_ENTRY_LEN
+        local entry = top:add(fb.packet, tvb(o, math.min(BUNDLE_ENTRY_LEN + len, caplen - o)))
+        entry:set_text("Packet " .. n .. " of " .. count .. ", " .. len .. " bytes")
+        local len_item = entry:add(fb.len, tvb(o, BUNDLE_ENTRY_LEN))
+        if start + len > wire_len then
+            len_item:add_proto_expert_info(ex.bundle_len,
+                "Packet " .. n .. " length " .. len .. " runs past the end of the datagram (" .. (wire_len - start) ..
+                " bytes left): the receiver drops the whole bundle")
+            if caplen > start then entry:add(fb.trailing, tvb(start, caplen - start)) end
+            malformed = true
+            o = wire_len
+            break
+        end
+        local got = math.min(len, caplen - start)
+        if got <= 0 then
+            -- Nothing of it captured (or an empty entry): only its length can be shown.
+            if len == 0 then
+                entry:add_proto_expert_info(ex.bundle_not_packet, "Packet " .. n .. " is empty: the receiver drops it")
+                infos[#infos + 1] = "[empty]"
+            else
+                cut = true
+            end
+        elseif got < 4 or tvb(start, 2):uint() ~= WIRE_MAGIC then
+            entry:add(fb.trailing, tvb(start, got))
+            entry:add_proto_expert_info(ex.bundle_not_packet)
+            infos[#infos + 1] = "[not efa-emu]"
+        else
+            local info, proto = dissect_packet(tvb(start, got):tvb(), pinfo, entry, len)
+            infos[#infos + 1] = info
+            entry:append_text(": " .. info)
+            if proto == "EFA-RDM" then protocol = proto end
+        end
+        o = start + len
+    end
+    if count == 0 then
+        count_item:add_proto_expert_info(ex.bundle_count, "Bundle of no packets: the receiver drops it")
+        malformed = true
+    end
+    -- Bytes past the last packet the count names: a count too small, or a sender's bug.
+    if not malformed and not cut and o < wire_len then
+        local item = top
+        if caplen > o then item = top:add(fb.trailing, tvb(o, caplen - o)) end
+        item:add_proto_expert_info(ex.bundle_trailing,
+            (wire_len - o) .. " bytes after packet " .. n .. " of " .. count .. ": the receiver drops the whole bundle")
+        malformed = true
+    end
+
+    local noun = count == 1 and " packet" or " packets"
+    top:set_text("efa-emu bundle, " .. count .. noun)
+    if malformed then top:append_text(" [malformed: dropped by the receiver]") end
+    if cut then top:append_text(" [cut short by the capture's snaplen]") end
+    local text = "Bundle of " .. count
+    if #infos > 0 then text = text .. ": " .. table.concat(infos, "; ") end
+    if cut then text = text .. " [truncated]" end
+    if malformed then text = text .. " [malformed bundle]" end
+    pinfo.cols.protocol:set(protocol)
+    pinfo.cols.info:set(text)
+    return caplen
+end
+
+local function dissect(tvb, pinfo, tree)
+    local caplen = tvb:len()
+    if caplen < 4 or tvb(0, 2):uint() ~= WIRE_MAGIC then return 0 end
+    if is_bundle(tvb) then return dissect_bundle(tvb, pinfo, tree) end
+    local info, protocol = dissect_packet(tvb, pinfo, tree, tvb:reported_len())
+    pinfo.cols.protocol:set(protocol)
+    pinfo.cols.info:set(info)
     return caplen
 end
 
 efa.dissector = dissect
 
--- Heuristic on UDP: the magic and version are all it takes, as for the emulator's own decoder.
+-- Heuristic on UDP: the magic and version are all it takes, as for the emulator's own decoder;
+-- a bundle, shorter than a packet header when malformed, is known by its type.
 local function heuristic(tvb, pinfo, tree)
-    if tvb:len() < 4 or tvb:reported_len() < BASE_HEADER_LEN then return false end
+    if tvb:len() < 4 then return false end
     local v = tvb(2, 1):uint()
     if tvb(0, 2):uint() ~= WIRE_MAGIC or (v ~= WIRE_VERSION and v ~= WIRE_VERSION_1) then return false end
+    if tvb:reported_len() < BASE_HEADER_LEN and not is_bundle(tvb) then return false end
     -- The local function, not efa.dissector: reading that back gives the Dissector handle,
     -- and calling the handle would record the protocol twice in the frame's layers.
     dissect(tvb, pinfo, tree)
