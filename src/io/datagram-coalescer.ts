@@ -34,24 +34,27 @@ export const DEFAULT_MAX_DATAGRAM = 65000;
 
 type SendFn = (buf: Buffer, len: number, host: string, port: number, onSent?: (() => void) | null) => void;
 
-/** Packets waiting for one destination in the current run. */
+/** Packets waiting for one destination in the current run, held as their senders gave them. */
 class Pending {
   host = '';
   port = 0;
-  /** The first packet, held as the caller gave it until a second one comes (then copied). */
-  first: Buffer | null = null;
-  firstLen = 0;
-  firstOnSent: (() => void) | null = null;
-  /** The bundle being filled, once there are two packets or more. */
-  bundle: Buffer | null = null;
-  used = 0;
+  // Parallel arrays, reused run after run: no allocation per packet once they have grown.
+  readonly bufs: Buffer[] = [];
+  readonly lens: number[] = [];
+  readonly onSents: Array<(() => void) | null> = [];
   count = 0;
-  /** Callers' onSent of the packets copied into `bundle`: their buffers are free already. */
-  readonly done: Array<() => void> = [];
+  /** Bytes a bundle of what waits would take, header included. */
+  bytes = BUNDLE_HEADER_LEN;
   queued = false;
   /** The run's first packet to this destination left at once, unbatched. */
   sentFirst = false;
 }
+
+/** Stands in for a released packet buffer, so the arrays hold no caller's memory between runs. */
+const EMPTY = Buffer.alloc(0);
+
+/** Smallest bundle buffer: size classes are powers of two from here up to the datagram bound. */
+const MIN_CLASS_BITS = 11;
 
 /** Counters of the coalescer, merged into the device's. */
 export interface CoalescerStats {
@@ -82,8 +85,8 @@ export class DatagramCoalescer {
   private spare: Pending[] = [];
   private flushQueued = false;
   private readonly flushBound = (): void => this.flush();
-  /** Bundle buffers the socket is done with, reused. */
-  private readonly pool: Buffer[] = [];
+  /** Bundle buffers the socket is done with, by size class (log2 of their length), reused. */
+  private readonly pools: Buffer[][] = [];
   private closed = false;
 
   constructor(
@@ -114,21 +117,13 @@ export class DatagramCoalescer {
       this.toSocket(buf, len, host, port, onSent);
       return;
     }
-    if (p.count > 0) {
-      const bytes = p.bundle === null ? BUNDLE_HEADER_LEN + BUNDLE_ENTRY_LEN + p.firstLen : p.used;
-      // Does not fit with what waits: what waits goes now, this one starts the next datagram.
-      if (bytes + BUNDLE_ENTRY_LEN + len > this.maxDatagram) this.sendPending(p);
-    }
-    if (p.count === 0) {
-      p.first = buf;
-      p.firstLen = len;
-      p.firstOnSent = onSent ?? null;
-      p.count = 1;
-    } else {
-      if (p.bundle === null) this.startBundle(p);
-      this.append(p, buf, len);
-      if (onSent) p.done.push(onSent);
-    }
+    // Does not fit with what waits: what waits goes now, this one starts the next datagram.
+    if (p.count > 0 && p.bytes + BUNDLE_ENTRY_LEN + len > this.maxDatagram) this.sendPending(p);
+    const i = p.count++;
+    p.bufs[i] = buf;
+    p.lens[i] = len;
+    p.onSents[i] = onSent ?? null;
+    p.bytes += BUNDLE_ENTRY_LEN + len;
     this.markDirty(p);
   }
 
@@ -217,60 +212,55 @@ export class DatagramCoalescer {
 
   private lastPending: Pending | null = null;
 
-  /** Turns a lone waiting packet into a bundle holding it (copied: the bundle owns its bytes). */
-  private startBundle(p: Pending): void {
-    const b = this.pool.pop() ?? Buffer.allocUnsafe(this.maxDatagram);
+  private sendPending(p: Pending): void {
+    const n = p.count;
+    if (n === 0) return;
+    this.stats.tx_dgrams++;
+    p.count = 0;
+    const bytes = p.bytes;
+    p.bytes = BUNDLE_HEADER_LEN;
+    if (n === 1) {
+      const buf = p.bufs[0];
+      const onSent = p.onSents[0];
+      p.bufs[0] = EMPTY;
+      p.onSents[0] = null;
+      this.toSocket(buf, p.lens[0], p.host, p.port, onSent);
+      return;
+    }
+    // Copied into a buffer of the bundle's size class, so memory follows what is in flight,
+    // not destinations x the datagram bound.
+    let cls = MIN_CLASS_BITS;
+    while (1 << cls < bytes) cls++;
+    const pool = (this.pools[cls] ??= []);
+    const b = pool.pop() ?? Buffer.allocUnsafe(1 << cls);
     b[OFF_MAGIC] = WIRE_MAGIC >> 8;
     b[OFF_MAGIC + 1] = WIRE_MAGIC & 0xff;
     b[OFF_VERSION] = WIRE_VERSION;
     b[OFF_TYPE] = BUNDLE_TYPE;
+    b[4] = n >> 8;
+    b[5] = n & 0xff;
     b[6] = 0;
     b[7] = 0;
-    p.bundle = b;
-    p.used = BUNDLE_HEADER_LEN;
-    p.count = 0;
-    this.append(p, p.first as Buffer, p.firstLen);
-    if (p.firstOnSent !== null) p.done.push(p.firstOnSent);
-    p.first = null;
-    p.firstOnSent = null;
-  }
-
-  private append(p: Pending, buf: Buffer, len: number): void {
-    const b = p.bundle as Buffer;
-    b[p.used] = len >> 8;
-    b[p.used + 1] = len & 0xff;
-    buf.copy(b, p.used + BUNDLE_ENTRY_LEN, 0, len);
-    p.used += BUNDLE_ENTRY_LEN + len;
-    p.count++;
-  }
-
-  private sendPending(p: Pending): void {
-    if (p.count === 0) return;
-    this.stats.tx_dgrams++;
-    if (p.bundle === null) {
-      const first = p.first as Buffer;
-      const onSent = p.firstOnSent;
-      p.first = null;
-      p.firstOnSent = null;
-      p.count = 0;
-      this.toSocket(first, p.firstLen, p.host, p.port, onSent);
-      return;
+    let o = BUNDLE_HEADER_LEN;
+    for (let i = 0; i < n; i++) {
+      const len = p.lens[i];
+      b[o] = len >> 8;
+      b[o + 1] = len & 0xff;
+      p.bufs[i].copy(b, o + BUNDLE_ENTRY_LEN, 0, len);
+      o += BUNDLE_ENTRY_LEN + len;
+      p.bufs[i] = EMPTY;
     }
-    const b = p.bundle;
-    b[4] = p.count >> 8;
-    b[5] = p.count & 0xff;
-    const used = p.used;
-    p.bundle = null;
-    p.used = 0;
-    p.count = 0;
     this.stats.tx_bundles++;
-    this.toSocket(b, used, p.host, p.port, () => this.pool.push(b));
+    this.toSocket(b, bytes, p.host, p.port, () => pool.push(b));
     // The packets were copied: their senders may reuse their buffers now. Called after the
     // send, so one that sends again from its callback starts a fresh datagram.
-    const done = p.done;
-    const n = done.length;
-    for (let i = 0; i < n; i++) done[i]();
-    done.splice(0, n);
+    for (let i = 0; i < n; i++) {
+      const cb = p.onSents[i];
+      if (cb !== null) {
+        p.onSents[i] = null;
+        cb();
+      }
+    }
   }
 
   private badBundle(): false {
