@@ -25,18 +25,18 @@ function perftestTables(text: string): Array<{ title: string; connection: string
   return out;
 }
 
-t.test('bench --test lat --type all --json: raw, ud and srd with ratio_to_raw', async (t) => {
+t.test('bench --test lat --type all --json: raw, raw-batched, ud and srd with ratio_to_raw', async (t) => {
   const run = await runCli(['bench', '--test', 'lat', '--type', 'all', '--size', '64', '--iters', '300', '--json'], { timeoutMs: 120_000 });
   t.equal(run.code, 0, `exit 0 (stderr: ${run.stderr.slice(-2000)})`);
   const out = lastJsonLine(run.stdout) as { results: Array<BenchResult & BenchJsonEntry> };
-  t.same(out.results.map((r) => r.type), ['raw', 'ud', 'srd']);
+  t.same(out.results.map((r) => r.type), ['raw', 'raw-batched', 'ud', 'srd']);
   const tables = perftestTables(run.stdout);
-  t.same(tables.map((x) => [x.title, x.connection]), [['Send Latency Test', 'UDP'], ['Send Latency Test', 'UD'], ['Send Latency Test', 'SRD']], 'a perftest table per transport');
+  t.same(tables.map((x) => [x.title, x.connection]), [['Send Latency Test', 'UDP'], ['Send Latency Test', 'UDP'], ['Send Latency Test', 'UD'], ['Send Latency Test', 'SRD']], 'a perftest table per transport');
   for (const [idx, r] of out.results.entries()) {
     const p = r.results as Record<string, number>;
     t.same(tables[idx].rows, [[64, 300, p.t_min, p.t_max, p.t_typical, p.t_avg, p.t_stdev, p.percentile_99, p['percentile_99.9']]], `${r.type}: the table row is the JSON's perftest fields`);
     t.ok(p.t_min <= p.t_typical && p.t_typical <= p.percentile_99 && p.percentile_99 <= p['percentile_99.9'] && p['percentile_99.9'] <= p.t_max, `${r.type}: min <= typical <= p99 <= p99.9 <= max`);
-    t.match(r.test_info, { test: 'Send_Latency_Test', Connection_type: ['UDP', 'UD', 'SRD'][idx], latency_unit: /one-way/ });
+    t.match(r.test_info, { test: 'Send_Latency_Test', Connection_type: ['UDP', 'UDP', 'UD', 'SRD'][idx], latency_unit: /one-way/ });
     t.match(r, { test: 'lat', size: 64, iters: 300 });
     for (const k of ['t_min_usec', 't_typical_usec', 't_avg_usec', 't_p99_usec', 't_max_usec', 'ratio_to_raw'] as const) {
       t.type(r[k], 'number', `${r.type} ${k}`);
@@ -46,7 +46,8 @@ t.test('bench --test lat --type all --json: raw, ud and srd with ratio_to_raw', 
   }
   t.equal(out.results[0].ratio_to_raw, 1);
   t.notMatch(run.stdout, /#type/, 'no column of ours in front of perftest\'s');
-  t.match(run.stdout, /ratio to raw UDP[^\n]*\n {3}ud 64 B: t_typical [0-9.]+ usec one-way = [0-9.]+ x raw UDP's [0-9.]+ usec one-way\n/, 'the ratios, after the tables, with their units');
+  t.match(run.stdout, /ratio to raw UDP[^\n]*\n {3}raw-batched 64 B: t_typical [0-9.]+ usec one-way = [0-9.]+ x raw UDP's [0-9.]+ usec one-way\n {3}ud 64 B: t_typical [0-9.]+ usec one-way = [0-9.]+ x raw UDP's [0-9.]+ usec one-way; [0-9.]+ x raw-batched\n/, 'the ratios, after the tables, with their units, the protocols also against the batched harness');
+  t.match(run.stdout, /Transport type : raw UDP \(node:dgram\), batched as the devices batch/, 'the batched harness says what it is');
 });
 
 t.test('bench --test bw --type srd --poll busy under loss reports bandwidth and retransmits', async (t) => {

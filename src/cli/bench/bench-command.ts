@@ -24,7 +24,7 @@ function parseSize(value: string): number[] | 'all' {
 
 interface BenchOptions {
   test: Test;
-  type: 'raw' | 'ud' | 'srd' | 'all';
+  type: 'raw' | 'raw-batched' | 'ud' | 'srd' | 'all';
   size: number[] | 'all';
   iters: number;
   window: number;
@@ -48,7 +48,7 @@ export function registerBenchCommand(program: Command): void {
       choiceOption(TESTS),
       'lat',
     )
-    .option('--type <type>', 'raw (bare node:dgram), ud, srd, or all (raw, ud, srd, a table each, then their ratios to raw)', choiceOption(['raw', 'ud', 'srd', 'all'] as const), 'all')
+    .option('--type <type>', 'raw (bare node:dgram, a datagram a message), raw-batched (the same, packed into datagrams as the devices batch), ud, srd, or all (raw, raw-batched, ud, srd: a table each, then their ratios to raw)', choiceOption(['raw', 'raw-batched', 'ud', 'srd', 'all'] as const), 'all')
     .option('--size <bytes>', `message size, a comma list, or "all" (64..${DEVICE_MTU}); UD and SRD take at most the device MTU (${DEVICE_MTU})`, parseSize, [64])
     .option('--iters <n>', 'iterations (round trips for lat, messages for bw)', intOption(1, 100_000_000), 1000)
     .option('--window <n>', 'bw: messages outstanding', intOption(1, 4096), 128)
@@ -64,7 +64,7 @@ export function registerBenchCommand(program: Command): void {
       const sizes = o.size === 'all' ? (rdmaTest ? ALL_RDMA_SIZES : ALL_SIZES) : o.size;
       // RDMA is an SRD operation: `all` is SRD beside the raw UDP baseline.
       if (rdmaTest && o.type === 'ud') throw new InvalidArgumentError(`--type ud: --test ${o.test} is RDMA, which EFA does over SRD only (use --type srd or all)`);
-      const types = o.type === 'all' ? (rdmaTest ? ['raw', 'srd'] : ['raw', 'ud', 'srd']) : [o.type];
+      const types = o.type === 'all' ? (rdmaTest ? ['raw', 'srd'] : ['raw', 'raw-batched', 'ud', 'srd']) : [o.type];
       if (rdmaTest && types.includes('srd')) {
         // Refused before any rank starts, as the device would refuse the memory registration.
         const profile = generationProfile(o.generation ?? process.env[ENV_GENERATION] ?? DEFAULT_GENERATION, o.generation !== undefined ? '--generation' : ENV_GENERATION);
@@ -78,7 +78,7 @@ export function registerBenchCommand(program: Command): void {
       if (rdmaTest) {
         // Raw rows beside an RDMA test clip to what a datagram holds (the JSON says raw_size).
         refuseOversize('--size', sizes, MAX_BENCH_RDMA_SIZE, 'what the bench registers for RDMA');
-      } else if (o.type === 'raw') refuseOversize('--size', sizes, MAX_RAW_SIZE, 'the largest datagram the raw baseline sends');
+      } else if (o.type === 'raw' || o.type === 'raw-batched') refuseOversize('--size', sizes, MAX_RAW_SIZE, 'the largest datagram the raw baseline sends');
       else refuseOversize('--size', sizes, DEVICE_MTU, 'the device MTU', `${NO_SEGMENTATION} (only --type raw, and the RDMA tests, take larger sizes)`);
       const results: BenchResult[] = [];
       const bar = process.stderr.isTTY ? new ProgressBar() : null;

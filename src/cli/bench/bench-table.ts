@@ -1,5 +1,6 @@
 import { parseGid } from '../../common/gid';
 import type { BenchAddress, BenchResult, BenchSetup } from '../../job/bench/bench-result';
+import { isRawType } from '../../job/bench/bench-endpoints';
 
 export { isRdmaTest, type BenchResult, type BenchSetup, type BenchTest } from '../../job/bench/bench-result';
 
@@ -56,28 +57,29 @@ function rawLatencyFactor(test: string): number {
 export function perftestTitle(test: string, type: string): string {
   const lat = test.endsWith('lat');
   // The raw baseline of an RDMA test runs the message test, so its table is a Send table.
-  const verb = type === 'raw' || test === 'lat' || test === 'bw' ? 'Send' : test === 'write_lat' ? 'RDMA_Write_imm' : test.startsWith('write') ? 'RDMA_Write' : 'RDMA_Read';
+  const verb = isRawType(type) || test === 'lat' || test === 'bw' ? 'Send' : test === 'write_lat' ? 'RDMA_Write_imm' : test.startsWith('write') ? 'RDMA_Write' : 'RDMA_Read';
   return `${verb} ${lat ? 'Latency' : 'BW'} Test`;
 }
 
 /** What a latency table's figures are: one-way unless a whole read is timed, as perftest. */
 export function latencyUnit(test: string, type: string): string {
-  return test === 'read_lat' && type !== 'raw' ? 'usec, a whole RDMA read (one round trip)' : 'usec, one-way (half a round trip)';
+  return test === 'read_lat' && !isRawType(type) ? 'usec, a whole RDMA read (one round trip)' : 'usec, one-way (half a round trip)';
 }
 
 /** What a bandwidth table's figures are. */
 export const BW_UNIT = 'one-way, MiB/sec (2^20 bytes a second); MsgRate in Mpps (10^6 messages a second)';
 
 function transportType(type: string): string {
+  if (type === 'raw-batched') return 'raw UDP (node:dgram), batched as the devices batch';
   return type === 'raw' ? 'raw UDP (node:dgram)' : 'EFA (efa-emu, over UDP)';
 }
 
 function connectionType(type: string): string {
-  return type === 'raw' ? 'UDP' : type.toUpperCase();
+  return isRawType(type) ? 'UDP' : type.toUpperCase();
 }
 
 function deviceText(type: string, setup: BenchSetup | undefined): string {
-  if (type === 'raw') return 'none (a node:dgram socket)';
+  if (isRawType(type)) return 'none (a node:dgram socket)';
   if (setup === undefined) return '-';
   return `${setup.device ?? '-'} (efa-emu ${setup.generation})`;
 }
@@ -137,19 +139,19 @@ function banner(rows: BenchResult[], run: BenchRunInfo): string[] {
   const { test, type } = first;
   const setup = first.setup;
   const lat = test.endsWith('lat');
-  const rdmaOp = type !== 'raw' && (test.startsWith('write') || test.startsWith('read'));
+  const rdmaOp = !isRawType(type) && (test.startsWith('write') || test.startsWith('read'));
   const out = [RESULT_LINE, `                    ${perftestTitle(test, type)}`];
   out.push(` Dual-port       : OFF\t\tDevice         : ${deviceText(type, setup)}`);
   out.push(` Number of qps   : 1\t\tTransport type : ${transportType(type)}`);
   out.push(` Connection type : ${connectionType(type)}\t\tUsing SRQ      : OFF`);
-  if (type !== 'raw') out.push(` ibv_wr* API     : ${rdmaOp ? 'ON' : 'OFF'}`);
+  if (!isRawType(type)) out.push(` ibv_wr* API     : ${rdmaOp ? 'ON' : 'OFF'}`);
   if (setup !== undefined) {
     out.push(` TX depth        : ${setup.tx_depth}`);
     if (setup.cq_mod !== undefined) out.push(` CQ Moderation   : ${setup.cq_mod}${setup.cq_mod > 1 ? ' (a receiver ack per this many messages)' : ''}`);
   }
-  out.push(` Mtu             : ${type === 'raw' ? 'none (a datagram a message)' : `${setup?.mtu ?? '-'}[B]`}`);
+  out.push(` Mtu             : ${type === 'raw' ? 'none (a datagram a message)' : type === 'raw-batched' ? 'none (a run of messages packed per datagram, up to 65000 B)' : `${setup?.mtu ?? '-'}[B]`}`);
   // An EFA port's link layer is unspecified, which perftest prints as IB.
-  out.push(` Link type       : ${type === 'raw' ? 'UDP/IPv4 loopback' : 'IB'}`);
+  out.push(` Link type       : ${isRawType(type) ? 'UDP/IPv4 loopback' : 'IB'}`);
   if (rdmaOp && test.startsWith('read')) out.push(` Outstand reads  : ${setup?.out_reads ?? '-'}`);
   else out.push(' Max inline data : 0[B]');
   out.push(' rdma_cm QPs\t : OFF');
@@ -158,7 +160,7 @@ function banner(rows: BenchResult[], run: BenchRunInfo): string[] {
   const warmup = setup?.warmup ?? 0;
   out.push(` Iterations      : ${first.iters}${warmup > 0 ? ` measured, after ${warmup} warm-up rounds left out` : ''}`);
   out.push(lat ? ` Latency unit    : ${latencyUnit(test, type)}` : ` BW unit         : ${BW_UNIT}`);
-  if (type === 'raw') {
+  if (isRawType(type)) {
     if (test !== 'lat' && test !== 'bw') out.push(` Baseline for    : ${perftestTitle(test, 'srd')} (#bytes: the datagram sent)`);
     if (run.fault) out.push(' Faults          : none (raw UDP is the fault-free baseline)');
   } else if (run.fault) out.push(` Faults          : ${run.fault}`);
@@ -211,7 +213,12 @@ function summary(results: BenchResult[]): string[] {
   for (const r of results) {
     if (r.type !== 'raw' && r.ratio_to_raw !== undefined) {
       const raw = results.find((x) => x.type === 'raw' && x.test === r.test && x.size === r.size);
-      if (raw !== undefined) ratios.push(`   ${sizeText(r)}: ${ratioText(r, raw)}`);
+      if (raw !== undefined) {
+        // Beside the batched harness: what the protocol itself costs, batching aside.
+        const batched = r.type === 'raw-batched' ? undefined : results.find((x) => x.type === 'raw-batched' && x.test === r.test && x.size === r.size);
+        const vsBatched = batched === undefined || batched.ratio_to_raw === undefined || r.ratio_to_raw === undefined ? '' : `; ${(r.ratio_to_raw / batched.ratio_to_raw).toFixed(3)} x raw-batched`;
+        ratios.push(`   ${sizeText(r)}: ${ratioText(r, raw)}${vsBatched}`);
+      }
     }
     if ((r.retransmits ?? 0) > 0) notes.push(`   ${sizeText(r)}: retransmitted packets: ${r.retransmits}`);
     if ((r.lost ?? 0) > 0) notes.push(`   ${sizeText(r)}: rounds lost and resent (left out of the figures): ${r.lost}`);
@@ -258,21 +265,21 @@ export function toJson(test: string, poll: string, fault: string | null, results
 function jsonEntry(r: BenchResult, fault: string | null): BenchJsonEntry {
   const { setup, ...legacy } = r;
   const lat = r.test.endsWith('lat');
-  const rdmaOp = r.type !== 'raw' && (r.test.startsWith('write') || r.test.startsWith('read'));
+  const rdmaOp = !isRawType(r.type) && (r.test.startsWith('write') || r.test.startsWith('read'));
   const info: Record<string, string | number | null> = {
     test: perftestTitle(r.test, r.type).replace(/ /g, '_'),
     Dual_port: 'OFF',
-    Device: r.type === 'raw' ? null : (setup?.device ?? null),
+    Device: isRawType(r.type) ? null : (setup?.device ?? null),
     Number_of_qps: 1,
     Transport_type: transportType(r.type),
     Connection_type: connectionType(r.type),
     Using_SRQ: 'OFF',
   };
-  if (r.type !== 'raw') info.ibv_wr_API = rdmaOp ? 'ON' : 'OFF';
+  if (!isRawType(r.type)) info.ibv_wr_API = rdmaOp ? 'ON' : 'OFF';
   if (setup !== undefined) info.TX_depth = setup.tx_depth;
   if (setup?.cq_mod !== undefined) info.CQ_Moderation = setup.cq_mod;
-  info.Mtu = r.type === 'raw' ? null : (setup?.mtu ?? null);
-  info.Link_type = r.type === 'raw' ? 'UDP' : 'IB';
+  info.Mtu = isRawType(r.type) ? null : (setup?.mtu ?? null);
+  info.Link_type = isRawType(r.type) ? 'UDP' : 'IB';
   if (rdmaOp && r.test.startsWith('read')) info.Outstand_reads = setup?.out_reads ?? null;
   else info.Max_inline_data = 0;
   info.rdma_cm_QPs = 'OFF';
@@ -284,7 +291,7 @@ function jsonEntry(r: BenchResult, fault: string | null): BenchJsonEntry {
     if (lat) info.warmup = setup.warmup;
   }
   info[lat ? 'latency_unit' : 'bw_unit'] = lat ? latencyUnit(r.test, r.type) : BW_UNIT;
-  info.fault = r.type === 'raw' ? null : fault;
+  info.fault = isRawType(r.type) ? null : fault;
 
   // perftest's REPORT_FMT_LAT_JSON / REPORT_FMT_JSON names, in its order; ours after them.
   const res: Record<string, string | number> = { MsgSize: r.raw_size ?? r.size, n_iterations: r.iters };

@@ -6,8 +6,15 @@ import type { CompletionQueue } from '../../device/completion-queue';
 import type { QueuePair } from '../../device/queue-pair';
 import type { WorkCompletion } from '../../device/work-completion';
 import { CompletionPoller } from '../../completion-poller';
+import { DatagramCoalescer } from '../../io/datagram-coalescer';
 
-export type BenchType = 'raw' | 'ud' | 'srd';
+/** `raw-batched`: the raw harness with the emulator's doorbell batching (datagram-coalescer). */
+export type BenchType = 'raw' | 'raw-batched' | 'ud' | 'srd';
+
+/** True for the bare-socket types (no device, no protocol). */
+export function isRawType(type: string): boolean {
+  return type === 'raw' || type === 'raw-batched';
+}
 export type { PollMode } from '../../completion-poller';
 import type { PollMode } from '../../completion-poller';
 
@@ -42,17 +49,32 @@ export class RawEndpoint implements BenchEndpoint {
   private spinning = false;
   private readonly spinBound = (): void => this.spin();
 
+  /** With batching: the emulator's coalescer between the harness and the socket. */
+  private readonly coalescer: DatagramCoalescer | null;
+  private readonly deliverBound = (msg: Buffer): void => {
+    if (msg.length >= 4) this.onRecv(msg.readUInt32BE(0));
+  };
+
   private constructor(
     private readonly socket: dgram.Socket,
     readonly port: number,
     private readonly mode: PollMode,
+    batched: boolean,
   ) {
-    socket.on('message', (msg) => {
-      if (msg.length >= 4) this.onRecv(msg.readUInt32BE(0));
-    });
+    this.coalescer = batched ? new DatagramCoalescer((buf, len, host, p, onSent) => (onSent ? socket.send(buf, 0, len, p, host, onSent) : socket.send(buf, 0, len, p, host))) : null;
+    const co = this.coalescer;
+    socket.on(
+      'message',
+      co === null
+        ? (msg: Buffer) => {
+            if (msg.length >= 4) this.onRecv(msg.readUInt32BE(0));
+          }
+        : (msg: Buffer) => co.receive(msg, '', 0, this.deliverBound),
+    );
   }
 
-  static async open(mode: PollMode): Promise<RawEndpoint> {
+  /** `batched`: pack the messages of one run into datagrams as the devices do (`raw-batched`). */
+  static async open(mode: PollMode, batched = false): Promise<RawEndpoint> {
     const socket = dgram.createSocket('udp4');
     await new Promise<void>((resolve, reject) => {
       socket.once('error', reject);
@@ -64,7 +86,7 @@ export class RawEndpoint implements BenchEndpoint {
     } catch {
       // Capped by the kernel: only more loss.
     }
-    return new RawEndpoint(socket, socket.address().port, mode);
+    return new RawEndpoint(socket, socket.address().port, mode, batched);
   }
 
   connect(host: string, port: number): void {
@@ -76,7 +98,8 @@ export class RawEndpoint implements BenchEndpoint {
     // A fresh buffer per datagram, as the device path has: dgram may still hold the last one.
     const buf = Buffer.allocUnsafe(size);
     buf.writeUInt32BE(tag >>> 0, 0);
-    this.socket.send(buf, 0, size, this.peerPort, this.peerHost);
+    if (this.coalescer !== null) this.coalescer.send(buf, size, this.peerHost, this.peerPort);
+    else this.socket.send(buf, 0, size, this.peerPort, this.peerHost);
     return true;
   }
 

@@ -9,7 +9,7 @@ import { EfaError, InvalidArgumentError } from '../../common/errors';
 import { openDevice, type EfaDevice } from '../../open-device';
 import { bandwidthFigures, BwPeak, latencyFigures } from './bench-stats';
 import { isRdmaTest, type BenchAddress, type BenchSetup, type BenchTest } from './bench-result';
-import { RawEndpoint, VerbsEndpoint, type BenchEndpoint, type BenchType, type PollMode } from './bench-endpoints';
+import { isRawType, RawEndpoint, VerbsEndpoint, type BenchEndpoint, type BenchType, type PollMode } from './bench-endpoints';
 import { RdmaEndpoint, type RdmaPeerInfo } from './bench-rdma';
 
 /** The receiver of a raw or UD stream acks every this many messages. */
@@ -93,7 +93,7 @@ async function run(plan: Plan, dev: EfaDevice, endpoints: Map<BenchType, BenchEn
   // sends that can only fail.
   const rdmaTests = plan.tests.some(isRdmaTest);
   const msgTests = plan.tests.some((t) => !isRdmaTest(t));
-  if (msgTests && plan.types.some((t) => t !== 'raw') && maxSize > dev.attributes.maxMsgSize) {
+  if (msgTests && plan.types.some((t) => !isRawType(t)) && maxSize > dev.attributes.maxMsgSize) {
     throw new InvalidArgumentError(`--sizes ${maxSize}: larger than the device MTU (${dev.attributes.maxMsgSize} bytes)`);
   }
   if (rdmaTests && maxSize > dev.attributes.maxRdmaSize) {
@@ -108,12 +108,12 @@ async function run(plan: Plan, dev: EfaDevice, endpoints: Map<BenchType, BenchEn
 
   for (const type of plan.types) {
     if (rdmaTests && !msgTests && type === 'srd') continue;
-    if (type === 'raw') {
-      const ep = await RawEndpoint.open(plan.poll);
-      await dev.daemon.put(key('raw', rank), String(ep.port));
+    if (isRawType(type)) {
+      const ep = await RawEndpoint.open(plan.poll, type === 'raw-batched');
+      await dev.daemon.put(key(type, rank), String(ep.port));
       endpoints.set(type, ep);
     } else {
-      const ep = await VerbsEndpoint.open(dev, type, Math.max(maxSize, ACK_BYTES), sendDepth, plan.poll);
+      const ep = await VerbsEndpoint.open(dev, type as 'ud' | 'srd', Math.max(maxSize, ACK_BYTES), sendDepth, plan.poll);
       await dev.daemon.put(key(type, rank), JSON.stringify({ gid: dev.gidText, qpn: ep.qp.qpNum }));
       endpoints.set(type, ep);
     }
@@ -140,13 +140,13 @@ async function run(plan: Plan, dev: EfaDevice, endpoints: Map<BenchType, BenchEn
     }
   }
   const setupOf = (test: BenchTest, type: BenchType): BenchSetup => {
-    const rdmaOp = isRdmaTest(test) && type !== 'raw';
+    const rdmaOp = isRdmaTest(test) && !isRawType(type);
     const lat = test.endsWith('lat');
     const ends = addresses.get(rdmaOp ? 'rdma' : type) ?? { local: {}, remote: {} };
     return {
-      device: type === 'raw' ? null : dev.name,
+      device: isRawType(type) ? null : dev.name,
       generation: dev.attributes.generation,
-      mtu: type === 'raw' ? null : dev.attributes.maxMsgSize,
+      mtu: isRawType(type) ? null : dev.attributes.maxMsgSize,
       tx_depth: lat ? 1 : plan.window,
       ...(lat ? {} : { cq_mod: type === 'srd' ? 1 : ACK_EVERY }),
       ...(rdmaOp && test.startsWith('read') ? { out_reads: lat ? 1 : plan.window } : {}),
@@ -168,7 +168,7 @@ async function run(plan: Plan, dev: EfaDevice, endpoints: Map<BenchType, BenchEn
         rdma?.stop();
         let figures: Record<string, number>;
         let retransmits = 0;
-        if (isRdmaTest(test) && type !== 'raw') {
+        if (isRdmaTest(test) && !isRawType(type)) {
           const ep = rdma as RdmaEndpoint;
           const before = ep.retransmits();
           figures = test.endsWith('_lat') ? await rdmaLatency(ep, rank, size, test, plan) : await rdmaBandwidth(dev, ep, rank, size, test, plan, `${job}/bench/${step}`);
