@@ -35,7 +35,7 @@ function split(c: DatagramCoalescer, dgram: Buffer): Buffer[] {
 
 const endOfTurn = (): Promise<void> => new Promise((r) => setImmediate(r));
 
-t.test('one run to one destination: the first packet at once, the rest in one datagram, split back identical', async (t) => {
+t.test('one run to one destination: the first packet at once, the rest in one datagram, split back identical; streams batch whole runs', async (t) => {
   const s = socket();
   const c = new DatagramCoalescer(s.send, 65000);
   const pkts = [pkt(1, 64), pkt(2, 100), pkt(3, 8232), pkt(4, 40)];
@@ -50,9 +50,19 @@ t.test('one run to one destination: the first packet at once, the rest in one da
   t.equal(s.sent[1].len, BUNDLE_HEADER_LEN + rest.reduce((a, p) => a + 2 + p.length, 0), 'header + a length per packet + the packets, nothing more');
   t.same(split(c, s.sent[1].buf), rest, 'the same packets, in order');
   t.match(c.stats, { tx_dgrams: 2, tx_bundles: 1, tx_coalesced_pkts: 4, rx_dgrams: 1, rx_bundles: 1 });
-  // A new run starts afresh: its first packet leaves at once again.
+  // Runs of several packets look like a stream: the next run's packets all wait, so a run
+  // costs one datagram.
   c.send(pkt(5, 64), 64, '127.0.0.1', 4000);
-  t.equal(s.sent.length, 3, "the next run's first packet leaves inside send()");
+  c.send(pkt(6, 64), 64, '127.0.0.1', 4000);
+  t.equal(s.sent.length, 2, 'after a run of several, nothing leaves inside the next run');
+  await endOfTurn();
+  t.equal(s.sent.length, 3, 'the whole run in one datagram');
+  t.same(split(c, s.sent[2].buf).map((x) => x.readUInt16BE(0)), [5, 6]);
+  // A run of one (a ping-pong again): the next run's first packet leaves at once.
+  c.send(pkt(7, 64), 64, '127.0.0.1', 4000);
+  await endOfTurn();
+  c.send(pkt(8, 64), 64, '127.0.0.1', 4000);
+  t.equal(s.sent.length, 5, 'after a run of one, the first packet leaves inside send() again');
 });
 
 t.test('a lone packet leaves unwrapped, inside send(); a lone packet after it at the end of the run, unwrapped too', async (t) => {
@@ -135,8 +145,9 @@ t.test('bundle buffers are reused once the socket is done with them', async (t) 
     await endOfTurn();
     for (const r of real.splice(0)) r.onSent?.();
   }
-  // Each round: the first packet's own buffer, and the bundle's, which is the same every round.
-  t.equal(buffers.size, 5 + 1, 'one bundle buffer for five rounds');
+  // The first round's first packet left as it was (a run of one came before: none); from then
+  // on each round is one bundle, always in the same buffer.
+  t.equal(buffers.size, 1 + 1, 'one bundle buffer for five rounds');
 });
 
 t.test('0 turns batching off: every packet in its own datagram, at once', async (t) => {

@@ -4,9 +4,10 @@ import { BASE_HEADER_LEN, OFF_MAGIC, OFF_TYPE, OFF_VERSION, WIRE_MAGIC, WIRE_VER
  * Doorbell batching for one device's socket. Packets sent in one synchronous run (a loop of
  * postSend, a list post, an ack burst) are held until the run ends (a microtask) and those for
  * one destination go out packed into as few datagrams as fit: one sendmsg and one receive
- * callback for many packets, which is where a packet's cost on loopback lies. The first
- * packet of a run to a destination leaves at once, as it is, so a lone message's latency does
- * not grow; a single packet left waiting at the end of the run also leaves unwrapped.
+ * callback for many packets, which is where a packet's cost on loopback lies. Where the runs
+ * to a destination carry one packet each (a ping-pong), the first packet of a run leaves at
+ * once, as it is, so a lone message's latency does not grow; a single packet left waiting at
+ * the end of the run also leaves unwrapped.
  *
  * A bundle datagram (all big-endian):
  *
@@ -48,6 +49,9 @@ class Pending {
   queued = false;
   /** The run's first packet to this destination left at once, unbatched. */
   sentFirst = false;
+  /** Packets sent to this destination in this run and in the one before. */
+  runCount = 0;
+  lastRunCount = 0;
 }
 
 /** Stands in for a released packet buffer, so the arrays hold no caller's memory between runs. */
@@ -108,9 +112,11 @@ export class DatagramCoalescer {
       return;
     }
     const p = this.pendingFor(host, port);
-    if (!p.sentFirst) {
-      // The run's first packet to a destination leaves at once: a ping-pong's reply must not
-      // wait for whatever else this run does. What follows it in the run is batched.
+    p.runCount++;
+    if (!p.sentFirst && p.lastRunCount <= 1) {
+      // Where runs carry one packet (a ping-pong), the run's first packet leaves at once: the
+      // reply must not wait for whatever else this run does. Where they carry more (a stream),
+      // every packet waits for the end of the run, so a run costs one datagram, not two.
       p.sentFirst = true;
       this.markDirty(p);
       this.stats.tx_dgrams++;
@@ -149,6 +155,8 @@ export class DatagramCoalescer {
       const p = list[i];
       p.queued = false;
       p.sentFirst = false;
+      p.lastRunCount = p.runCount;
+      p.runCount = 0;
       this.sendPending(p);
     }
     list.length = 0;
