@@ -91,6 +91,7 @@ export class DatagramCoalescer {
   private readonly flushBound = (): void => this.flush();
   /** Bundle buffers the socket is done with, by size class (log2 of their length), reused. */
   private readonly pools: Buffer[][] = [];
+  private lastPending: Pending | null = null;
   private closed = false;
 
   constructor(
@@ -99,7 +100,7 @@ export class DatagramCoalescer {
     private readonly maxDatagram = DEFAULT_MAX_DATAGRAM,
   ) {}
 
-  /** Queues one packet for `host:port`; it leaves when the current run ends. */
+  /** Queues one packet for `host:port`; it leaves when the current run ends (or at once, see above). */
   send(buf: Buffer, len: number, host: string, port: number, onSent?: (() => void) | null): void {
     if (this.closed) {
       onSent?.();
@@ -202,8 +203,8 @@ export class DatagramCoalescer {
   }
 
   private pendingFor(host: string, port: number): Pending {
-    // One lookup per packet; the key string is the only allocation, and V8 caches small
-    // concatenations poorly, so the last destination is checked first (streams repeat it).
+    // Streams repeat their destination: checking the last one first spares the key string
+    // (the only allocation here) and the map lookup for most packets.
     const last = this.lastPending;
     if (last !== null && last.port === port && last.host === host) return last;
     const key = `${host}|${port}`;
@@ -217,8 +218,6 @@ export class DatagramCoalescer {
     this.lastPending = p;
     return p;
   }
-
-  private lastPending: Pending | null = null;
 
   private sendPending(p: Pending): void {
     const n = p.count;
