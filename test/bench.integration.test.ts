@@ -1,4 +1,5 @@
 import t from 'tap';
+import { parseFiPingpong, rxdProblem, type RxdResult } from '../src/job/bench/rxd-baseline';
 import { lastJsonLine, runCli } from './helpers/run-cli';
 import type { BenchJsonEntry, BenchResult } from '../src/cli/bench/bench-table';
 
@@ -85,4 +86,32 @@ t.test('an SRD stream under 1% loss at every size ends with every message delive
     t.equal(r.delivered, 3000, `${r.size} B: every message delivered`);
     t.equal(r.send_errors, 0, `${r.size} B: no send failed`);
   }
+});
+
+t.test("bench --test lat measures libfabric's udp;ofi_rxd in the same run when fi_pingpong is installed", { skip: rxdProblem() ?? false }, async (t) => {
+  const run = await runCli(['bench', '--test', 'lat', '--type', 'srd', '--size', '64', '--iters', '300', '--json'], { timeoutMs: 180_000 });
+  t.equal(run.code, 0, `exit 0 (stderr: ${run.stderr.slice(-2000)})`);
+  const out = lastJsonLine(run.stdout) as { rxd?: { results: RxdResult[]; errors: string[] } };
+  t.equal(out.rxd?.results.length, 1, 'one rxd figure', { rxd: out.rxd });
+  t.match(out.rxd?.results[0], { size: 64, iters: 5000 });
+  t.ok((out.rxd?.results[0].usec_per_xfer ?? 0) > 0, 'a positive one-way time');
+  t.match(run.stdout, /libfabric udp;ofi_rxd \(fi_pingpong[^\n]*\n {3}64 B: [0-9.]+ usec\/xfer over 5000 iterations; srd t_avg [0-9.]+ usec = [0-9.]+ x rxd\n/, 'after the tables, with SRD as a multiple of it');
+});
+
+t.test('without libfabric the rxd figures are named as not measured, and --no-rxd leaves them out', async (t) => {
+  // A PATH with no fi_info/fi_pingpong on it; the ranks are started with node's own path.
+  const bare = await runCli(['bench', '--test', 'lat', '--type', 'srd', '--size', '64', '--iters', '100'], { timeoutMs: 120_000, env: { PATH: '/nonexistent-efa-emu-path' } });
+  t.equal(bare.code, 0, `exit 0 (stderr: ${bare.stderr.slice(-2000)})`);
+  t.match(bare.stdout, /libfabric udp;ofi_rxd[^\n]*\n {3}not measured: fi_info not installed \(apt-get install libfabric-bin\)\n/);
+  const off = await runCli(['bench', '--test', 'lat', '--type', 'srd', '--size', '64', '--iters', '100', '--no-rxd'], { timeoutMs: 120_000 });
+  t.equal(off.code, 0);
+  t.notMatch(off.stdout, /ofi_rxd/, 'no rxd line with --no-rxd');
+});
+
+t.test("fi_pingpong's result rows are read with fabtests' size labels", async (t) => {
+  const text = ['bytes   #sent   #ack     total       time     MB/sec    usec/xfer   Mxfers/sec', '64      10k     =10k     1.2m        2.70s      0.47     135.14       0.01', '1k      1k      =1k      1.9m        0.44s      4.61     222.04       0.00'].join('\n');
+  t.equal(parseFiPingpong(text, 64), 135.14);
+  t.equal(parseFiPingpong(text, 1024), 222.04, "'1k' is 1024 bytes");
+  t.equal(parseFiPingpong(text, 4096), null, 'a size that is not there');
+  t.equal(parseFiPingpong('bytes #sent\n', 64), null, 'a header alone');
 });

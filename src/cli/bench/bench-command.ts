@@ -5,7 +5,11 @@ import { ENV_GENERATION } from '../../env';
 import { choiceOption, DEVICE_MTU, intOption, MAX_RAW_SIZE, messageSizeOption, NO_SEGMENTATION, refuseOversize } from '../cli-options';
 import { runJob } from '../../job/run-job';
 import { BENCH_RANK_PROGRAM } from '../../job/programs';
-import { addRatios, formatTables, isRdmaTest, toJson, type BenchResult } from './bench-table';
+import { addRatios, formatRxd, formatTables, isRdmaTest, toJson, type BenchResult } from './bench-table';
+import { measureRxd, rxdProblem, type RxdResult } from '../../job/bench/rxd-baseline';
+
+/** fi_pingpong's rxd figure includes its start-up: fewer iterations than this read mostly that. */
+const RXD_MIN_ITERS = 5000;
 
 /** Message sizes of `--size all`: powers of two from 64 to the MTU, as perftest's -a. */
 export const ALL_SIZES = [64, 128, 256, 512, 1024, 2048, 4096, 8192];
@@ -35,6 +39,8 @@ interface BenchOptions {
   daemon?: string;
   capture?: string;
   logLevel?: string;
+  /** --test lat: measure libfabric rxd beside (false with --no-rxd). */
+  rxd: boolean;
 }
 
 /** Registers `efa-emu bench`: perftest's tests between two ranks of its own, in perftest's output format. */
@@ -59,6 +65,7 @@ export function registerBenchCommand(program: Command): void {
     .option('--json', 'end with one JSON line {"results": [...]}, each a perftest --out_json document {"test_info", "results"}')
     .option('--capture <file>', 'write every datagram the ranks send and receive to this pcap file (see contrib/wireshark)')
     .option('--log-level <level>', 'log level (EFA_EMU_LOG)')
+    .option('--no-rxd', "--test lat: skip the same-run libfabric udp;ofi_rxd fi_pingpong figures (measured when libfabric-bin is installed)")
     .action(async (o: BenchOptions) => {
       const rdmaTest = isRdmaTest(o.test);
       const sizes = o.size === 'all' ? (rdmaTest ? ALL_RDMA_SIZES : ALL_SIZES) : o.size;
@@ -100,7 +107,17 @@ export function registerBenchCommand(program: Command): void {
       bar?.clear();
       if (o.type === 'all') addRatios(results);
       process.stdout.write(formatTables(results, { fault: o.fault ?? null }));
-      if (o.json) process.stdout.write(`${JSON.stringify(toJson(o.test, o.poll, o.fault ?? null, results))}\n`);
+      // After the ranks, not beside them: the C stack must not share the cores with the run.
+      let rxd: { results: RxdResult[]; errors: string[] } | { skipped: string } | null = null;
+      if (o.test === 'lat' && o.rxd && exitCode === 0) {
+        const problem = rxdProblem();
+        rxd = problem !== null ? { skipped: problem } : await measureRxd(sizes, Math.max(o.iters, RXD_MIN_ITERS));
+        process.stdout.write(formatRxd(rxd, results));
+      }
+      if (o.json) {
+        const doc = { ...toJson(o.test, o.poll, o.fault ?? null, results), ...(rxd === null ? {} : { rxd }) };
+        process.stdout.write(`${JSON.stringify(doc)}\n`);
+      }
       process.exitCode = exitCode;
     });
 }

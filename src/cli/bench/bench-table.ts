@@ -1,6 +1,7 @@
 import { parseGid } from '../../common/gid';
 import type { BenchAddress, BenchResult, BenchSetup } from '../../job/bench/bench-result';
 import { isRawType } from '../../job/bench/bench-endpoints';
+import type { RxdResult } from '../../job/bench/rxd-baseline';
 
 export { isRdmaTest, type BenchResult, type BenchSetup, type BenchTest } from '../../job/bench/bench-result';
 
@@ -199,6 +200,26 @@ export function formatTables(results: BenchResult[], run: BenchRunInfo = {}): st
     out.push(RESULT_LINE);
   }
   out.push(...summary(results));
+  return `${out.join('\n')}\n`;
+}
+
+/**
+ * The same-run libfabric rxd figures (`udp;ofi_rxd` fi_pingpong), after the tables: each size's
+ * one-way average, and the SRD and raw rows of that size as multiples of it; or why there are none.
+ */
+export function formatRxd(rxd: { results: RxdResult[]; errors: string[] } | { skipped: string }, results: BenchResult[]): string {
+  const out = [" libfabric udp;ofi_rxd (fi_pingpong -p 'udp;ofi_rxd' -e rdm, same run; usec/xfer: one-way, an average):"];
+  if ('skipped' in rxd) {
+    out.push(`   not measured: ${rxd.skipped}`);
+    return `${out.join('\n')}\n`;
+  }
+  for (const x of rxd.results) {
+    const vs = results
+      .filter((r) => r.test === 'lat' && r.size === x.size && r.t_avg_usec !== undefined)
+      .map((r) => `${r.type} t_avg ${(r.t_avg_usec as number).toFixed(2)} usec = ${((r.t_avg_usec as number) / x.usec_per_xfer).toFixed(3)} x rxd`);
+    out.push(`   ${x.size} B: ${x.usec_per_xfer.toFixed(2)} usec/xfer over ${x.iters} iterations${vs.length > 0 ? `; ${vs.join(', ')}` : ''}`);
+  }
+  for (const e of rxd.errors) out.push(`   not measured: ${e}`);
   return `${out.join('\n')}\n`;
 }
 
