@@ -41,6 +41,8 @@ export const ENV_TOKEN = 'EFA_EMU_TOKEN';
  * would never match the source address a peer's datagrams are checked against.
  */
 export const ENV_HOST = 'EFA_EMU_HOST';
+/** Doorbell batching: the largest datagram a device packs packets into, or `0`/`off` (see openDevice's `coalesce`). */
+export const ENV_COALESCE = 'EFA_EMU_COALESCE';
 /** Set to `1` by `efa-emu launch` in every rank it starts. */
 export const ENV_LAUNCHED = 'EFA_EMU_LAUNCHED';
 

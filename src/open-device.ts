@@ -1,11 +1,10 @@
 import { hostname } from 'node:os';
 import { rootLogger, type Logger } from './common/logger';
-import { InvalidArgumentError } from './common/errors';
 import { parseGid } from './common/gid';
 import { DaemonClient } from './control/client';
 import type { DeviceAttributes } from './device/attributes';
 import { Device } from './device/device';
-import { DEFAULT_DEVICE_HOST, ENV_GENERATION, ENV_SRD, parseDeviceHost, readDeviceHost, readRankEnv, parseHostPort, type HostPort } from './env';
+import { DEFAULT_DEVICE_HOST, ENV_COALESCE, ENV_GENERATION, ENV_SRD, parseDeviceHost, readDeviceHost, readRankEnv, parseHostPort, type HostPort } from './env';
 import { DEFAULT_GENERATION, generationProfile } from './device/generations';
 import { UdpPort } from './io/udp-port';
 import { TimerDriver } from './io/timer-driver';
@@ -14,7 +13,7 @@ import { toFaultSpec, type FaultSpec } from './io/fault-spec';
 import { gidDeviceIndex } from './common/gid';
 import { nextIncarnation } from './common/incarnation';
 import { PcapWriter } from './io/pcap-writer';
-import { DatagramCoalescer, DEFAULT_MAX_DATAGRAM, MIN_BUNDLE_DATAGRAM } from './io/datagram-coalescer';
+import { checkCoalesceBytes, DatagramCoalescer, DEFAULT_MAX_DATAGRAM, parseCoalesceBytes } from './io/datagram-coalescer';
 import { parseSrdConfigText, resolveSrdConfig, type SrdConfig } from './srd/srd-config';
 
 /** Options of {@link openDevice}; each falls back to the launcher's environment variables. */
@@ -102,7 +101,9 @@ export async function openDevice(opts: OpenDeviceOptions = {}): Promise<EfaDevic
   const srd = opts.srd ?? (env.srd === null ? undefined : resolveSrdConfig(parseSrdConfigText(env.srd, ENV_SRD)));
   // Checked before anything is opened: the address is announced to peers, so one they could
   // not send to is refused here rather than showing up later as a silent peer.
-  const coalesceBytes = opts.coalesce !== undefined ? coalesceOption(opts.coalesce, 'coalesce') : (readCoalesce() ?? DEFAULT_MAX_DATAGRAM);
+  const coalesceText = process.env[ENV_COALESCE];
+  const coalesceBytes =
+    opts.coalesce !== undefined ? checkCoalesceBytes(opts.coalesce, 'coalesce') : coalesceText === undefined || coalesceText.trim() === '' ? DEFAULT_MAX_DATAGRAM : parseCoalesceBytes(coalesceText, ENV_COALESCE);
   const bindHost = opts.host !== undefined ? parseDeviceHost(opts.host, 'host') : (readDeviceHost() ?? DEFAULT_DEVICE_HOST);
 
   const client = await DaemonClient.connect({ host: daemonAddr.host, port: daemonAddr.port, logger, token: opts.daemonToken });
@@ -232,26 +233,6 @@ function transportCounters(udp: UdpPort, inj: FaultInjector, cap: PcapWriter | n
     out.capture_dropped = cap.dropped;
   }
   return out;
-}
-
-/** The largest a bundle datagram may be: IPv4 UDP's payload limit. */
-const MAX_COALESCE = 65507;
-
-/** Checks a coalesce size: 0 (off), or room for a bundle of two packets up to IPv4 UDP's limit. */
-function coalesceOption(v: number, what: string): number {
-  if (!Number.isInteger(v) || (v !== 0 && (v < MIN_BUNDLE_DATAGRAM || v > MAX_COALESCE))) {
-    throw new InvalidArgumentError(`${what} must be 0 (off) or an integer in ${MIN_BUNDLE_DATAGRAM}..${MAX_COALESCE} (bytes a datagram may hold), got ${String(v)}`);
-  }
-  return v;
-}
-
-/** `EFA_EMU_COALESCE`: `off`/`0`, or the largest datagram in bytes; null when unset. */
-function readCoalesce(): number | null {
-  const text = process.env.EFA_EMU_COALESCE;
-  if (text === undefined || text.trim() === '') return null;
-  const t = text.trim().toLowerCase();
-  if (t === 'off' || t === '0') return 0;
-  return coalesceOption(Number(t), 'EFA_EMU_COALESCE');
 }
 
 /** Fills `{rank}`, `{name}` and `{pid}` in a capture path, so each rank can write its own file. */

@@ -1,3 +1,4 @@
+import { InvalidArgumentError } from '../common/errors';
 import { BASE_HEADER_LEN, OFF_MAGIC, OFF_TYPE, OFF_VERSION, WIRE_MAGIC, WIRE_VERSION } from '../wire/header';
 
 /*
@@ -32,6 +33,26 @@ export const BUNDLE_ENTRY_LEN = 2;
 export const MIN_BUNDLE_DATAGRAM = BUNDLE_HEADER_LEN + 2 * (BUNDLE_ENTRY_LEN + BASE_HEADER_LEN);
 /** Largest datagram a bundle may be by default: loopback carries 64 KiB, IPv4 UDP payload 65507. */
 export const DEFAULT_MAX_DATAGRAM = 65000;
+
+/** The largest a bundle datagram may be: IPv4 UDP's payload limit. */
+const MAX_COALESCE = 65507;
+
+/**
+ * Checks a bundle bound: 0 (off), or room for two packets up to IPv4 UDP's limit.
+ * @throws InvalidArgumentError naming `what` otherwise.
+ */
+export function checkCoalesceBytes(v: number, what: string): number {
+  if (!Number.isInteger(v) || (v !== 0 && (v < MIN_BUNDLE_DATAGRAM || v > MAX_COALESCE))) {
+    throw new InvalidArgumentError(`${what} must be 0 (off) or an integer in ${MIN_BUNDLE_DATAGRAM}..${MAX_COALESCE} (bytes a datagram may hold), got ${String(v)}`);
+  }
+  return v;
+}
+
+/** A bundle bound as text (`off`, `0`, or bytes), checked as {@link checkCoalesceBytes} does. */
+export function parseCoalesceBytes(text: string, what: string): number {
+  const t = text.trim().toLowerCase();
+  return t === 'off' ? 0 : checkCoalesceBytes(Number(t), what);
+}
 
 type SendFn = (buf: Buffer, len: number, host: string, port: number, onSent?: (() => void) | null) => void;
 

@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { EfaError } from '../common/errors';
-import { loadTypeScript } from './typescript-loader';
+import { errorLines, loadTypeScript, projectCompilerOptions } from './typescript-loader';
 
 /** The program (or a file it imports) has TypeScript errors: nothing was started. */
 export class TypeScriptError extends EfaError {
@@ -48,12 +48,7 @@ export function buildTsProgram(program: string, opts: { typecheck: boolean }): T
   // Loaded only when a .ts program is launched: JavaScript jobs never pay for the compiler.
   const ts = loadTypeScript(program);
   const file = path.resolve(program);
-  const configPath = ts.findConfigFile(path.dirname(file), ts.sys.fileExists, 'tsconfig.json');
-  let options: import('typescript').CompilerOptions = { target: ts.ScriptTarget.ES2022, strict: true, esModuleInterop: true, skipLibCheck: true };
-  if (configPath !== undefined) {
-    const parsed = ts.getParsedCommandLineOfConfigFile(configPath, {}, { ...ts.sys, onUnRecoverableConfigFileDiagnostic: () => undefined });
-    if (parsed !== undefined) options = parsed.options;
-  }
+  let options = projectCompilerOptions(ts, file, { target: ts.ScriptTarget.ES2022, strict: true, esModuleInterop: true, skipLibCheck: true });
   const outDir = fs.mkdtempSync(path.join(os.tmpdir(), 'efa-emu-ts-'));
   options = {
     ...options,
@@ -77,11 +72,8 @@ export function buildTsProgram(program: string, opts: { typecheck: boolean }): T
     const host = ts.createCompilerHost(options);
     const prog = ts.createProgram({ rootNames: [file], options, host });
     const diags = opts.typecheck ? ts.getPreEmitDiagnostics(prog) : prog.getSyntacticDiagnostics();
-    const errors = diags.filter((d) => d.category === ts.DiagnosticCategory.Error);
-    if (errors.length > 0) {
-      const fmt = { getCanonicalFileName: (f: string) => f, getCurrentDirectory: () => process.cwd(), getNewLine: () => '\n' };
-      throw new TypeScriptError(program, errors.map((d) => ts.formatDiagnostic(d, fmt).trimEnd()));
-    }
+    const errors = errorLines(ts, diags);
+    if (errors.length > 0) throw new TypeScriptError(program, errors);
     const map: Record<string, string> = {};
     prog.emit(undefined, (outName, text, _bom, _onError, sources) => {
       if (!outName.endsWith('.js') || sources === undefined || sources.length !== 1) return;

@@ -5,9 +5,8 @@
  */
 import fs from 'node:fs';
 import Module from 'node:module';
-import path from 'node:path';
 import { TypeScriptError } from './ts-build';
-import { loadTypeScript } from './typescript-loader';
+import { errorLines, loadTypeScript, projectCompilerOptions } from './typescript-loader';
 
 type Loader = (m: NodeModule, filename: string) => void;
 
@@ -19,21 +18,13 @@ type Loader = (m: NodeModule, filename: string) => void;
  */
 export function tsLoader(program: string): Loader {
   const ts = loadTypeScript(program);
-  const configPath = ts.findConfigFile(path.dirname(path.resolve(program)), ts.sys.fileExists, 'tsconfig.json');
-  let options: import('typescript').CompilerOptions = { target: ts.ScriptTarget.ES2022, esModuleInterop: true };
-  if (configPath !== undefined) {
-    const parsed = ts.getParsedCommandLineOfConfigFile(configPath, {}, { ...ts.sys, onUnRecoverableConfigFileDiagnostic: () => undefined });
-    if (parsed !== undefined) options = parsed.options;
-  }
+  let options = projectCompilerOptions(ts, program, { target: ts.ScriptTarget.ES2022, esModuleInterop: true });
   options = { ...options, module: ts.ModuleKind.CommonJS, sourceMap: false, inlineSourceMap: true, inlineSources: true, declaration: false, noEmit: false };
   return (m, filename) => {
     const out = ts.transpileModule(fs.readFileSync(filename, 'utf8'), { compilerOptions: options, fileName: filename, reportDiagnostics: true });
     // Only syntax is checked here (no types): code that does not parse must not run half-translated.
-    const errors = (out.diagnostics ?? []).filter((d) => d.category === ts.DiagnosticCategory.Error);
-    if (errors.length > 0) {
-      const fmt = { getCanonicalFileName: (f: string) => f, getCurrentDirectory: () => process.cwd(), getNewLine: () => '\n' };
-      throw new TypeScriptError(filename, errors.map((d) => ts.formatDiagnostic(d, fmt).trimEnd()), false);
-    }
+    const errors = errorLines(ts, out.diagnostics ?? []);
+    if (errors.length > 0) throw new TypeScriptError(filename, errors, false);
     (m as unknown as { _compile(code: string, filename: string): void })._compile(out.outputText, filename);
   };
 }

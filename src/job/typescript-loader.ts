@@ -32,3 +32,20 @@ export function loadTypeScript(program: string): TypeScript {
   }
   throw new TypeScriptMissingError(program);
 }
+
+/**
+ * The compiler options of `program`'s project: its `tsconfig.json` (found from its folder
+ * upward), else `defaults`. Callers then force what loading through require needs.
+ */
+export function projectCompilerOptions(ts: TypeScript, program: string, defaults: import('typescript').CompilerOptions): import('typescript').CompilerOptions {
+  const configPath = ts.findConfigFile(path.dirname(path.resolve(program)), ts.sys.fileExists, 'tsconfig.json');
+  if (configPath === undefined) return defaults;
+  const parsed = ts.getParsedCommandLineOfConfigFile(configPath, {}, { ...ts.sys, onUnRecoverableConfigFileDiagnostic: () => undefined });
+  return parsed?.options ?? defaults;
+}
+
+/** The error diagnostics among `diags`, one line each (`file:line:col - error TSnnnn: text`). */
+export function errorLines(ts: TypeScript, diags: readonly import('typescript').Diagnostic[]): string[] {
+  const fmt = { getCanonicalFileName: (f: string) => f, getCurrentDirectory: () => process.cwd(), getNewLine: () => '\n' };
+  return diags.filter((d) => d.category === ts.DiagnosticCategory.Error).map((d) => ts.formatDiagnostic(d, fmt).trimEnd());
+}

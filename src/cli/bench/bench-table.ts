@@ -1,6 +1,5 @@
 import { parseGid } from '../../common/gid';
-import type { BenchAddress, BenchResult, BenchSetup } from '../../job/bench/bench-result';
-import { isRawType } from '../../job/bench/bench-endpoints';
+import { isRawType, type BenchAddress, type BenchResult, type BenchSetup } from '../../job/bench/bench-result';
 import type { RxdResult } from '../../job/bench/rxd-baseline';
 
 export { isRdmaTest, type BenchResult, type BenchSetup, type BenchTest } from '../../job/bench/bench-result';

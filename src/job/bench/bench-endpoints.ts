@@ -11,10 +11,6 @@ import { DatagramCoalescer } from '../../io/datagram-coalescer';
 /** `raw-batched`: the raw harness with the emulator's doorbell batching (datagram-coalescer). */
 export type BenchType = 'raw' | 'raw-batched' | 'ud' | 'srd';
 
-/** True for the bare-socket types (no device, no protocol). */
-export function isRawType(type: string): boolean {
-  return type === 'raw' || type === 'raw-batched';
-}
 export type { PollMode } from '../../completion-poller';
 import type { PollMode } from '../../completion-poller';
 

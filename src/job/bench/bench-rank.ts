@@ -8,8 +8,8 @@ import { parseArgs } from 'node:util';
 import { EfaError, InvalidArgumentError } from '../../common/errors';
 import { openDevice, type EfaDevice } from '../../open-device';
 import { bandwidthFigures, BwPeak, latencyFigures } from './bench-stats';
-import { isRdmaTest, type BenchAddress, type BenchSetup, type BenchTest } from './bench-result';
-import { isRawType, RawEndpoint, VerbsEndpoint, type BenchEndpoint, type BenchType, type PollMode } from './bench-endpoints';
+import { isRawType, isRdmaTest, type BenchAddress, type BenchSetup, type BenchTest } from './bench-result';
+import { RawEndpoint, VerbsEndpoint, type BenchEndpoint, type BenchType, type PollMode } from './bench-endpoints';
 import { RdmaEndpoint, type RdmaPeerInfo } from './bench-rdma';
 
 /** The receiver of a raw or UD stream acks every this many messages. */

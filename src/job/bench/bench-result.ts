@@ -3,6 +3,11 @@
 /** The message tests (send/receive) and perftest's RDMA ones. */
 export type BenchTest = 'lat' | 'bw' | 'write_lat' | 'write_bw' | 'read_lat' | 'read_bw';
 
+/** True for the bare-socket bench types, `raw` and `raw-batched` (no device, no protocol). */
+export function isRawType(type: string): boolean {
+  return type === 'raw' || type === 'raw-batched';
+}
+
 /** True for the RDMA tests (ib_write_* / ib_read_*). */
 export function isRdmaTest(test: string): boolean {
   return test.startsWith('write_') || test.startsWith('read_');
