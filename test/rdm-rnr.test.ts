@@ -116,7 +116,9 @@ t.test('a long-read receive that finishes while RNR holds every packet slot stil
   b.recv(Buffer.alloc(8), FI_ADDR_UNSPEC, 'warm');
   a.send(Buffer.alloc(8), s.addr[0][1], 'warm-s');
   t.ok(await s.run(() => (pollLogs(logs), logs[1].has('warm') && logs[0].has('warm-s')), 1000), 'handshakes exchanged');
-  // The read's data comes back slowly, so it ends after B's slots filled up.
+  // The read's data comes back slowly, so it ends after B's slots filled up. (20 ms more per
+  // packet reads as a standing queue to A's delay-based congestion control, which then sends
+  // the read's data one packet per round trip: the waits below allow for that.)
   s.sim.intercept = (p) => (p.from === 1 && p.info.type === PacketType.SRD_READ_RESP ? 20 : undefined);
   const len = (1 << 20) + 1000;
   const into = Buffer.alloc(len);
@@ -129,9 +131,9 @@ t.test('a long-read receive that finishes while RNR holds every packet slot stil
     while (queued < 12 && b.send(pattern(100 + queued, 100), s.addr[1][0], `b${queued}`) === 0) queued++;
   };
   more();
-  t.ok(await s.run(() => (logs[1].poll(), more(), logs[1].has('long')), 1000), 'the long-read receive completed');
+  t.ok(await s.run(() => (logs[1].poll(), more(), logs[1].has('long')), 5000), 'the long-read receive completed');
   t.ok(b.stats.get('rnr_packets') > 0, "meanwhile B's packets to A were refused");
-  t.ok(await s.run(() => (pollLogs(logs), more(), logs[0].has('long-s')), 2000), "A's long-read send completed: the EOR reached it");
+  t.ok(await s.run(() => (pollLogs(logs), more(), logs[0].has('long-s')), 5000), "A's long-read send completed: the EOR reached it");
   t.ok(logs[0].okOf('long-s') !== undefined && into.equals(pattern(1, len)), 'successfully, the data intact');
   t.equal(b.statsSnapshot().pkts_EOR, 1, 'one EOR');
   await a.close();

@@ -353,6 +353,7 @@ export class Device extends EventEmitter {
   /** The counters of the device and its transport, now (what GET_STATS and heartbeats report). */
   statsSnapshot(): Record<string, number> {
     const own = this.stats.toJSON();
+    this.srd.pathStats(own);
     return this.transport.stats === undefined ? own : { ...own, ...this.transport.stats() };
   }
 

@@ -942,6 +942,14 @@ export class RdmEndpoint {
       return;
     }
     let peer = this.peerOf(wc);
+    // An address the application inserted changes only by its own fi_av_insert: a packet whose
+    // raw address names another connection id for it (a garbled one, or a stray endpoint at a
+    // reused QPN) must not replace the entry, or every later packet of the real peer would be
+    // dropped as stale and the application's fi_addr would point nowhere.
+    if (peer !== undefined && f.rawAddr !== null && peer.addr.connid !== f.connid && peer.fiAddr !== FI_ADDR_NOTAVAIL) {
+      this.stats.inc('rx_drop_stale_connid');
+      return;
+    }
     if (peer === undefined || (f.rawAddr !== null && peer.addr.connid !== f.connid)) {
       if (f.rawAddr === null) {
         this.stats.inc('rx_drop_unknown_peer');

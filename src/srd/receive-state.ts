@@ -14,8 +14,9 @@ export class ReceiveState {
   /** Lowest and highest PSN delivered since the last ack: where the selective map goes. */
   newLow = 0;
   newHigh = 0;
-  /** tx_time of the latest delivered data packet, echoed by the next ack. */
+  /** tx_time of the latest delivered data packet, echoed by the next ack, and the path it came by. */
   echoTime = 0;
+  echoPath = 0;
   /** Queued for an ack flush. */
   ackScheduled = false;
   /** When the oldest unacked delivery happened (ms). */

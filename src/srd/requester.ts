@@ -1,6 +1,8 @@
 import { isNewerIncarnation } from '../common/incarnation';
 import { EfaStatus } from '../common/efa-status';
-import { sealPacket, writeU32 } from '../wire/header';
+import { sealPacket, setPacketPath, writeU32 } from '../wire/header';
+import type { CongestionControl } from './congestion';
+import type { PathCounters } from './path-set';
 import { OFF_TX_TIME, OFF_WINDOW_START, sackBit, SACK_BITS, writeSrdData } from '../wire/srd-header';
 import { DeadlineHeap } from './deadline-heap';
 import { MAX_PSN_SPAN } from './psn-ledger';
@@ -51,6 +53,8 @@ export class Requester {
   private readonly counters: SrdCounters;
   private readonly acks: AckCarrier;
   private readonly channels: readonly SrdChannel[];
+  private readonly cc: CongestionControl;
+  private readonly pathCounters: PathCounters;
   private readonly pool: SendOp[] = [];
   private readonly recycleBound = (op: SendOp): void => this.recycle(op);
   /** Channels waiting for device-wide room, served in turn (a ring: head index plus array). */
@@ -61,7 +65,9 @@ export class Requester {
   /** True while onTimer runs: resends are then limited per peer (rtoBurst). */
   private inTimer = false;
 
-  constructor(cfg: SrdConfig, host: SrdHost, counters: SrdCounters, acks: AckCarrier, channels: readonly SrdChannel[]) {
+  constructor(cfg: SrdConfig, host: SrdHost, counters: SrdCounters, acks: AckCarrier, channels: readonly SrdChannel[], cc: CongestionControl, pathCounters: PathCounters) {
+    this.cc = cc;
+    this.pathCounters = pathCounters;
     this.cfg = cfg;
     this.timeoutMs = cfg.unresponsiveTimeoutMs;
     this.host = host;
@@ -100,13 +106,11 @@ export class Requester {
     tx.pipe = pipe;
   }
 
-  /** Acks completed `n` sends: the window grows back (slow start, then additively). */
-  private grow(tx: SendState, n: number): void {
-    const max = this.cfg.window;
-    if (tx.cwnd >= max) return;
-    tx.cwnd += tx.cwnd < tx.ssthresh ? n : n / tx.cwnd;
-    if (tx.cwnd > max) tx.cwnd = max;
-    this.repipe(tx);
+  /** Acks completed `n` sends, with a round trip of `rttMs` (< 0: none): the controller sets the window. */
+  private grow(tx: SendState, now: number, rttMs: number, n: number): void {
+    const before = tx.cwnd;
+    this.cc.onAck(tx, now, rttMs, n);
+    if (tx.cwnd !== before) this.repipe(tx);
   }
 
   /** A retransmission timeout: the peer gets one packet in flight until acks come back. */
@@ -187,6 +191,7 @@ export class Requester {
     op.fastRetransmitted = false;
     op.lostAt = Infinity;
     op.launchedAt = now;
+    op.copies = 0;
     if (!op.stamped) {
       // Known before the first ack, the incarnation keeps even the first messages from
       // reaching a later process under the same name; later PSNs of this send keep it.
@@ -201,12 +206,18 @@ export class Requester {
     tx.append(op);
     this.repipe(tx);
     writeSrdData(op.buf as Buffer, tx.session, psn, 0, 0, op.destIncarnation);
-    this.transmit(now, ch, op);
+    this.transmit(now, ch, op, -1);
   }
 
-  private transmit(now: number, ch: SrdChannel, op: SendOp): void {
+  /** Sends the current copy of `op` on a path: any (avoid -1, a new packet) or preferably not `avoid`. */
+  private transmit(now: number, ch: SrdChannel, op: SendOp, avoid: number): void {
     const tx = ch.tx;
     const buf = op.buf as Buffer;
+    const path = tx.paths.pick(now, avoid);
+    op.path = path;
+    op.copies++;
+    this.pathCounters.tx[path]++;
+    setPacketPath(buf, path);
     writeU32(buf, OFF_WINDOW_START, tx.windowStart);
     op.lastTxTime = microseconds(now);
     op.sentAt = now;
@@ -223,13 +234,16 @@ export class Requester {
   private fastRetransmit(now: number, ch: SrdChannel, op: SendOp): void {
     op.fastRetransmitted = true;
     op.lostAt = Infinity;
+    ch.tx.paths.lost(now, op.path);
     this.retransmit(now, ch, op);
   }
 
+  /** Sends `op` again, on another path than its lost copy's where there is one. */
   private retransmit(now: number, ch: SrdChannel, op: SendOp): void {
     this.counters.retrans_pkts++;
     this.counters.retrans_bytes += op.len;
-    this.transmit(now, ch, op);
+    this.pathCounters.retrans[op.path]++;
+    this.transmit(now, ch, op, op.path);
   }
 
   // ------------------------------------------------------------------ answers
@@ -238,16 +252,18 @@ export class Requester {
    * Applies an ack: every send below `cum` and each one the selective map (`sack`, bits from
    * `sackBase`; null for a piggybacked ack) names was delivered.
    */
-  onAck(now: number, ch: SrdChannel, cum: number, echoTime: number, incarnation: number, sack: Uint8Array | null, sackBase: number): void {
+  onAck(now: number, ch: SrdChannel, cum: number, echoTime: number, incarnation: number, sack: Uint8Array | null, sackBase: number, ackPath: number): void {
     const tx = ch.tx;
     tx.everAnswered = true;
+    // An ack travels back on the path of the packet it echoes: that path delivered.
+    if (ackPath >= 0 && ackPath < tx.paths.n) tx.paths.delivered(ackPath);
     // Incarnations only grow: a late ack of a dead predecessor does not win over a newer one.
     if (isNewerIncarnation(incarnation, tx.rxIncarnation)) tx.rxIncarnation = incarnation;
     // A receiver never acks beyond what was sent; a bogus cum must not complete new sends.
     const limit = ((cum - tx.nextPsn) | 0) > 0 ? tx.nextPsn : cum;
     let settled = 0;
     while (tx.head !== null && ((tx.head.psn - limit) | 0) < 0) {
-      this.settle(tx.head, EfaStatus.SUCCESS);
+      this.settleDelivered(tx, tx.head);
       settled++;
     }
     if (sack !== null) {
@@ -257,7 +273,7 @@ export class Requester {
         const d = (op.psn - sackBase) | 0;
         if (d >= SACK_BITS) break;
         if (d >= 0 && sackBit(sack, d)) {
-          this.settle(op, EfaStatus.SUCCESS);
+          this.settleDelivered(tx, op);
           settled++;
         }
         op = next;
@@ -294,17 +310,24 @@ export class Requester {
       // may be, since a peer slower than the backed-off RTO would then never give a sample
       // (every packet resent before its ack) and its RTO could never grow to fit.
       const echoed = (microseconds(now) - echoTime) >>> 0;
-      if (echoed < 60_000_000) tx.rto.sample(echoed / 1000);
+      let rtt = -1;
+      if (echoed < 60_000_000) {
+        rtt = echoed / 1000;
+        tx.rto.sample(rtt);
+        if (ackPath >= 0 && ackPath < tx.paths.n) this.pathCounters.sampleRtt(ackPath, echoed);
+      }
       this.progressed(tx, now);
-      this.grow(tx, settled);
+      this.grow(tx, now, rtt, settled);
       this.slotFreed(now, ch);
     }
   }
 
   /** A NAK of one PSN: receiver not ready (back off, retry under a new PSN) or a final error. */
-  onNak(now: number, ch: SrdChannel, psn: number, status: number): void {
+  onNak(now: number, ch: SrdChannel, psn: number, status: number, path: number): void {
     const tx = ch.tx;
     tx.everAnswered = true;
+    // Like an ack, a NAK comes back on the path of the packet refused, which got through.
+    if (path < tx.paths.n) tx.paths.delivered(path);
     if (status === RNR) this.counters.rnr_received++;
     const op = tx.find(psn);
     // Not in flight: an answer to a copy of a PSN already retired or completed.
@@ -327,6 +350,9 @@ export class Requester {
     }
     tx.unlink(op);
     this.repipe(tx);
+    // The packet left the network as an ack's would: the window may grow, or a peer's
+    // refused messages, retried first, would hold a small window and starve its other QPs.
+    this.grow(tx, now, -1, 1);
     op.state = OpState.PARKED;
     tx.parked++;
     const backoff = Math.min(this.cfg.rnrBackoffMs * 2 ** Math.min(op.rnrCount - 1, 30), this.cfg.rnrBackoffMaxMs);
@@ -407,6 +433,9 @@ export class Requester {
             // packet among acked ones is not a reason to slow the rest down.
             if (tx.lastProgressAt < op.sentAt) this.collapse(tx);
           }
+          // A copy unanswered while the peer answered others says its path is bad; a peer
+          // silent on every path says nothing about any one of them.
+          if (tx.lastProgressAt >= op.sentAt) tx.paths.lost(now, op.path);
           tx.markLost(op);
           this.repipe(tx);
         }
@@ -497,6 +526,12 @@ export class Requester {
   }
 
   // ------------------------------------------------------------------ completion
+
+  /** An ack says `op` arrived: with a single copy sent, its path is known to deliver. */
+  private settleDelivered(tx: SendState, op: SendOp): void {
+    if (op.copies === 1) tx.paths.delivered(op.path);
+    this.settle(op, EfaStatus.SUCCESS);
+  }
 
   /** Completes a send in flight or parked; the caller frees its slot (slotFreed). */
   private settle(op: SendOp, status: number): void {

@@ -1,5 +1,6 @@
 import { EfaStatus } from '../common/efa-status';
-import { encodeHeader, PacketType, sealPacket, type PacketHeader } from '../wire/header';
+import { encodeHeader, FLAG_PATH_SHIFT, PacketType, sealPacket, setPacketPath, type PacketHeader } from '../wire/header';
+import type { PathCounters } from './path-set';
 import {
   setSackBit,
   SACK_BITS,
@@ -36,8 +37,10 @@ export class Responder implements AckCarrier {
   private readonly localGid: Uint8Array;
   private readonly incarnation: number;
   private readonly ackQueue: SrdChannel[] = [];
+  private readonly pathCounters: PathCounters;
 
-  constructor(cfg: SrdConfig, host: SrdHost, counters: SrdCounters, localGid: Uint8Array, incarnation: number) {
+  constructor(cfg: SrdConfig, host: SrdHost, counters: SrdCounters, localGid: Uint8Array, incarnation: number, pathCounters: PathCounters) {
+    this.pathCounters = pathCounters;
     this.cfg = cfg;
     this.host = host;
     this.counters = counters;
@@ -48,11 +51,14 @@ export class Responder implements AckCarrier {
   /** Handles a data packet whose base header is in `hdr` and SRD extension in `f`. */
   onData(now: number, ch: SrdChannel, buf: Buffer, hdr: PacketHeader, f: SrdFields): void {
     const rx = ch.rx;
+    // Answers go back on the path the packet came by (the sender learns from them that it delivers).
+    const path = hdr.flags >> FLAG_PATH_SHIFT;
+    this.pathCounters.rx[path]++;
     if (f.destIncarnation !== 0 && f.destIncarnation !== this.incarnation) {
       // Meant for an earlier incarnation of this device (the process restarted): refusing it
       // keeps "at most once" across restarts; the sender fails it with UNKNOWN_PEER.
       this.drop('rx_drop_wrong_incarnation');
-      this.sendNak(ch, f.session, f.psn, EfaStatus.REMOTE_ERROR_UNKNOWN_PEER, f.txTime);
+      this.sendNak(ch, f.session, f.psn, EfaStatus.REMOTE_ERROR_UNKNOWN_PEER, f.txTime, path);
       return;
     }
     if (!rx.hasSession || rx.session !== f.session) {
@@ -77,13 +83,13 @@ export class Responder implements AckCarrier {
         if (((rx.newLow - lo) | 0) < 0) lo = rx.newLow;
         if (((rx.newHigh - hi) | 0) > 0) hi = rx.newHigh;
       }
-      this.sendAcks(ch, lo, hi, f.txTime);
+      this.sendAcks(ch, lo, hi, f.txTime, path);
       return;
     }
     if (state !== PSN_UNKNOWN) {
       // A copy of a refused PSN: the same answer again, never a delivery.
       this.drop('rx_drop_duplicate');
-      this.sendNak(ch, rx.session, psn, state, f.txTime);
+      this.sendNak(ch, rx.session, psn, state, f.txTime, path);
       return;
     }
     if (((psn - ledger.base) | 0) >= MAX_PSN_SPAN) {
@@ -93,6 +99,7 @@ export class Responder implements AckCarrier {
     const status = this.host.deliver(buf, hdr, hdr.hdrLen, hdr.payloadLen, ch.peer);
     if (status === EfaStatus.SUCCESS) {
       rx.echoTime = f.txTime;
+      rx.echoPath = path;
       // A new gap, or a hole filled, is news the sender acts on (fast retransmit, window): say
       // it at once. Packets that simply continue the stream are acked together.
       const d = (psn - rx.highest) | 0;
@@ -108,7 +115,7 @@ export class Responder implements AckCarrier {
     // so no copy of this one may ever be delivered.
     if (status === EfaStatus.REMOTE_ERROR_RNR) this.counters.rnr_sent++;
     ledger.set(psn, status);
-    this.sendNak(ch, rx.session, psn, status, f.txTime);
+    this.sendNak(ch, rx.session, psn, status, f.txTime, path);
   }
 
   /** Writes a cumulative ack into a data packet for `ch` when one is owed and no hole needs a map. */
@@ -139,7 +146,7 @@ export class Responder implements AckCarrier {
 
   private flushAck(ch: SrdChannel): void {
     const rx = ch.rx;
-    this.sendAcks(ch, rx.newLow, rx.newHigh, rx.echoTime);
+    this.sendAcks(ch, rx.newLow, rx.newHigh, rx.echoTime, rx.echoPath);
   }
 
   /**
@@ -147,19 +154,19 @@ export class Responder implements AckCarrier {
    * cumulative point when that reaches, else anchored at `lo` (the news lies far above a
    * message still missing below).
    */
-  private sendAcks(ch: SrdChannel, lo: number, hi: number, echoTime: number): void {
+  private sendAcks(ch: SrdChannel, lo: number, hi: number, echoTime: number, path: number): void {
     const rx = ch.rx;
     const cum = rx.ledger.base;
     let start = ((hi - cum) | 0) <= SACK_BITS || ((lo - cum) | 0) <= 0 ? (cum + 1) >>> 0 : lo;
     for (let k = 0; k < MAX_ACKS_PER_FLUSH; k++) {
-      this.sendAck(ch, start, echoTime);
+      this.sendAck(ch, start, echoTime, path);
       start = (start + SACK_BITS) >>> 0;
       if (((hi - start) | 0) < 0) break;
     }
     rx.acked();
   }
 
-  private sendAck(ch: SrdChannel, sackBase: number, echoTime: number): void {
+  private sendAck(ch: SrdChannel, sackBase: number, echoTime: number, path: number): void {
     const rx = ch.rx;
     const ledger = rx.ledger;
     const buf = Buffer.allocUnsafe(SRD_ACK_HDR_LEN);
@@ -169,15 +176,17 @@ export class Responder implements AckCarrier {
       const psn = (sackBase + i) >>> 0;
       if (((psn - ledger.base) | 0) > 0 && ledger.get(psn) === PSN_DELIVERED) setSackBit(buf, i);
     }
+    setPacketPath(buf, path);
     sealPacket(buf, SRD_ACK_HDR_LEN);
     this.counters.acks_sent++;
     this.host.transmit(buf, SRD_ACK_HDR_LEN, ch.peer.host, ch.peer.port, null);
   }
 
-  private sendNak(ch: SrdChannel, session: number, psn: number, status: number, echoTime: number): void {
+  private sendNak(ch: SrdChannel, session: number, psn: number, status: number, echoTime: number, path: number): void {
     const buf = Buffer.allocUnsafe(SRD_NAK_HDR_LEN);
     encodeHeader(buf, PacketType.SRD_NAK, 0, SRD_NAK_HDR_LEN, 0, 0, 0, 0, 0, this.localGid);
     writeSrdNak(buf, session, psn, status, echoTime);
+    setPacketPath(buf, path);
     sealPacket(buf, SRD_NAK_HDR_LEN);
     this.host.transmit(buf, SRD_NAK_HDR_LEN, ch.peer.host, ch.peer.port, null);
   }

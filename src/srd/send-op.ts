@@ -73,6 +73,10 @@ export class SendOp {
   lost = false;
   /** Transmissions the socket has not let go of yet: the buffer must not change meanwhile. */
   inSocket = 0;
+  /** The path its latest copy took. */
+  path = 0;
+  /** Copies of its current PSN sent: with one, an ack of it says its path delivers. */
+  copies = 0;
   /** Called by the transport when it no longer reads `buf` (one function per pooled object). */
   readonly onSent: () => void;
   /** Recycles a DONE op once the socket let go of it. */
@@ -113,5 +117,7 @@ export class SendOp {
     this.lostAt = Infinity;
     this.lost = false;
     this.inSocket = 0;
+    this.path = 0;
+    this.copies = 0;
   }
 }

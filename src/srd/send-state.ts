@@ -1,4 +1,5 @@
 import { OpRing } from './op-ring';
+import type { PathSet } from './path-set';
 import { RtoEstimator } from './rto-estimator';
 import type { SrdConfig } from './srd-config';
 import type { SendOp } from './send-op';
@@ -66,10 +67,19 @@ export class SendState {
   burstLeft = 0;
   /** Timer turn of the latest retransmission timeout (one timeout event per turn). */
   timeoutTurn = -1;
+  /** The paths to this peer and what is known of each. */
+  readonly paths: PathSet;
+  /** Congestion control: the lowest round trip in the current span, and when it was seen. */
+  minRtt = Infinity;
+  minRttAt = -Infinity;
+  /** The delay controller's current round: its shortest round trip and when it ends. */
+  roundMinRtt = Infinity;
+  roundEndsAt = -Infinity;
 
-  constructor(session: number, cfg: SrdConfig) {
+  constructor(session: number, cfg: SrdConfig, paths: PathSet, initialCwnd: number) {
     this.session = session >>> 0;
-    this.cwnd = cfg.window;
+    this.paths = paths;
+    this.cwnd = initialCwnd;
     this.ssthresh = cfg.window;
     // A slow peer's RTO may follow its round trips up to half the unresponsive timeout, so
     // that a packet still gets sent twice before the peer is given up.

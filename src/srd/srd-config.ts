@@ -1,4 +1,13 @@
 import { InvalidArgumentError } from '../common/errors';
+import { MAX_PATHS } from '../wire/header';
+
+/**
+ * Congestion control of a peer's window: `delay`, the RTT-driven controller (see
+ * congestion.ts), or `off`, a fixed window cut only by retransmission timeouts.
+ */
+export type CcMode = 'delay' | 'off';
+/** The congestion-control modes, as `cc=` accepts them. */
+export const CC_MODES: readonly CcMode[] = ['delay', 'off'];
 
 /** Largest per-peer or device-wide window accepted. */
 export const MAX_WINDOW = 65536;
@@ -44,6 +53,26 @@ export interface SrdConfig {
    * window's worth.
    */
   rtoBurst: number;
+  /**
+   * Network paths to each peer (1..64): packets are sprayed over them, a path that stops
+   * delivering is avoided and probed to come back. 1 is a single path, as UD's.
+   */
+  paths: number;
+  /** Losses in a row on one path (no delivery on it in between) that take it out of use. */
+  pathDownLosses: number;
+  /** First wait before a path out of use is probed with one packet; doubles while it fails. */
+  pathProbeMs: number;
+  /** Longest wait between probes of a path that stays bad. */
+  pathProbeMaxMs: number;
+  /** Congestion control: `delay` (RTT-driven window) or `off`. */
+  cc: CcMode;
+  /**
+   * Queueing delay the delay controller aims at: the window grows while round trips stay
+   * below the lowest seen plus this, and shrinks, in proportion to the excess, above it.
+   */
+  ccTargetMs: number;
+  /** Window a peer starts with under `cc=delay` (slow start until the delay target is met). */
+  ccInitialWindow: number;
 }
 
 export const DEFAULT_SRD_CONFIG: Readonly<SrdConfig> = Object.freeze({
@@ -59,7 +88,14 @@ export const DEFAULT_SRD_CONFIG: Readonly<SrdConfig> = Object.freeze({
   rnrBackoffMaxMs: 64,
   dupThresh: 3,
   rtoBurst: 8,
-});
+  paths: 4,
+  pathDownLosses: 3,
+  pathProbeMs: 10,
+  pathProbeMaxMs: 200,
+  cc: 'delay',
+  ccTargetMs: 2,
+  ccInitialWindow: 16,
+} satisfies SrdConfig);
 
 /**
  * Reads SRD tunables from text, `key=value` pairs separated by commas, named as in SrdConfig
@@ -67,12 +103,18 @@ export const DEFAULT_SRD_CONFIG: Readonly<SrdConfig> = Object.freeze({
  * resolveSrdConfig, which names a bad option.
  */
 export function parseSrdConfigText(text: string, source = 'srd'): Partial<SrdConfig> {
-  const out: Record<string, number> = {};
+  const out: Record<string, number | string> = {};
   for (const item of text.split(',')) {
     const s = item.trim();
     if (s === '') continue;
     const eq = s.indexOf('=');
     const key = eq < 0 ? s : s.slice(0, eq).trim();
+    if (key === 'cc') {
+      const mode = eq < 0 ? '' : s.slice(eq + 1).trim();
+      if (!(CC_MODES as readonly string[]).includes(mode)) throw new InvalidArgumentError(`${source}: cc needs one of ${CC_MODES.join(', ')}, as cc=off`);
+      (out as Record<string, unknown>).cc = mode;
+      continue;
+    }
     const value = eq < 0 ? NaN : Number(s.slice(eq + 1).trim());
     if (!(key in DEFAULT_SRD_CONFIG)) throw new InvalidArgumentError(`${source}: unknown SRD option ${JSON.stringify(key)} (known: ${Object.keys(DEFAULT_SRD_CONFIG).join(', ')})`);
     if (eq < 0 || !Number.isFinite(value)) throw new InvalidArgumentError(`${source}: ${key} needs a number, as ${key}=${DEFAULT_SRD_CONFIG[key as keyof SrdConfig]}`);
@@ -86,7 +128,7 @@ export function formatSrdConfig(cfg: Partial<SrdConfig>): string {
   const items: string[] = [];
   for (const [key, value] of Object.entries(cfg)) {
     if (value === undefined || value === DEFAULT_SRD_CONFIG[key as keyof SrdConfig]) continue;
-    items.push(`${key}=${Number(value.toFixed(6))}`);
+    items.push(typeof value === 'string' ? `${key}=${value}` : `${key}=${Number(value.toFixed(6))}`);
   }
   return items.join(',');
 }
@@ -97,6 +139,11 @@ export function resolveSrdConfig(overrides: Partial<SrdConfig> = {}): SrdConfig 
   for (const [key, value] of Object.entries(overrides)) {
     if (value === undefined) continue;
     if (!(key in DEFAULT_SRD_CONFIG)) throw new InvalidArgumentError(`srd.${key}: unknown SRD option`);
+    if (key === 'cc') {
+      if (!(CC_MODES as readonly unknown[]).includes(value)) throw new InvalidArgumentError(`srd.cc: must be one of ${CC_MODES.join(', ')}, got ${String(value)}`);
+      cfg.cc = value as CcMode;
+      continue;
+    }
     if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
       throw new InvalidArgumentError(`srd.${key}: must be a non-negative number, got ${String(value)}`);
     }
@@ -112,5 +159,10 @@ export function resolveSrdConfig(overrides: Partial<SrdConfig> = {}): SrdConfig 
   if (!Number.isInteger(cfg.ackEvery) || cfg.ackEvery < 1) throw new InvalidArgumentError('srd.ackEvery: must be an integer >= 1');
   if (!Number.isInteger(cfg.dupThresh) || cfg.dupThresh < 1) throw new InvalidArgumentError('srd.dupThresh: must be an integer >= 1');
   if (!Number.isInteger(cfg.rtoBurst) || cfg.rtoBurst < 1) throw new InvalidArgumentError('srd.rtoBurst: must be an integer >= 1');
+  if (!Number.isInteger(cfg.paths) || cfg.paths < 1 || cfg.paths > MAX_PATHS) throw new InvalidArgumentError(`srd.paths: must be an integer in 1..${MAX_PATHS}, got ${cfg.paths}`);
+  if (!Number.isInteger(cfg.pathDownLosses) || cfg.pathDownLosses < 1) throw new InvalidArgumentError('srd.pathDownLosses: must be an integer >= 1');
+  if (cfg.pathProbeMs <= 0 || cfg.pathProbeMs > cfg.pathProbeMaxMs) throw new InvalidArgumentError('srd.pathProbeMs: must be > 0 and <= pathProbeMaxMs');
+  if (cfg.ccTargetMs <= 0) throw new InvalidArgumentError('srd.ccTargetMs: must be > 0');
+  if (!Number.isInteger(cfg.ccInitialWindow) || cfg.ccInitialWindow < 1) throw new InvalidArgumentError('srd.ccInitialWindow: must be an integer >= 1');
   return cfg;
 }

@@ -1,8 +1,10 @@
 import { isNewerIncarnation } from '../common/incarnation';
-import { encodeHeader, FLAG_HAS_IMM, PacketType, type PacketHeader } from '../wire/header';
+import { encodeHeader, FLAG_HAS_IMM, FLAG_PATH_SHIFT, PacketType, type PacketHeader } from '../wire/header';
 import { RDMA_HDR_LEN } from '../wire/rdma-header';
 import { decodeSrdAck, decodeSrdData, decodeSrdNak, SRD_DATA_HDR_LEN, SrdFields } from '../wire/srd-header';
 import { ReceiveState } from './receive-state';
+import { CongestionControl } from './congestion';
+import { PathCounters, PathSet } from './path-set';
 import { Requester } from './requester';
 import { Responder } from './responder';
 import { SendState } from './send-state';
@@ -46,14 +48,21 @@ export class SrdEngine {
   private readonly localGid: Uint8Array;
   private readonly channels: SrdChannel[] = [];
   private readonly fields = new SrdFields();
+  /** Per-path figures, all peers together. */
+  readonly pathCounters: PathCounters;
+  private readonly cc: CongestionControl;
+  private readonly initialCwnd: number;
 
   constructor(opts: { host: SrdHost; counters: SrdCounters; localGid: Uint8Array; incarnation: number; config?: Partial<SrdConfig> }) {
     this.counters = opts.counters;
     this.localGid = opts.localGid;
     this.incarnation = opts.incarnation >>> 0;
     this.config = resolveSrdConfig(opts.config);
-    this.responder = new Responder(this.config, opts.host, opts.counters, opts.localGid, this.incarnation);
-    this.requester = new Requester(this.config, opts.host, opts.counters, this.responder, this.channels);
+    this.pathCounters = new PathCounters(this.config.paths);
+    this.cc = new CongestionControl(this.config, this.pathCounters);
+    this.initialCwnd = this.cc.initialWindow(this.config);
+    this.responder = new Responder(this.config, opts.host, opts.counters, opts.localGid, this.incarnation, this.pathCounters);
+    this.requester = new Requester(this.config, opts.host, opts.counters, this.responder, this.channels, this.cc, this.pathCounters);
   }
 
   /** When `onTimer` next wants to run (ms on the caller's clock), or Infinity. */
@@ -61,6 +70,14 @@ export class SrdEngine {
     let d = this.requester.heap.peekDeadline();
     if (this.responder.ackDeadline < d) d = this.responder.ackDeadline;
     return d;
+  }
+
+  /** Per-path counters and the congestion controller's, under their queryStats names. */
+  pathStats(out: Record<string, number>): void {
+    this.pathCounters.snapshot(out);
+    let cwnd = 0;
+    for (const ch of this.channels) cwnd += ch.tx.cwnd;
+    out.cwnd_sum = Math.round(cwnd * 100) / 100;
   }
 
   /** Sends posted and not yet completed, all peers together. */
@@ -72,7 +89,8 @@ export class SrdEngine {
   channelOf(peer: SrdPeer): SrdChannel {
     let ch = peer.srd;
     if (ch === null) {
-      ch = new SrdChannel(peer, new SendState(this.incarnation, this.config), new ReceiveState());
+      const paths = new PathSet(this.config, this.pathCounters);
+      ch = new SrdChannel(peer, new SendState(this.incarnation, this.config, paths, this.initialCwnd), new ReceiveState());
       peer.srd = ch;
       this.channels.push(ch);
     }
@@ -131,19 +149,19 @@ export class SrdEngine {
       case PacketType.SRD_READ_RESP:
         if (!decodeSrdData(buf, hdr.hdrLen, f)) break;
         // The session of a data packet is its sender's incarnation, as acks report it.
-        if (f.pbSession !== 0 && f.pbSession === ch.tx.session) this.requester.onAck(now, ch, f.pbCum, f.pbEcho, f.session, null, 0);
+        if (f.pbSession !== 0 && f.pbSession === ch.tx.session) this.requester.onAck(now, ch, f.pbCum, f.pbEcho, f.session, null, 0, -1);
         this.responder.onData(now, ch, buf, hdr, f);
         return;
       case PacketType.SRD_ACK:
         if (!decodeSrdAck(buf, hdr.hdrLen, f)) break;
         if (f.session !== ch.tx.session) return this.dropStale();
         this.counters.acks_received++;
-        this.requester.onAck(now, ch, f.cumAck, f.echoTime, f.incarnation, buf, f.sackBase);
+        this.requester.onAck(now, ch, f.cumAck, f.echoTime, f.incarnation, buf, f.sackBase, hdr.flags >> FLAG_PATH_SHIFT);
         return;
       case PacketType.SRD_NAK:
         if (!decodeSrdNak(buf, hdr.hdrLen, f)) break;
         if (f.session !== ch.tx.session) return this.dropStale();
-        this.requester.onNak(now, ch, f.psn, f.status);
+        this.requester.onNak(now, ch, f.psn, f.status, hdr.flags >> FLAG_PATH_SHIFT);
         return;
       default:
         break;

@@ -7,7 +7,11 @@ import { crc32 } from './checksum';
  *   0      2    magic        0xEFA1: rejects foreign traffic before anything else is read
  *   2      1    version      WIRE_VERSION
  *   3      1    type         PacketType
- *   4      1    flags        bit 0 HAS_IMM: the imm field is valid; other bits are zero
+ *   4      1    flags        bit 0 HAS_IMM: the imm field is valid; bit 1 zero; bits 2-7 the
+ *                            path (0..63): which of the sender's network paths to this peer the
+ *                            packet takes, the entropy an SRD encapsulation puts in its UDP
+ *                            source port so that ECMP spreads one flow; an ack or NAK travels
+ *                            on the path of the data packet it answers; UD packets use path 0
  *   5      1    hdr_len      bytes from the start to the payload (40 + type extension)
  *   6      2    src_qpn      sender's QP number
  *   8      2    dst_qpn      receiver's QP number
@@ -43,6 +47,20 @@ export const OFF_SRC_GID = 20;
 export const OFF_CRC = 36;
 
 export const FLAG_HAS_IMM = 0x01;
+/** The path occupies the flag bits from this one up (six bits). */
+export const FLAG_PATH_SHIFT = 2;
+/** Paths a device may keep to one peer: what six bits of the flags byte hold. */
+export const MAX_PATHS = 64;
+
+/** The path a packet takes (flags bits 2-7); 0 for a buffer too short to hold the flags. */
+export function packetPath(buf: Uint8Array): number {
+  return buf.length > OFF_FLAGS ? buf[OFF_FLAGS] >> FLAG_PATH_SHIFT : 0;
+}
+
+/** Sets a packet's path (0..63), keeping its other flags; the CRC is computed after. */
+export function setPacketPath(buf: Uint8Array, path: number): void {
+  buf[OFF_FLAGS] = (buf[OFF_FLAGS] & ((1 << FLAG_PATH_SHIFT) - 1)) | ((path & (MAX_PATHS - 1)) << FLAG_PATH_SHIFT);
+}
 
 /** Packet types. Values are on the wire: never renumber. */
 export const PacketType = {

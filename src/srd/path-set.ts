@@ -1,0 +1,181 @@
+import { MAX_PATHS } from '../wire/header';
+import type { SrdConfig } from './srd-config';
+
+/** Where a path stands with the sender. */
+export const PathState = {
+  /** In use: packets are sprayed over it. */
+  UP: 0,
+  /** Lost pathDownLosses packets in a row: avoided until its probe is due. */
+  DOWN: 1,
+  /** One new packet was sent on it to see whether it delivers again. */
+  PROBING: 2,
+} as const;
+export type PathState = (typeof PathState)[keyof typeof PathState];
+
+/**
+ * Per-path figures of a device, all peers together, for queryStats (`path{p}_*`). Typed
+ * arrays so the hot path only indexes.
+ */
+export class PathCounters {
+  readonly tx = new Float64Array(MAX_PATHS);
+  readonly retrans = new Float64Array(MAX_PATHS);
+  readonly lost = new Float64Array(MAX_PATHS);
+  readonly rx = new Float64Array(MAX_PATHS);
+  /** Smoothed RTT (µs) of acks that came back on the path; 0 before the first. */
+  readonly rttUs = new Float64Array(MAX_PATHS);
+  readonly down = new Float64Array(MAX_PATHS);
+  downEvents = 0;
+  probes = 0;
+  /** Multiplicative decreases the delay controller made (all peers). */
+  ccDecreases = 0;
+
+  constructor(readonly paths: number) {}
+
+  sampleRtt(path: number, us: number): void {
+    const v = this.rttUs[path];
+    this.rttUs[path] = v === 0 ? us : v + (us - v) / 8;
+  }
+
+  /** The counters under their queryStats names. */
+  snapshot(out: Record<string, number>): void {
+    for (let p = 0; p < this.paths; p++) {
+      out[`path${p}_tx_pkts`] = this.tx[p];
+      out[`path${p}_retrans_pkts`] = this.retrans[p];
+      out[`path${p}_lost_pkts`] = this.lost[p];
+      out[`path${p}_rx_pkts`] = this.rx[p];
+      out[`path${p}_rtt_us`] = Math.round(this.rttUs[p]);
+      out[`path${p}_down_events`] = this.down[p];
+    }
+    out.path_down_events = this.downEvents;
+    out.path_probes = this.probes;
+    out.cc_decreases = this.ccDecreases;
+  }
+}
+
+/**
+ * The paths of one peer and what the sender learnt of each: SRD sprays a flow's packets over
+ * many paths (as AWS describes it, varying the encapsulation's entropy so ECMP spreads them)
+ * and routes around one that stops delivering long before the network's routing would.
+ *
+ * New packets go round-robin over the paths in use; a retransmission prefers another path
+ * than the one its copy was lost on. A path that loses `pathDownLosses` packets in a row, with
+ * no delivery on it in between, goes out of use, unless it is the last one in use: a message
+ * never fails while one path still works. Once `pathProbeMs` passed, one new packet probes it;
+ * delivered, the path is back, lost (or unanswered within the probe wait), the wait doubles up
+ * to `pathProbeMaxMs`. Evidence of delivery on a path: an ack that came back on it (acks travel
+ * on the path of the packet whose tx_time they echo), or a send settled whose only copy took it.
+ */
+export class PathSet {
+  readonly n: number;
+  /** Paths in use (state UP); never 0. */
+  up: number;
+  private readonly state: Uint8Array;
+  private readonly lossRun: Uint16Array;
+  /** DOWN: when the probe is due; PROBING: when an unanswered probe counts as lost. */
+  private readonly probeAt: Float64Array;
+  private readonly probeWait: Float64Array;
+  private down = 0;
+  private rr = 0;
+  private readonly downLosses: number;
+  private readonly probeMs: number;
+  private readonly probeMaxMs: number;
+
+  constructor(
+    cfg: SrdConfig,
+    private readonly counters: PathCounters,
+  ) {
+    this.n = cfg.paths;
+    this.up = this.n;
+    this.state = new Uint8Array(this.n);
+    this.lossRun = new Uint16Array(this.n);
+    this.probeAt = new Float64Array(this.n);
+    this.probeWait = new Float64Array(this.n);
+    this.downLosses = cfg.pathDownLosses;
+    this.probeMs = cfg.pathProbeMs;
+    this.probeMaxMs = cfg.pathProbeMaxMs;
+    // Peers start on different paths, so that the first packets of many peers spread too.
+    this.rr = this.n - 1;
+  }
+
+  /** The state of path `p` (for tests and status). */
+  stateOf(p: number): PathState {
+    return this.state[p] as PathState;
+  }
+
+  /**
+   * The path for a transmission. `avoid` is the path a lost copy took (-1 for a new packet);
+   * only a new packet may probe a path out of use.
+   */
+  pick(now: number, avoid: number): number {
+    const n = this.n;
+    if (n === 1) return 0;
+    if (this.down > 0 && avoid < 0) {
+      const p = this.dueProbe(now);
+      if (p >= 0) return p;
+    }
+    const state = this.state;
+    for (let i = 0; i < n; i++) {
+      const p = this.rr + 1 === n ? 0 : this.rr + 1;
+      this.rr = p;
+      if (state[p] === PathState.UP && (p !== avoid || this.up === 1)) return p;
+    }
+    return this.rr;
+  }
+
+  /** A path out of use whose probe is due (now PROBING), or -1; settles probes that went unanswered. */
+  private dueProbe(now: number): number {
+    const state = this.state;
+    let found = -1;
+    for (let p = 0; p < this.n; p++) {
+      if (now < this.probeAt[p]) continue;
+      if (state[p] === PathState.PROBING) {
+        // Its probe was neither delivered nor found lost in time: as good as lost.
+        this.backOff(now, p);
+      } else if (state[p] === PathState.DOWN && found < 0) {
+        found = p;
+      }
+    }
+    if (found >= 0) {
+      state[found] = PathState.PROBING;
+      this.probeAt[found] = now + this.probeWait[found];
+      this.counters.probes++;
+    }
+    return found;
+  }
+
+  private backOff(now: number, p: number): void {
+    this.state[p] = PathState.DOWN;
+    const w = this.probeWait[p] * 2;
+    this.probeWait[p] = w < this.probeMaxMs ? w : this.probeMaxMs;
+    this.probeAt[p] = now + this.probeWait[p];
+  }
+
+  /** A copy sent on `p` was found lost (a hole the acks showed, or its RTO). */
+  lost(now: number, p: number): void {
+    this.counters.lost[p]++;
+    if (this.n === 1) return;
+    const run = ++this.lossRun[p];
+    const s = this.state[p];
+    if (s === PathState.PROBING) {
+      this.backOff(now, p);
+    } else if (s === PathState.UP && run >= this.downLosses && this.up > 1) {
+      this.state[p] = PathState.DOWN;
+      this.up--;
+      this.down++;
+      this.probeWait[p] = this.probeMs;
+      this.probeAt[p] = now + this.probeMs;
+      this.counters.down[p]++;
+      this.counters.downEvents++;
+    }
+  }
+
+  /** Something sent on `p` arrived: it delivers (again). */
+  delivered(p: number): void {
+    this.lossRun[p] = 0;
+    if (this.state[p] === PathState.UP) return;
+    this.state[p] = PathState.UP;
+    this.up++;
+    this.down--;
+    this.probeAt[p] = 0;
+  }
+}
