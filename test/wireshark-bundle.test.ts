@@ -9,7 +9,7 @@ import path from 'node:path';
 import t from 'tap';
 import { BUNDLE_ENTRY_LEN, BUNDLE_HEADER_LEN, BUNDLE_TYPE, DatagramCoalescer, isBundle } from '../src/io/datagram-coalescer';
 import { PcapWriter, type PcapEndpoint } from '../src/io/pcap-writer';
-import { encodeHeader, OFF_CRC, PacketType, readU32, sealPacket, WIRE_MAGIC, WIRE_VERSION } from '../src/wire/header';
+import { encodeHeader, OFF_CRC, PacketType, readU32, sealPacket, setPacketPath, WIRE_MAGIC, WIRE_VERSION } from '../src/wire/header';
 import { setSackBit, SRD_ACK_HDR_LEN, writeSrdAck } from '../src/wire/srd-header';
 import { GID_A, HOST_A, HOST_B, INCARNATION_A, QKEY, SESSION_B, samplePackets, type SamplePacket } from './fixtures/make-capture';
 import { tshark, tsharkFields, tsharkProblem } from './helpers/tshark';
@@ -322,6 +322,43 @@ t.test('tshark shows a coalesced datagram as a bundle of packets, each as it dec
       t.equal(one('data.len'), p.payloadLen > 0 ? String(p.payloadLen) : undefined, 'payload under its own packet');
     });
   });
+});
+
+t.test('each packet in a bundle shows its own path', { skip: noTshark }, async (t) => {
+  const dir = tempdir(t);
+  const { bundled, lone } = traffic();
+  // A requester spraying one run over its paths: data on 2, the write's last segment on 7,
+  // the ack on 0 (the path of the packet it answers); the lone read request on 1.
+  const paths = [2, 7, 0];
+  bundled.forEach((p, i) => {
+    setPacketPath(p.buf, paths[i]);
+    sealPacket(p.buf, p.buf.length);
+  });
+  setPacketPath(lone.buf, 1);
+  sealPacket(lone.buf, lone.buf.length);
+  const { datagrams } = coalesce(bundled, lone);
+  const file = path.join(dir, 'paths.pcap');
+  const w = PcapWriter.open(file);
+  datagrams.forEach((d, i) => w.writeUdp(d.buf, d.buf.length, HOST_A.host, HOST_A.port, d.dst.host, d.dst.port, T0 + i));
+  await w.close();
+
+  const FIELDS = ['_ws.col.Info', 'efa_emu.bundle.count', 'efa_emu.path', 'efa_emu.flags', 'efa_emu.crc.status'] as const;
+  const [l, b] = await tsharkFields(file, FIELDS);
+  t.equal(l['efa_emu.path'], '1', 'the lone packet');
+  t.equal(l['_ws.col.Info'], 'SRD_READ_REQ psn=15 op_id=7 addr=0x3000 len=128 rkey=0x00c0de02 2->3 path=1');
+  t.equal(b['efa_emu.bundle.count'], '3');
+  t.equal(b['efa_emu.path'], paths.join(','), 'one path per bundled packet, in order');
+  t.equal(b['efa_emu.flags'], '0x08,0x1d,0x00', 'HAS_IMM beside the path bits');
+  t.equal(b['efa_emu.crc.status'], '1,1,1', 'each CRC covers its path');
+  t.equal(
+    b['_ws.col.Info'],
+    'Bundle of 3: SRD_DATA psn=12 2->3 path=2 len=64; ' +
+      'SRD_RDMA_WRITE psn=14 addr=0x100002040 len=96 rkey=0x00c0de01 2->3 path=7 payload=32 imm=0xfeedf00d [write-with-imm final]; ' +
+      'SRD_ACK cum_ack=40 sacked=2 2->3',
+  );
+  // A filter on a path finds the bundle that holds a packet on it.
+  const onPath7 = await tsharkFields(file, ['efa_emu.bundle.count'] as const, ['-Y', 'efa_emu.path == 7']);
+  t.same(onPath7.map((r) => r['efa_emu.bundle.count']), ['3']);
 });
 
 t.test('tshark flags a malformed bundle, without a Lua error', { skip: noTshark }, async (t) => {

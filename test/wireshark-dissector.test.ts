@@ -8,7 +8,7 @@ import path from 'node:path';
 import t from 'tap';
 import { EfaStatus } from '../src/common/efa-status';
 import { PcapWriter } from '../src/io/pcap-writer';
-import { BASE_HEADER_LEN, encodeHeader, FLAG_HAS_IMM, isSrdData, OFF_CRC, PacketType, readU32, sealPacket, WIRE_MAGIC, WIRE_VERSION } from '../src/wire/header';
+import { BASE_HEADER_LEN, encodeHeader, FLAG_HAS_IMM, isSrdData, OFF_CRC, packetPath, PacketType, readU32, sealPacket, setPacketPath, WIRE_MAGIC, WIRE_VERSION } from '../src/wire/header';
 import * as srd from '../src/wire/srd-header';
 import * as header from '../src/wire/header';
 import * as rdma from '../src/wire/rdma-header';
@@ -123,6 +123,9 @@ t.test('the dissector knows the same types, statuses, lengths and flags as the T
   t.equal(num('SRD_NAK_HDR_LEN'), srd.SRD_NAK_HDR_LEN);
   t.equal(num('SACK_BITS'), srd.SACK_BITS);
   t.equal(num('FLAG_HAS_IMM'), FLAG_HAS_IMM);
+  // The path field's mask: the flag bits from FLAG_PATH_SHIFT up, room for every path.
+  t.equal(num('FLAG_PATH_MASK'), ((header.MAX_PATHS - 1) << header.FLAG_PATH_SHIFT) & 0xff, 'FLAG_PATH_MASK covers paths 0..MAX_PATHS-1');
+  t.equal(num('FLAG_PATH_MASK') >> header.FLAG_PATH_SHIFT, header.MAX_PATHS - 1, 'and nothing above them');
   // Every flag bit the wire defines has a field in the dissector.
   for (const [name, value] of Object.entries(header).filter(([k]) => k.startsWith('FLAG_'))) {
     t.equal(num(name), value, `${name} known to the dissector`);
@@ -270,6 +273,85 @@ t.test('tshark decodes every field of each packet type', { skip: noTshark }, asy
   t.same(shown('efa_emu.type'), sent.map((p) => `Type: ${typeName(p.type)} (${p.type})`));
   t.same(shown('efa_emu.srd.nak_status'), ['Status: REMOTE_ERROR_RNR (10)']);
   t.same(shown('efa_emu.flags.has_imm').slice(0, 2), ['.... ...1 = HAS_IMM: Immediate data present', '.... ...0 = HAS_IMM: No immediate data']);
+});
+
+t.test('tshark shows the path of each packet (flags bits 2-7) as efa_emu.path and in the Info', { skip: noTshark }, async (t) => {
+  const dir = tempdir(t);
+  // The sample packets less the corrupted one, each moved to a path of its own (the ack on its
+  // data packet's path, as an echo travels); the read response stays on path 0.
+  const paths: Record<string, number> = {
+    UD_SEND: 0,
+    SRD_DATA: 1,
+    SRD_ACK: 1,
+    SRD_NAK: 2,
+    'SRD_DATA (reverse, piggybacked ack)': 3,
+    SRD_RDMA_WRITE: 62,
+    'SRD_RDMA_WRITE (last, with immediate)': 63,
+    SRD_READ_REQ: 5,
+    SRD_READ_RESP: 0,
+  };
+  const plain = samplePackets().filter((p) => p.name in paths);
+  t.equal(plain.length, Object.keys(paths).length, 'every named sample packet found');
+  const moved = samplePackets()
+    .filter((p) => p.name in paths)
+    .map((p) => {
+      setPacketPath(p.buf, paths[p.name]);
+      sealPacket(p.buf, p.buf.length);
+      return p;
+    });
+  t.equal(packetPath(moved[1].buf), 1, 'setPacketPath as the dissector will read it');
+  const write = (file: string, packets: SamplePacket[]): Promise<void> => {
+    const w = PcapWriter.open(file);
+    packets.forEach((p, i) => w.write(p.buf, p.buf.length, p.src, p.dst, Date.UTC(2024, 0, 1) + i));
+    return w.close();
+  };
+  const plainFile = path.join(dir, 'path0.pcap');
+  const file = path.join(dir, 'paths.pcap');
+  await Promise.all([write(plainFile, plain), write(file, moved)]);
+  const [before, rows] = await Promise.all([decodeFields(plainFile), tsharkFields(file, [...FIELDS, 'efa_emu.path'] as const)]);
+  t.equal(rows.length, moved.length);
+
+  moved.forEach((p, i) => {
+    const r = rows[i];
+    const n = paths[p.name];
+    const flags = (p.flags ?? (p.imm !== undefined ? FLAG_HAS_IMM : 0)) | (n << header.FLAG_PATH_SHIFT);
+    t.equal(r['efa_emu.path'], String(n), `${p.name}: path ${n}`);
+    t.equal(r['efa_emu.flags'], hex(flags, 2), `${p.name}: flags byte`);
+    t.equal(r['efa_emu.flags.has_imm'], flags & FLAG_HAS_IMM ? '1' : '0', `${p.name}: HAS_IMM read apart from the path`);
+    t.equal(r['efa_emu.crc.status'], '1', `${p.name}: CRC over the path verified`);
+    t.equal(r['efa_emu.srd.psn'], before[i]['efa_emu.srd.psn'], `${p.name}: the rest decodes as on path 0`);
+    // Path 0 leaves the Info as it was; any other path follows the QPNs.
+    const expected = n === 0 ? before[i]['_ws.col.Info'] : before[i]['_ws.col.Info'].replace(/ (\d+->\d+)/, ` $1 path=${n}`);
+    t.equal(r['_ws.col.Info'], expected, `${p.name}: Info`);
+  });
+  t.equal(rows[1]['_ws.col.Info'], 'SRD_DATA psn=12 2->3 path=1 len=64');
+  t.equal(rows[2]['_ws.col.Info'], 'SRD_ACK cum_ack=13 sacked=3 3->2 path=1');
+  t.equal(rows[3]['_ws.col.Info'], 'SRD_NAK psn=12 status=REMOTE_ERROR_RNR 3->2 path=2');
+  t.equal(
+    rows[6]['_ws.col.Info'],
+    `SRD_RDMA_WRITE psn=14 addr=0x100002040 len=96 rkey=${hex(RKEY_WRITE, 8)} 2->3 path=63 payload=32 imm=${hex(WRITE_IMM, 8)} [write-with-imm final]`,
+  );
+  t.equal(rows[8]['_ws.col.Info'], 'SRD_READ_RESP psn=42 ack=16 op_id=7 off=64 len=128 3->2 payload=64', 'path 0: no path= in the Info');
+
+  // A filter on the path finds that path's packets.
+  const onPath1 = await tsharkFields(file, ['efa_emu.type'] as const, ['-Y', 'efa_emu.path == 1']);
+  t.same(onPath1.map((r) => r['efa_emu.type']), [String(PacketType.SRD_DATA), String(PacketType.SRD_ACK)], 'efa_emu.path == 1: the data packet and its ack');
+
+  // In the tree: the flags item names what is set, the path its bits.
+  const pdml = await tshark(file, ['-T', 'pdml']);
+  const shown = (field: string): string[] => [...pdml.matchAll(new RegExp(`name="${field.replace(/\./g, '\\.')}" showname="([^"]*)"`, 'g'))].map((m) => m[1]);
+  const flagsShown = shown('efa_emu.flags');
+  t.equal(flagsShown[0], 'Flags: 0x01 (HAS_IMM)', 'UD on path 0');
+  t.equal(flagsShown[1], 'Flags: 0x04 (path 1)');
+  t.equal(flagsShown[6], 'Flags: 0xfd (HAS_IMM, path 63)');
+  t.equal(flagsShown[8], 'Flags: 0x00', 'path 0, no flag: nothing to name');
+  const pathShown = shown('efa_emu.path');
+  t.equal(pathShown[1], '0000 01.. = Path: 1');
+  t.equal(pathShown[6], '1111 11.. = Path: 63');
+  t.equal(pathShown[8], '0000 00.. = Path: 0');
+  const protoShown = [...pdml.matchAll(/<proto name="efa_emu" showname="([^"]*)"/g)].map((m) => m[1].replace(/&gt;/g, '>'));
+  t.match(protoShown[3], /, SRD_NAK, QPN 3 -> 2, path 2$/, 'the protocol item names the path');
+  t.notMatch(protoShown[8], /path/, 'but not path 0');
 });
 
 t.test('Decode As and the port preference take a port another dissector owns', { skip: noTshark }, async (t) => {

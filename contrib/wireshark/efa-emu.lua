@@ -18,12 +18,18 @@
 -- "Bundle of N: <info of packet 1>; <info of packet 2>; ...". efa-emu's own --capture writes
 -- each packet as its own record, so bundles appear only in captures taken on the wire.
 --
+-- The flags byte also carries the packet's network path (bits 2-7, 0..63: src/wire/header.ts),
+-- the SRD requester's choice among its paths to the peer; an ack or NAK comes back on the path
+-- of the data packet it answers. It is shown as efa_emu.path in the flags subtree, and the Info
+-- column adds "path=N" after the QPNs when N is not 0 (path 0 is also what UD packets, a device
+-- with one path and older emulators send, so their Info reads as before).
+--
 -- Load: wireshark -X lua_script:efa-emu.lua run.pcap
 --   or copy it into the personal Lua plugins folder (Help > About > Folders). See README.md.
 --
 -- Filter fields (all under efa_emu.*):
 --   efa_emu.magic efa_emu.version efa_emu.type efa_emu.flags efa_emu.flags.has_imm
---   efa_emu.flags.rnr_last (version 1 only)
+--   efa_emu.path (flags bits 2-7; version 2) efa_emu.flags.rnr_last (version 1 only)
 --   efa_emu.hdr_len efa_emu.src_qpn efa_emu.dst_qpn efa_emu.payload_len efa_emu.qkey
 --   efa_emu.imm efa_emu.src_gid efa_emu.src_gid.fabric_id efa_emu.src_gid.device_index
 --   efa_emu.crc efa_emu.crc.status
@@ -96,6 +102,9 @@ local BUNDLE_TYPE = 0x40
 local BUNDLE_HEADER_LEN = 8
 local BUNDLE_ENTRY_LEN = 2
 local FLAG_HAS_IMM = 0x01
+-- The path takes the flag bits from FLAG_PATH_SHIFT up; FLAG_PATH_MASK is those bits.
+local FLAG_PATH_SHIFT = 2
+local FLAG_PATH_MASK = 0xFC
 local FLAG_RNR_LAST_V1 = 0x02
 
 local UD_SEND, SRD_DATA, SRD_ACK, SRD_NAK = 1, 2, 3, 4
@@ -154,6 +163,7 @@ local f = {
     flags = ProtoField.uint8("efa_emu.flags", "Flags", base.HEX),
     has_imm = ProtoField.bool("efa_emu.flags.has_imm", "HAS_IMM", 8,
         { "Immediate data present", "No immediate data" }, FLAG_HAS_IMM),
+    path = ProtoField.uint8("efa_emu.path", "Path", base.DEC, nil, FLAG_PATH_MASK),
     rnr_last = ProtoField.bool("efa_emu.flags.rnr_last", "RNR_LAST (version 1)", 8,
         { "Last attempt before REMOTE_ERROR_RNR", "Not the last RNR attempt" }, FLAG_RNR_LAST_V1),
     hdr_len = ProtoField.uint8("efa_emu.hdr_len", "Header length", base.DEC),
@@ -1035,7 +1045,19 @@ local function dissect_packet(tvb, pinfo, tree, wire_len)
     local flags = tvb(4, 1):uint()
     local flags_item = root:add(f.flags, tvb(4, 1))
     flags_item:add(f.has_imm, tvb(4, 1))
-    if version == WIRE_VERSION_1 then flags_item:add(f.rnr_last, tvb(4, 1)) end
+    -- Version 1 had no path: its bit 1 was RNR_LAST and the bits above it zero.
+    local path = 0
+    local set = {}
+    if band(flags, FLAG_HAS_IMM) ~= 0 then set[#set + 1] = "HAS_IMM" end
+    if version == WIRE_VERSION_1 then
+        flags_item:add(f.rnr_last, tvb(4, 1))
+        if band(flags, FLAG_RNR_LAST_V1) ~= 0 then set[#set + 1] = "RNR_LAST" end
+    else
+        path = rshift(band(flags, FLAG_PATH_MASK), FLAG_PATH_SHIFT)
+        flags_item:add(f.path, tvb(4, 1))
+        if path ~= 0 then set[#set + 1] = "path " .. path end
+    end
+    if #set > 0 then flags_item:append_text(" (" .. table.concat(set, ", ") .. ")") end
     local hdr_len = tvb(5, 1):uint()
     root:add(f.hdr_len, tvb(5, 1))
     local src_qpn = tvb(6, 2):uint()
@@ -1098,9 +1120,12 @@ local function dissect_packet(tvb, pinfo, tree, wire_len)
     end
 
     root:append_text(", " .. tname .. ", QPN " .. src_qpn .. " -> " .. dst_qpn)
+    if path ~= 0 then root:append_text(", path " .. path) end
     local info = { tname }
     if summary ~= "" then info[#info + 1] = summary end
     info[#info + 1] = src_qpn .. "->" .. dst_qpn
+    -- Next to the QPNs: together they name the route the packet took.
+    if path ~= 0 then info[#info + 1] = "path=" .. path end
     if ptype == UD_SEND or ptype == SRD_DATA then info[#info + 1] = "len=" .. payload_len end
     -- RDMA packets use len= for the operation's length: their own bytes are the payload.
     if is_rdma(ptype) and payload_len > 0 then info[#info + 1] = "payload=" .. payload_len end
