@@ -8,6 +8,8 @@
  */
 import { isIP, SocketAddress } from 'node:net';
 import { InvalidArgumentError } from './common/errors';
+import { CC_MODES, type CcMode } from './srd/srd-config';
+import { MAX_PATHS } from './wire/header';
 
 /** Daemon address, `host:port`, `:port` or `port`. */
 export const ENV_DAEMON = 'EFA_EMU_DAEMON';
@@ -23,6 +25,16 @@ export const ENV_FAULTS = 'EFA_EMU_FAULTS';
  * real processes.
  */
 export const ENV_SRD = 'EFA_EMU_SRD';
+/**
+ * SRD paths each device keeps to each peer (1..64, see SrdConfig.paths); wins over a
+ * `paths=` in {@link ENV_SRD}.
+ */
+export const ENV_PATHS = 'EFA_EMU_PATHS';
+/**
+ * SRD congestion control of each device: `delay` (or `on`) or `off` (see SrdConfig.cc);
+ * wins over a `cc=` in {@link ENV_SRD}.
+ */
+export const ENV_CC = 'EFA_EMU_CC';
 /** The EFA generation a device emulates (`efa0` .. `efa3`); the newest when unset. */
 export const ENV_GENERATION = 'EFA_EMU_GENERATION';
 /** Device name; the daemon keeps a device's GID stable per name. */
@@ -167,6 +179,65 @@ export function readRankEnv(env: NodeJS.ProcessEnv = process.env): RankEnv {
 }
 
 /**
+ * Checks a number of SRD paths (an option's value).
+ *
+ * @throws InvalidArgumentError naming `what` unless it is an integer 1..64
+ */
+export function checkPaths(value: unknown, what: string): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > MAX_PATHS) {
+    throw new InvalidArgumentError(`${what} must be an integer in 1..${MAX_PATHS}, got ${typeof value === 'string' ? JSON.stringify(value) : String(value)}`);
+  }
+  return value;
+}
+
+/**
+ * Parses a number of SRD paths from text (a variable or a flag).
+ *
+ * @throws InvalidArgumentError naming `what` unless it is a decimal integer 1..64
+ */
+export function parsePaths(text: string, what: string): number {
+  const s = text.trim();
+  const n = Number(s);
+  if (!DECIMAL.test(s) || n < 1 || n > MAX_PATHS) throw new InvalidArgumentError(`${what} must be an integer in 1..${MAX_PATHS}, got ${JSON.stringify(text)}`);
+  return n;
+}
+
+/** The words a congestion-control setting may be given as: the modes, and `on` for `delay`. */
+export const CC_WORDS = [...CC_MODES, 'on'] as const;
+
+/**
+ * Reads a congestion-control mode: `delay`, `off`, or `on` (the same as `delay`).
+ *
+ * @throws InvalidArgumentError naming `what` for anything else
+ */
+export function parseCcMode(value: unknown, what: string): CcMode {
+  const s = typeof value === 'string' ? value.trim().toLowerCase() : value;
+  if (s === 'on') return 'delay';
+  if (typeof s === 'string' && (CC_MODES as readonly string[]).includes(s)) return s as CcMode;
+  throw new InvalidArgumentError(`${what} must be one of ${CC_WORDS.join(', ')} (on = delay), got ${typeof value === 'string' ? JSON.stringify(value) : String(value)}`);
+}
+
+/**
+ * The number of SRD paths from {@link ENV_PATHS}, or null when unset or empty.
+ *
+ * @throws InvalidArgumentError naming the variable when it is not an integer 1..64
+ */
+export function readPathsEnv(env: NodeJS.ProcessEnv = process.env): number | null {
+  const v = nonEmpty(env[ENV_PATHS]);
+  return v === null ? null : parsePaths(v, ENV_PATHS);
+}
+
+/**
+ * The congestion-control mode from {@link ENV_CC}, or null when unset or empty.
+ *
+ * @throws InvalidArgumentError naming the variable when it is not delay, on or off
+ */
+export function readCcEnv(env: NodeJS.ProcessEnv = process.env): CcMode | null {
+  const v = nonEmpty(env[ENV_CC]);
+  return v === null ? null : parseCcMode(v, ENV_CC);
+}
+
+/**
  * The variables `efa-emu launch` gives one rank. Other launchers (tests, scripts) can use it
  * to start ranks the same way.
  */
@@ -176,6 +247,10 @@ export function rankEnvVars(opts: {
   daemon: HostPort;
   faults?: string | null;
   generation?: string | null;
+  /** SRD paths ({@link ENV_PATHS}). */
+  paths?: number | null;
+  /** SRD congestion control ({@link ENV_CC}). */
+  cc?: CcMode | null;
 }): Record<string, string> {
   const vars: Record<string, string> = {
     [ENV_DAEMON]: formatHostPort(opts.daemon),
@@ -185,6 +260,8 @@ export function rankEnvVars(opts: {
   };
   if (opts.faults !== undefined && opts.faults !== null) vars[ENV_FAULTS] = opts.faults;
   if (opts.generation !== undefined && opts.generation !== null) vars[ENV_GENERATION] = opts.generation;
+  if (opts.paths !== undefined && opts.paths !== null) vars[ENV_PATHS] = String(opts.paths);
+  if (opts.cc !== undefined && opts.cc !== null) vars[ENV_CC] = opts.cc;
   return vars;
 }
 

@@ -4,7 +4,7 @@ import { parseGid } from './common/gid';
 import { DaemonClient } from './control/client';
 import type { DeviceAttributes } from './device/attributes';
 import { Device } from './device/device';
-import { DEFAULT_DEVICE_HOST, ENV_COALESCE, ENV_GENERATION, ENV_SRD, parseDeviceHost, readDeviceHost, readRankEnv, parseHostPort, type HostPort } from './env';
+import { checkPaths, DEFAULT_DEVICE_HOST, ENV_COALESCE, ENV_GENERATION, ENV_SRD, parseCcMode, parseDeviceHost, readCcEnv, readDeviceHost, readPathsEnv, readRankEnv, parseHostPort, type HostPort } from './env';
 import { DEFAULT_GENERATION, generationProfile } from './device/generations';
 import { UdpPort } from './io/udp-port';
 import { TimerDriver } from './io/timer-driver';
@@ -14,7 +14,7 @@ import { gidDeviceIndex } from './common/gid';
 import { nextIncarnation } from './common/incarnation';
 import { PcapWriter } from './io/pcap-writer';
 import { checkCoalesceBytes, DatagramCoalescer, DEFAULT_MAX_DATAGRAM, parseCoalesceBytes } from './io/datagram-coalescer';
-import { parseSrdConfigText, resolveSrdConfig, type SrdConfig } from './srd/srd-config';
+import { parseSrdConfigText, resolveSrdConfig, type CcMode, type SrdConfig } from './srd/srd-config';
 
 /** Options of {@link openDevice}; each falls back to the launcher's environment variables. */
 export interface OpenDeviceOptions {
@@ -45,15 +45,27 @@ export interface OpenDeviceOptions {
   /** SRD tunables (window, RTO bounds, `unresponsiveTimeoutMs`, ...). Default: `EFA_EMU_SRD`. */
   srd?: Partial<SrdConfig>;
   /**
+   * Network paths the SRD engine sprays each peer's packets over (1..64); wins over
+   * `srd.paths`. Default: `srd.paths`, else `EFA_EMU_PATHS`, else `EFA_EMU_SRD`'s, else 4.
+   */
+  paths?: number;
+  /**
+   * SRD congestion control: `delay` (RTT-driven window; `on` is accepted for it) or `off`;
+   * wins over `srd.cc`. Default: `srd.cc`, else `EFA_EMU_CC`, else `EFA_EMU_SRD`'s, else `delay`.
+   */
+  cc?: CcMode | 'on';
+  /**
    * Faults on everything this device sends: a spec string such as
    * `loss=2%,dup=1%,reorder=10%,delay=200us,seed=7`, or a parsed spec. Default: `EFA_EMU_FAULTS`.
    * Each device mixes its device index into the seed, so ranks do not drop in lockstep.
+   * `bottleneck=` (and `bottleneck-buffer=`) act on what it receives: every packet waits in
+   * one FIFO drained at that rate, and is dropped when the FIFO is full.
    */
   faults?: string | FaultSpec | null;
   /**
    * Write every datagram this device sends (after fault injection: lost ones are absent,
-   * duplicates appear twice, corrupted ones with the flipped bit) and receives to this pcap
-   * file. `{rank}`, `{name}` and `{pid}` are replaced. Default: `EFA_EMU_CAPTURE`.
+   * duplicates appear twice, corrupted ones with the flipped bit) and receives (after the
+   * receive-side bottleneck: what it dropped is absent) to this pcap file. `{rank}`, `{name}` and `{pid}` are replaced. Default: `EFA_EMU_CAPTURE`.
    */
   capture?: string | null;
   /**
@@ -98,7 +110,7 @@ export async function openDevice(opts: OpenDeviceOptions = {}): Promise<EfaDevic
   const faultSpec = toFaultSpec(opts.faults !== undefined ? opts.faults : env.faults, faultSource);
   const generation = opts.generation ?? env.generation ?? DEFAULT_GENERATION;
   generationProfile(generation, opts.generation !== undefined ? 'generation' : ENV_GENERATION);
-  const srd = opts.srd ?? (env.srd === null ? undefined : resolveSrdConfig(parseSrdConfigText(env.srd, ENV_SRD)));
+  const srd = srdOptions(opts, env.srd);
   // Checked before anything is opened: the address is announced to peers, so one they could
   // not send to is refused here rather than showing up later as a silent peer.
   const coalesceText = process.env[ENV_COALESCE];
@@ -184,7 +196,9 @@ export async function openDevice(opts: OpenDeviceOptions = {}): Promise<EfaDevic
             cap.writeUdp(buf, buf.length, host, p, udp.host, udp.port);
             dev.handleDatagram(buf, host, p);
           };
-    udp.onDatagram((buf, host, p) => coalescer.receive(buf, host, p, deliver));
+    // The bottleneck sits between the split and the capture: the capture shows what got through.
+    const ingress = (buf: Buffer, host: string, p: number): void => injector.receive(buf, host, p, deliver);
+    udp.onDatagram((buf, host, p) => coalescer.receive(buf, host, p, ingress));
     client.on('peer_down', (ev: { gid: string }) => dev.notifyPeerDown(ev.gid));
     client.on('peer_up', (ev) => dev.notifyPeerUp(ev.gid, ev.endpoint, ev.incarnation, ev.name));
     client.setStatsProvider(() => dev.statsSnapshot());
@@ -207,6 +221,23 @@ export async function openDevice(opts: OpenDeviceOptions = {}): Promise<EfaDevic
   }
 }
 
+/**
+ * The SRD configuration a device gets: `srd` (else `EFA_EMU_SRD`), with `paths` / `cc` on
+ * top; where neither the option nor `srd` sets one, `EFA_EMU_PATHS` / `EFA_EMU_CC` do (an
+ * option beats the environment, as `srd` beats `EFA_EMU_SRD`). Checked here, before
+ * anything is opened, so the error names the option or variable.
+ */
+function srdOptions(opts: OpenDeviceOptions, envSrd: string | null): Partial<SrdConfig> | undefined {
+  const base: Partial<SrdConfig> | undefined = opts.srd ?? (envSrd === null ? undefined : resolveSrdConfig(parseSrdConfigText(envSrd, ENV_SRD)));
+  const paths = opts.paths !== undefined ? checkPaths(opts.paths, 'paths') : opts.srd?.paths !== undefined ? null : readPathsEnv();
+  const cc = opts.cc !== undefined ? parseCcMode(opts.cc, 'cc') : opts.srd?.cc !== undefined ? null : readCcEnv();
+  if (paths === null && cc === null) return base;
+  const out: Partial<SrdConfig> = { ...base };
+  if (paths !== null) out.paths = paths;
+  if (cc !== null) out.cc = cc;
+  return out;
+}
+
 /** Socket errors, the injector's drops and changes and the capture's counts, under the device counters' names. */
 function transportCounters(udp: UdpPort, inj: FaultInjector, cap: PcapWriter | null, co: DatagramCoalescer): Record<string, number> {
   const s = inj.stats;
@@ -220,6 +251,14 @@ function transportCounters(udp: UdpPort, inj: FaultInjector, cap: PcapWriter | n
     tx_injected_reorders: s.reordered,
     tx_injected_corruptions: s.corrupted,
   };
+  // The receive-side bottleneck (`bottleneck=`): packets through, dropped for a full buffer,
+  // the deepest the queue got, and what it holds now.
+  const b = inj.ingressStats;
+  out.rx_bottleneck_pkts = b.pkts;
+  out.rx_bottleneck_bytes = b.bytes;
+  out.rx_bottleneck_drops = b.drops;
+  out.rx_bottleneck_queue_max_bytes = b.maxQueueBytes;
+  out.rx_bottleneck_queue_bytes = inj.heldBytes;
   const c = co.stats;
   out.tx_dgrams = c.tx_dgrams;
   out.tx_bundles = c.tx_bundles;

@@ -179,7 +179,7 @@ t.test('structural errors name the field and the source', async (t) => {
   t.equal(unknown.source, '--fault');
   t.equal(unknown.field, 'los');
   t.equal(unknown.message, `--fault: unknown field "los" (known: ${FAULT_SPEC_KEYS.join(', ')})`);
-  t.match(unknown.message, /known: loss, burst, dup, reorder, reorder-delay, delay, jitter, corrupt, rate, limit, partition, seed\)/);
+  t.match(unknown.message, /known: loss, burst, dup, reorder, reorder-delay, delay, jitter, corrupt, rate, limit, partition, path, bottleneck, bottleneck-buffer, seed\)/);
 
   const dup = thrown(() => parseFaultSpec('loss=1%,dup=1%,loss=2%', 'EFA_EMU_FAULTS'));
   t.equal(dup.message, 'EFA_EMU_FAULTS: duplicate field "loss"');

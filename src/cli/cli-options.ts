@@ -1,6 +1,9 @@
-import { InvalidArgumentError as CommanderArgError } from 'commander';
+import { InvalidArgumentError as CommanderArgError, type Command } from 'commander';
 import { InvalidArgumentError } from '../common/errors';
 import { DEFAULT_ATTRIBUTES } from '../device/attributes';
+import { CC_WORDS, ENV_CC, ENV_PATHS, parseCcMode } from '../env';
+import type { CcMode } from '../srd/srd-config';
+import { MAX_PATHS } from '../wire/header';
 
 /** Commander argument parser for an integer in [min, max]; the message names the range. */
 export function intOption(min: number, max: number): (value: string) => number {
@@ -66,3 +69,34 @@ export function refuseOversize(flag: string, sizes: readonly number[], max: numb
 
 /** Why UD and SRD stop at {@link DEVICE_MTU}, for {@link refuseOversize}. */
 export const NO_SEGMENTATION = 'UD and SRD send each message as one packet';
+
+/** Commander argument parser for `--cc`: delay, on (= delay) or off. */
+export function ccOption(value: string): CcMode {
+  try {
+    return parseCcMode(value, '--cc');
+  } catch {
+    throw new CommanderArgError(`expected one of ${CC_WORDS.join(', ')} (on = delay), got "${value}"`);
+  }
+}
+
+/** The SRD flags the rank-starting commands share. */
+export interface SrdFlags {
+  paths?: number;
+  cc?: CcMode;
+}
+
+/** Adds `--paths` and `--cc` to a command that starts ranks. */
+export function addSrdFlags(cmd: Command): Command {
+  return cmd
+    .option('--paths <k>', `SRD network paths each device sprays a peer's packets over (1..${MAX_PATHS}; default 4), passed as ${ENV_PATHS}`, intOption(1, MAX_PATHS))
+    .option('--cc <mode>', `SRD congestion control: delay (on, the default: an RTT-driven window) or off, passed as ${ENV_CC}`, ccOption);
+}
+
+/**
+ * Gives the ranks a command starts the SRD settings of its flags. The ranks inherit the
+ * launcher's environment, so they are set in this process's, which opens no device itself.
+ */
+export function exportSrdFlags(o: SrdFlags, env: NodeJS.ProcessEnv = process.env): void {
+  if (o.paths !== undefined) env[ENV_PATHS] = String(o.paths);
+  if (o.cc !== undefined) env[ENV_CC] = o.cc;
+}

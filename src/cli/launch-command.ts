@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Command } from 'commander';
-import { intOption } from './cli-options';
+import { addSrdFlags, exportSrdFlags, intOption, type SrdFlags } from './cli-options';
 import type { RestartOutcome } from '../job/embedded-daemon';
 import { MAX_RANKS, type LaunchResult, type RankResult } from '../job/launch';
 import { runJob } from '../job/run-job';
@@ -23,13 +23,15 @@ export interface RestartRecord {
 }
 
 export function registerLaunchCommand(program: Command): void {
-  program
-    .command('launch')
-    .description('start N ranks of a program (.js or .ts), each with its own emulated EFA device')
-    .requiredOption('-n, --np <n>', 'number of ranks', intOption(1, MAX_RANKS))
-    .option('--daemon <host:port>', 'use this daemon instead of starting one')
-    .option('--generation <gen>', 'EFA device generation of every rank: efa0 (the 2018 device: send/receive only) .. efa3 (default, the newest)')
-    .option('--fault <spec>', 'fault spec for every device, passed as EFA_EMU_FAULTS')
+  addSrdFlags(
+    program
+      .command('launch')
+      .description('start N ranks of a program (.js or .ts), each with its own emulated EFA device')
+      .requiredOption('-n, --np <n>', 'number of ranks', intOption(1, MAX_RANKS))
+      .option('--daemon <host:port>', 'use this daemon instead of starting one')
+      .option('--generation <gen>', 'EFA device generation of every rank: efa0 (the 2018 device: send/receive only) .. efa3 (default, the newest)')
+      .option('--fault <spec>', 'fault spec for every device, passed as EFA_EMU_FAULTS'),
+  )
     .option('--state <file>', 'state file for the daemon this command starts')
     .option('--timeout <seconds>', 'stop every rank after this long', intOption(1, 7 * 24 * 3600))
     .option('--no-prefix', 'do not prefix output lines with the rank')
@@ -41,8 +43,9 @@ export function registerLaunchCommand(program: Command): void {
     .argument('<program>', 'the program every rank runs')
     .argument('[args...]', 'arguments for the program (after --)')
     .passThroughOptions()
-    .action(async (prog: string, args: string[], o: { np: number; typecheck: boolean; memoryCheck: boolean; daemon?: string; fault?: string; generation?: string; state?: string; timeout?: number; prefix: boolean; capture?: string; logLevel?: string; allowDaemonRestart?: boolean }) => {
+    .action(async (prog: string, args: string[], o: SrdFlags & { np: number; typecheck: boolean; memoryCheck: boolean; daemon?: string; fault?: string; generation?: string; state?: string; timeout?: number; prefix: boolean; capture?: string; logLevel?: string; allowDaemonRestart?: boolean }) => {
       const rest = args[0] === '--' ? args.slice(1) : args;
+      exportSrdFlags(o);
       const restarts: RestartRecord[] = [];
       const pending: Promise<void>[] = [];
       // Reported as it happens, on the launcher's own stream (rank output is prefixed), so a

@@ -2,13 +2,16 @@
  * The netem-like fault injector that sits between a device's engine and its UDP socket:
  * it applies a {@link FaultPlan} to each outgoing datagram, sends what survives now or
  * later, and holds delayed copies in one {@link DelayQueue} served by ONE timer (never a
- * closure or timer per packet).
+ * closure or timer per packet). On the receive side it is the device's ingress bottleneck
+ * (`bottleneck=`): received packets wait in one FIFO served by one more timer.
  */
 import { performance } from 'node:perf_hooks';
 import { InvalidArgumentError } from '../common/errors';
+import { OFF_FLAGS, packetPath, WIRE_MAGIC } from '../wire/header';
 import { DelayQueue, type PacketSink } from './delay-queue';
 import { FaultPlan, makeFaultDecision, type FaultDecision, type FaultStats } from './fault-plan';
 import { toFaultSpec, type FaultSpec } from './fault-spec';
+import { HeldPackets, IngressBottleneck, IngressBottleneckStats, type DeliverFn } from './ingress-bottleneck';
 
 export interface FaultInjectorOptions {
   /** The faults: a spec string (`loss=2%,delay=200us`) or a parsed/hand-built spec. */
@@ -49,10 +52,26 @@ export function defaultTargetKey(host: string, port: number): string {
 /** Default-key cache bound: endpoints are few, but a long run must not grow without end. */
 const KEY_CACHE_MAX = 4096;
 
-// A module-level timer callback given its injector: no closure is made per arming.
-// (Element access reaches the private method without making it part of the API.)
+/**
+ * The path of the first `len` bytes of `buf` as its header says, or 0 for anything that is
+ * not one of our packets (no 0xEFA1 magic, or too short to hold the flags).
+ */
+export function packetPathOf(buf: Buffer, len: number): number {
+  if (len <= OFF_FLAGS || buf[0] !== WIRE_MAGIC >> 8 || buf[1] !== (WIRE_MAGIC & 0xff)) return 0;
+  return packetPath(buf);
+}
+
+/** Counters of a device without a bottleneck: all zero, never written. */
+const NO_INGRESS_STATS = Object.freeze(new IngressBottleneckStats());
+
+// Module-level timer callbacks given their injector: no closure is made per arming.
+// (Element access reaches the private methods without making them part of the API.)
 function onTimer(injector: FaultInjector): void {
   injector['fire']();
+}
+
+function onRxTimer(injector: FaultInjector): void {
+  injector['fireRx']();
 }
 
 /**
@@ -65,6 +84,9 @@ function onTimer(injector: FaultInjector): void {
  * contract (the caller does not reuse a sent buffer) allows. Delayed packets leave in
  * release-time order, ties in submission order. The timer stays referenced while packets
  * wait, so they go out before a finished program exits; close() drops them.
+ *
+ * Received packets pass through {@link FaultInjector.receive}: straight on without a
+ * `bottleneck` in the spec, else through the spec's {@link IngressBottleneck}.
  */
 export class FaultInjector {
   /** The decision core; exposed for its counters and for tests. */
@@ -81,6 +103,17 @@ export class FaultInjector {
   /** Checked once per packet; recomputed whenever the spec or the partitions change. */
   private passThrough = false;
   private closed = false;
+
+  /** The receive-side bottleneck; made by the first spec that has one, kept for its counters. */
+  private ingress: IngressBottleneck | null = null;
+  /** True while the spec has a bottleneck. */
+  private rxLimited = false;
+  /** Received packets go straight to `deliver`: no bottleneck and nothing still held. */
+  private rxDirect = true;
+  private readonly held = new HeldPackets();
+  private rxTimeout: NodeJS.Timeout | null = null;
+  private rxImmediate: NodeJS.Immediate | null = null;
+  private rxArmedForMs = Infinity;
 
   private timeout: NodeJS.Timeout | null = null;
   private immediate: NodeJS.Immediate | null = null;
@@ -115,12 +148,28 @@ export class FaultInjector {
     this.plan = new FaultPlan(toFaultSpec(opts.spec, this.source), { self: opts.self });
     // Partition windows in the spec count from here, not from the first packet.
     this.plan.start(this.clock());
+    this.applyBottleneck();
     this.updateFastPath();
   }
 
   /** The plan's counters. */
   get stats(): FaultStats {
     return this.plan.stats;
+  }
+
+  /** Counters of the receive-side bottleneck (zeros while no spec had one). */
+  get ingressStats(): Readonly<IngressBottleneckStats> {
+    return this.ingress?.stats ?? NO_INGRESS_STATS;
+  }
+
+  /** Received packets the bottleneck holds, waiting for their release time. */
+  get heldPackets(): number {
+    return this.held.size;
+  }
+
+  /** Bytes of the received packets the bottleneck holds. */
+  get heldBytes(): number {
+    return this.held.bytes;
   }
 
   /** Packets waiting for their release time. */
@@ -146,7 +195,7 @@ export class FaultInjector {
     }
     const now = this.clock();
     const d = this.decision;
-    this.plan.decide(now, len, this.plan.hasPartitions ? this.keyOf(host, port) : '', d);
+    this.plan.decide(now, len, this.plan.hasPartitions ? this.keyOf(host, port) : '', d, packetPathOf(buf, len));
     let queuedAny = false;
     let sentOriginal = false;
     for (let i = 0; i < d.copies; i++) {
@@ -186,8 +235,39 @@ export class FaultInjector {
   }
 
   /**
-   * Cuts off `target` (a key as produced by `targetKey`, or `*` for all) for `durationMs`
-   * from now, or until healed when omitted. Replaces an earlier API partition of `target`.
+   * Passes one received packet through the receive-side bottleneck: without one (the spec
+   * has no `bottleneck`), `deliver` is called at once with the same arguments; with one,
+   * the packet is held and handed to `deliver` at its release time, or dropped when the
+   * bottleneck's buffer is full. `buf` is kept until then, which is safe for the buffers a
+   * UDP socket hands out (they are never reused). Never throws for a fault.
+   */
+  receive(buf: Buffer, host: string, port: number, deliver: DeliverFn): void {
+    if (this.rxDirect) {
+      deliver(buf, host, port);
+      return;
+    }
+    if (this.closed) return;
+    const now = this.clock();
+    // Whatever is due goes first: a late timer must not let this packet overtake.
+    if (this.held.size > 0 && this.held.peekTime() <= now) this.held.releaseDue(now);
+    let at = now;
+    if (this.rxLimited) {
+      at = (this.ingress as IngressBottleneck).admit(now, buf.length);
+      if (at < 0) return;
+    } else if (this.held.size === 0) {
+      // The bottleneck was removed and what it held has left meanwhile.
+      this.updateRxPath();
+      deliver(buf, host, port);
+      return;
+    }
+    this.held.push(at, buf, host, port, deliver);
+    this.armRx(now);
+  }
+
+  /**
+   * Cuts off `target` (a key as produced by `targetKey`, or `*` for all; `#N` limits it
+   * to path N) for `durationMs` from now, or until healed when omitted. Replaces an
+   * earlier API partition of `target`.
    */
   partition(target: string, durationMs: number = Infinity): void {
     if (typeof durationMs !== 'number' || !(durationMs >= 0)) {
@@ -209,21 +289,54 @@ export class FaultInjector {
    */
   setSpec(spec: string | Readonly<FaultSpec>): void {
     this.plan.setSpec(toFaultSpec(spec, this.source));
+    this.applyBottleneck();
     this.updateFastPath();
   }
 
-  /** Drops queued packets and cancels the timer; later sends are dropped. Idempotent. */
+  /**
+   * Drops queued and held packets and cancels the timers; later sends and received packets
+   * are dropped. Idempotent.
+   */
   close(): void {
     if (this.closed) return;
     this.closed = true;
     this.passThrough = false;
+    this.rxDirect = false;
     this.disarm();
+    this.disarmRx();
     this.queue.clear();
+    this.held.clear();
+    this.ingress?.clear();
     this.keyCache.clear();
   }
 
   private updateFastPath(): void {
     this.passThrough = !this.closed && this.plan.inert;
+  }
+
+  private updateRxPath(): void {
+    this.rxDirect = !this.closed && !this.rxLimited && this.held.size === 0;
+  }
+
+  /** Makes the bottleneck what the spec in force says. */
+  private applyBottleneck(): void {
+    const spec = this.plan.spec;
+    const rate = spec.bottleneckBytesPerSec;
+    if (rate !== null) {
+      if (this.ingress === null) this.ingress = new IngressBottleneck(rate, spec.bottleneckBufferBytes);
+      else this.ingress.configure(rate, spec.bottleneckBufferBytes);
+      this.rxLimited = true;
+    } else if (this.rxLimited) {
+      // A link without a bottleneck holds nothing: what waited is released at once, in order.
+      this.rxLimited = false;
+      this.ingress?.clear();
+      if (this.held.size > 0 && !this.closed) {
+        const now = this.clock();
+        this.held.expedite(now);
+        this.armRx(now);
+      }
+    }
+    this.updateRxPath();
   }
 
   private keyOf(host: string, port: number): string {
@@ -275,6 +388,50 @@ export class FaultInjector {
     this.timeout = null;
     this.immediate = null;
     this.armedForMs = Infinity;
+  }
+
+  /**
+   * Makes sure the receive timer fires by the oldest held packet's release time. Node's
+   * timers have a granularity of about 1 ms, so packets come out in bursts of what fell
+   * due in between; that is fine for a bottleneck whose queueing delays are what matters,
+   * and spares the CPU the polling the send side does for sub-millisecond delays.
+   */
+  private armRx(now: number): void {
+    const next = this.held.peekTime();
+    if (next === Infinity) {
+      this.disarmRx();
+      return;
+    }
+    if (this.rxArmedForMs <= next) return;
+    this.disarmRx();
+    this.rxArmedForMs = next;
+    const wait = next - now;
+    if (wait <= 0) this.rxImmediate = setImmediate(onRxTimer, this);
+    else this.rxTimeout = setTimeout(onRxTimer, Math.max(1, wait), this);
+  }
+
+  private disarmRx(): void {
+    if (this.rxTimeout !== null) clearTimeout(this.rxTimeout);
+    if (this.rxImmediate !== null) clearImmediate(this.rxImmediate);
+    this.rxTimeout = null;
+    this.rxImmediate = null;
+    this.rxArmedForMs = Infinity;
+  }
+
+  /** Receive timer callback (see onRxTimer): delivers what is due, re-arms for the rest. */
+  private fireRx(): void {
+    this.rxTimeout = null;
+    this.rxImmediate = null;
+    this.rxArmedForMs = Infinity;
+    if (this.closed) return;
+    try {
+      this.held.releaseDue(this.clock());
+    } finally {
+      if (!this.closed) {
+        this.armRx(this.clock());
+        this.updateRxPath();
+      }
+    }
   }
 
   /** Timer callback (see onTimer): releases what is due, re-arms for the rest. */

@@ -7,7 +7,7 @@
  */
 import { Prng } from '../common/prng';
 import { InvalidArgumentError } from '../common/errors';
-import { checkFaultSpec, cloneFaultSpec, isNoFaults, type FaultSpec } from './fault-spec';
+import { checkFaultSpec, cloneFaultSpec, isNoSendFaults, partitionTargetPath, type FaultSpec } from './fault-spec';
 
 /**
  * The outcome of one decision, filled in place by {@link FaultPlan.decide} so that the hot
@@ -69,6 +69,8 @@ interface ApiWindow {
   /** The sender the window is limited to (`SRC/DST`), or null for any. */
   source: string | null;
   dest: string;
+  /** The only path it cuts (`#N`), or -1 for every path. */
+  path: number;
   untilMs: number;
 }
 
@@ -77,6 +79,7 @@ interface SpecWindow {
   target: string;
   source: string | null;
   dest: string;
+  path: number;
   startMs: number;
   endMs: number;
 }
@@ -89,11 +92,17 @@ export const SOURCE_SEPARATOR = '/';
 
 /**
  * A partition target as `SRC/DST` (only the device named SRC drops traffic to DST) or `DST`
- * (every device does).
+ * (every device does), either with an optional `#N` suffix: only packets on path N
+ * (`path` -1 when there is none).
+ *
+ * @throws InvalidArgumentError when the text after the last `#` is not a path 0..63.
  */
-export function splitPartitionTarget(target: string): { source: string | null; dest: string } {
-  const i = target.indexOf(SOURCE_SEPARATOR);
-  return i < 0 ? { source: null, dest: target } : { source: target.slice(0, i), dest: target.slice(i + 1) };
+export function splitPartitionTarget(target: string): { source: string | null; dest: string; path: number } {
+  const path = partitionTargetPath(target);
+  if (typeof path === 'string') throw new InvalidArgumentError(`partition target "${target}": ${path}`);
+  const bare = path < 0 ? target : target.slice(0, target.lastIndexOf('#'));
+  const i = bare.indexOf(SOURCE_SEPARATOR);
+  return i < 0 ? { source: null, dest: bare, path } : { source: bare.slice(0, i), dest: bare.slice(i + 1), path };
 }
 
 /** Options of a {@link FaultPlan}. */
@@ -137,6 +146,8 @@ export class FaultPlan {
   private delayMs = 0;
   private jitterMs = 0;
   private corrupt = 0;
+  /** The only path the faults after partitions hit (`path=`), or -1 for all. */
+  private pathOnly = -1;
 
   /** 0 when no rate limit. */
   private msPerByte = 0;
@@ -175,9 +186,12 @@ export class FaultPlan {
     return this.anyPartition;
   }
 
-  /** True when every packet passes untouched: no faults in the spec and no API partition. */
+  /**
+   * True when every packet passes untouched: no send-side faults in the spec and no API
+   * partition. The receive-side bottleneck is not the plan's business (see IngressBottleneck).
+   */
   get inert(): boolean {
-    return isNoFaults(this.current) && !this.anyPartition;
+    return isNoSendFaults(this.current) && !this.anyPartition;
   }
 
   /**
@@ -193,7 +207,7 @@ export class FaultPlan {
   /**
    * Cuts `target` off from now until `untilMs` (absolute time on the plan's clock;
    * `Infinity` until healed). Replaces an earlier API partition of the same target.
-   * `*` cuts off every target.
+   * `*` cuts off every target; a `#N` suffix (`efa1#2`, `*#2`) only path N.
    */
   partition(target: string, untilMs: number): void {
     if (typeof target !== 'string' || target === '') {
@@ -202,9 +216,10 @@ export class FaultPlan {
     if (typeof untilMs !== 'number' || Number.isNaN(untilMs)) {
       throw new InvalidArgumentError(`partition: untilMs must be a number or Infinity (got ${String(untilMs)})`);
     }
+    const parts = splitPartitionTarget(target);
     const existing = this.apiWindows.find((w) => w.target === target);
     if (existing !== undefined) existing.untilMs = untilMs;
-    else this.apiWindows.push({ target, ...splitPartitionTarget(target), untilMs });
+    else this.apiWindows.push({ target, ...parts, untilMs });
     this.anyPartition = true;
   }
 
@@ -220,7 +235,8 @@ export class FaultPlan {
 
   /**
    * Restores `target`: cancels every partition of exactly that target, the API's and the
-   * spec's, current and scheduled. `heal('*')` cancels all partitions of every target.
+   * spec's, current and scheduled (`heal('efa1')` leaves `efa1#2` alone). `heal('*')`
+   * cancels all partitions of every target and path.
    */
   heal(target: string): void {
     const keep = <T extends { target: string }>(w: T): boolean => target !== ANY_TARGET && w.target !== target;
@@ -256,6 +272,7 @@ export class FaultPlan {
     this.delayMs = spec.delayMs;
     this.jitterMs = spec.jitterMs;
     this.corrupt = spec.corrupt;
+    this.pathOnly = spec.path ?? -1;
 
     if (spec.rateBytesPerSec === null) {
       this.msPerByte = 0;
@@ -283,10 +300,10 @@ export class FaultPlan {
 
   /**
    * Decides the fate of one packet of `len` bytes sent at `nowMs` to `target` (the
-   * destination key partitions are matched against) and writes it into `out`.
-   * Times must not go backwards between calls.
+   * destination key partitions are matched against) on `path` (what its header carries,
+   * 0..63) and writes it into `out`. Times must not go backwards between calls.
    */
-  decide(nowMs: number, len: number, target: string, out: FaultDecision): void {
+  decide(nowMs: number, len: number, target: string, out: FaultDecision, path = 0): void {
     if (!this.started) this.start(nowMs);
     out.copies = 0;
     out.releaseAtMs[0] = nowMs;
@@ -295,8 +312,15 @@ export class FaultPlan {
     out.corruptBit[1] = -1;
     const stats = this.stats;
 
-    if (this.anyPartition && this.isPartitioned(target, nowMs)) {
+    if (this.anyPartition && this.isPartitioned(target, nowMs, path)) {
       stats.partition_drops++;
+      return;
+    }
+    // Other paths skip every later stage, the PRNG included, so `path=` keeps the draws of
+    // the scoped path's packets what they would be on a link of its own.
+    if (this.pathOnly >= 0 && path !== this.pathOnly) {
+      out.copies = 1;
+      stats.passed++;
       return;
     }
     if (this.loss > 0 && this.lose()) {
@@ -358,23 +382,24 @@ export class FaultPlan {
     return false;
   }
 
-  private isPartitioned(target: string, nowMs: number): boolean {
+  private isPartitioned(target: string, nowMs: number, path: number): boolean {
     const api = this.apiWindows;
     for (let i = 0; i < api.length; i++) {
       const w = api[i];
-      if (nowMs < w.untilMs && this.matches(w, target)) return true;
+      if (nowMs < w.untilMs && this.matches(w, target, path)) return true;
     }
     const sinceStart = nowMs - this.startMs;
     const spec = this.specWindows;
     for (let i = 0; i < spec.length; i++) {
       const w = spec[i];
-      if (sinceStart >= w.startMs && sinceStart < w.endMs && this.matches(w, target)) return true;
+      if (sinceStart >= w.startMs && sinceStart < w.endMs && this.matches(w, target, path)) return true;
     }
     return false;
   }
 
-  /** A window cuts `target` off: it names it (or all), or names this device itself. */
-  private matches(w: { source: string | null; dest: string }, target: string): boolean {
+  /** A window cuts `target` off: on its path (or all), it names it (or all), or names this device itself. */
+  private matches(w: { source: string | null; dest: string; path: number }, target: string, path: number): boolean {
+    if (w.path >= 0 && w.path !== path) return false;
     if (w.source !== null) return w.source === this.self && (w.dest === target || w.dest === ANY_TARGET);
     return w.dest === target || w.dest === ANY_TARGET || (this.self !== null && w.dest === this.self);
   }

@@ -23,19 +23,32 @@
  * | `corrupt` | `P%` | flip one random bit of the copy sent (never of the caller's buffer) |
  * | `rate` | rate | token-bucket rate limit; packets queue behind it |
  * | `limit` | `N` | packets that may wait for the rate limiter (default 1000); more are dropped |
- * | `partition` | `TARGET@START+DURATION` | drop traffic to TARGET from START to START+DURATION after the injector starts; DURATION may be `inf`; TARGET `*` matches every destination; a device's own name cuts off all its traffic (it goes dark); `SRC/DST` limits the window to the device named SRC (one direction of one link) |
+ * | `partition` | `TARGET@START+DURATION` | drop traffic to TARGET from START to START+DURATION after the injector starts; DURATION may be `inf`; TARGET `*` matches every destination; a device's own name cuts off all its traffic (it goes dark); `SRC/DST` limits the window to the device named SRC (one direction of one link); a `#N` suffix (`efa1#2`, `*#2`, `efa0/efa1#2`) limits it to packets on path N (0..63) |
+ * | `path` | `N` | 0..63: every other fault of the spec (not `partition`, which has `#N`, nor the receive-side `bottleneck`) hits only packets on path N; the others pass untouched |
+ * | `bottleneck` | rate | receive side: everything the device receives shares one FIFO drained at this rate (an ingress link all senders share) |
+ * | `bottleneck-buffer` | size | bytes the bottleneck's FIFO holds (default 64KiB); a packet that would overflow it is dropped |
  * | `seed` | `N` | uint32 seed of the injector's PRNG (default 1) |
  *
  * Times need a unit: `us`, `ms` or `s` (`200us`, `1.5ms`, `2s`); a bare number is an error,
  * since "delay=200" is too easy to misread. Rates, as in tc, are decimal: `bit`, `kbit`,
  * `mbit`, `gbit` are bits per second and `bps`, `kbps`, `mbps`, `gbps` BYTES per second
  * (1mbit = 1e6 bits/s = 125000 bytes/s); the binary `kibit`...`gibps` are accepted too.
+ * Sizes need a unit too (a bare number could as well be packets, as `limit` counts): `B`,
+ * `KB`, `MB` (decimal) or `KiB`, `MiB` (binary), case-insensitive, whole bytes (`64KiB`,
+ * `1.5KB`).
+ *
+ * The path of a packet is the one its header carries (flags bits 2-7, see wire/header.ts);
+ * anything that does not start with the 0xEFA1 magic counts as path 0.
  */
 import { EfaError } from '../common/errors';
+import { MAX_PATHS } from '../wire/header';
 
 /** One scheduled partition: traffic to `target` is dropped in [startMs, startMs + durationMs). */
 export interface PartitionWindow {
-  /** Destination key, compared exactly with the key the caller gives; `*` matches all. */
+  /**
+   * Destination key, compared exactly with the key the caller gives; `*` matches all. May
+   * be `SRC/DST` and may end in `#N` (path N only), see the grammar.
+   */
   target: string;
   /** Start, in ms after the injector (or plan) starts. */
   startMs: number;
@@ -67,6 +80,12 @@ export interface FaultSpec {
   limit: number;
   /** Scheduled partitions, in the order given. */
   partitions: PartitionWindow[];
+  /** The only path (0..63) the other faults hit (partitions and the bottleneck aside); null for every path. */
+  path: number | null;
+  /** Receive-side bottleneck rate in bytes per second; null means none. */
+  bottleneckBytesPerSec: number | null;
+  /** Bytes the bottleneck's FIFO may hold. */
+  bottleneckBufferBytes: number;
   /** Seed of the PRNG (uint32). */
   seed: number;
 }
@@ -91,6 +110,10 @@ export const DEFAULT_RATE_LIMIT = 1000;
 export const MAX_RATE_LIMIT = 1_000_000;
 /** Default seed, so that a spec without `seed` still replays the same way. */
 export const DEFAULT_SEED = 1;
+/** Default FIFO size of the receive-side bottleneck: a switch port's share of buffer. */
+export const DEFAULT_BOTTLENECK_BUFFER = 64 * 1024;
+/** Upper bound of `bottleneck-buffer`: the real device holds that much of received packets in memory. */
+export const MAX_BOTTLENECK_BUFFER = 1024 * 1024 * 1024;
 
 /** The keys of the grammar, in canonical order. */
 export const FAULT_SPEC_KEYS = [
@@ -105,6 +128,9 @@ export const FAULT_SPEC_KEYS = [
   'rate',
   'limit',
   'partition',
+  'path',
+  'bottleneck',
+  'bottleneck-buffer',
   'seed',
 ] as const;
 
@@ -123,6 +149,9 @@ export const NO_FAULTS: Readonly<FaultSpec> = Object.freeze({
   rateBytesPerSec: null,
   limit: DEFAULT_RATE_LIMIT,
   partitions: Object.freeze([]) as unknown as PartitionWindow[],
+  path: null,
+  bottleneckBytesPerSec: null,
+  bottleneckBufferBytes: DEFAULT_BOTTLENECK_BUFFER,
   seed: DEFAULT_SEED,
 });
 
@@ -131,8 +160,19 @@ function emptySpec(): FaultSpec {
   return { ...NO_FAULTS, partitions: [] };
 }
 
-/** True when `spec` changes nothing about the traffic (seed, limit, burst alone do not). */
+/**
+ * True when `spec` changes nothing about the traffic (seed, limit, burst, path,
+ * bottleneck-buffer alone do not).
+ */
 export function isNoFaults(spec: Readonly<FaultSpec>): boolean {
+  return isNoSendFaults(spec) && (spec.bottleneckBytesPerSec ?? null) === null;
+}
+
+/**
+ * True when `spec` changes nothing about what a device sends: the receive-side bottleneck
+ * aside, no faults. The send path's pass-through is decided by this.
+ */
+export function isNoSendFaults(spec: Readonly<FaultSpec>): boolean {
   return (
     spec.loss === 0 &&
     spec.dup === 0 &&
@@ -153,6 +193,9 @@ const DECIMAL = /^(?:\d+(?:\.\d*)?|\.\d+)$/;
 const NUMBER_WITH_SUFFIX = /^((?:\d+(?:\.\d*)?|\.\d+))([a-z%]*)$/i;
 
 const TIME_UNITS: Readonly<Record<string, number>> = { us: 0.001, ms: 1, s: 1000 };
+
+/** Multipliers to bytes, keys lower-cased (the units are matched case-insensitively). */
+const SIZE_UNITS: Readonly<Record<string, number>> = { b: 1, kb: 1e3, mb: 1e6, kib: 1024, mib: 1048576 };
 
 /** Multipliers to bytes per second. */
 const RATE_UNITS: Readonly<Record<string, number>> = {
@@ -215,6 +258,47 @@ function parseRate(value: string): number | Reason {
   const bytes = scale(Number(m[1]), mult);
   if (!(bytes > 0) || !Number.isFinite(bytes)) return 'must be greater than 0';
   return bytes;
+}
+
+/**
+ * `n` units of `mult` bytes as a whole number of bytes, NaN when it is not one. The
+ * relative slack forgives binary rounding (1.1 x 1000 is 1100.0000000000002), not fractions
+ * of a byte; parse and format share it, so the canonical text reads back to the same count.
+ */
+function wholeBytes(n: number, mult: number): number {
+  const v = n * mult;
+  const r = Math.round(v);
+  return Math.abs(v - r) <= 1e-12 * Math.max(1, v) ? r : NaN;
+}
+
+function parseSize(value: string): number | Reason {
+  const m = NUMBER_WITH_SUFFIX.exec(value);
+  const hint = 'expected a size such as 64KiB, 1500B or 1MB';
+  if (m === null) return hint;
+  if (m[2] === '') return `missing unit (B, KB, KiB, MB, MiB); ${hint}`;
+  const mult = SIZE_UNITS[m[2].toLowerCase()];
+  if (mult === undefined) return `unknown size unit "${m[2]}" (B, KB, KiB, MB, MiB)`;
+  const bytes = wholeBytes(Number(m[1]), mult);
+  if (Number.isNaN(bytes)) return 'must be a whole number of bytes';
+  if (bytes < 1 || bytes > MAX_BOTTLENECK_BUFFER) return `must be 1B..${MAX_BOTTLENECK_BUFFER / 1048576}MiB`;
+  return bytes;
+}
+
+/** Separates a partition target from the path it is limited to (`efa1#2`). */
+export const PATH_SEPARATOR = '#';
+
+/**
+ * The path a partition target is limited to (`efa1#2` -> 2), -1 for a target without `#`
+ * (every path), or a reason when the text after the last `#` is not a path 0..63.
+ */
+export function partitionTargetPath(target: string): number | Reason {
+  const i = target.lastIndexOf(PATH_SEPARATOR);
+  if (i < 0) return -1;
+  const text = target.slice(i + 1);
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || n >= MAX_PATHS) return `the path after "#" must be 0..${MAX_PATHS - 1} (got "${text}")`;
+  if (i === 0) return 'a target is needed before "#" (use *#N for every target)';
+  return n;
 }
 
 /** The loss/burst pair must be reachable by the Gilbert-Elliott model (p <= 1). */
@@ -322,6 +406,19 @@ export function parseFaultSpec(text: string, source = 'fault spec'): FaultSpec {
       case 'partition':
         spec.partitions.push(parsePartition(value, fail));
         break;
+      case 'path': {
+        if (!/^\d+$/.test(value)) fail(`expected a path number 0..${MAX_PATHS - 1}`);
+        const n = Number(value);
+        if (n >= MAX_PATHS) fail(`must be 0..${MAX_PATHS - 1}`);
+        spec.path = n;
+        break;
+      }
+      case 'bottleneck':
+        spec.bottleneckBytesPerSec = num(parseRate(value));
+        break;
+      case 'bottleneck-buffer':
+        spec.bottleneckBufferBytes = num(parseSize(value));
+        break;
     }
   }
   const burst = burstReason(spec.loss, spec.burst);
@@ -338,6 +435,8 @@ function parsePartition(value: string, fail: (reason: string) => never): Partiti
   const window = value.slice(at + 1).trim();
   const plus = window.indexOf('+');
   if (target === '' || plus < 0) fail(usage);
+  const path = partitionTargetPath(target);
+  if (typeof path === 'string') fail(`target "${target}": ${path}`);
   const start = parseTime(window.slice(0, plus).trim());
   if (typeof start === 'string') fail(`start: ${start}`);
   const durText = window.slice(plus + 1).trim();
@@ -401,6 +500,8 @@ export function checkFaultSpec(spec: Readonly<FaultSpec>, source = 'fault spec')
     if (typeof p.target !== 'string' || p.target === '' || p.target.includes(',') || p.target.trim() !== p.target) {
       bad(`${f}.target`, 'partition', 'must be a non-empty string without commas or surrounding spaces', p.target);
     }
+    const path = partitionTargetPath(p.target);
+    if (typeof path === 'string') bad(`${f}.target`, 'partition', path, p.target);
     if (typeof p.startMs !== 'number' || !(p.startMs >= 0) || !Number.isFinite(p.startMs)) {
       bad(`${f}.startMs`, 'partition', 'must be a finite number of ms >= 0', p.startMs);
     }
@@ -408,6 +509,19 @@ export function checkFaultSpec(spec: Readonly<FaultSpec>, source = 'fault spec')
       bad(`${f}.durationMs`, 'partition', 'must be a number of ms >= 0 or Infinity', p.durationMs);
     }
   });
+  // The fields added with multipath may be missing from a spec built before them: defaults.
+  const path = spec.path ?? null;
+  if (path !== null && (!Number.isInteger(path) || path < 0 || path >= MAX_PATHS)) {
+    bad('path', 'path', `must be null or an integer 0..${MAX_PATHS - 1}`, path);
+  }
+  const bn = spec.bottleneckBytesPerSec ?? null;
+  if (bn !== null && (typeof bn !== 'number' || !(bn > 0) || !Number.isFinite(bn))) {
+    bad('bottleneckBytesPerSec', 'bottleneck', 'must be null or a finite number > 0', bn);
+  }
+  const buf = spec.bottleneckBufferBytes ?? DEFAULT_BOTTLENECK_BUFFER;
+  if (!Number.isInteger(buf) || buf < 1 || buf > MAX_BOTTLENECK_BUFFER) {
+    bad('bottleneckBufferBytes', 'bottleneck-buffer', `must be an integer 1..${MAX_BOTTLENECK_BUFFER}`, buf);
+  }
   const burst = burstReason(spec.loss, spec.burst);
   if (burst !== null) bad('burst', 'burst', burst, spec.burst);
   return spec;
@@ -424,9 +538,15 @@ export function toFaultSpec(spec: string | Readonly<FaultSpec> | undefined | nul
   return cloneFaultSpec(spec);
 }
 
-/** A deep copy (partition windows included). */
+/** A deep copy (partition windows included); fields a spec built by hand lacks get their defaults. */
 export function cloneFaultSpec(spec: Readonly<FaultSpec>): FaultSpec {
-  return { ...spec, partitions: spec.partitions.map((p) => ({ ...p })) };
+  return {
+    ...spec,
+    partitions: spec.partitions.map((p) => ({ ...p })),
+    path: spec.path ?? null,
+    bottleneckBytesPerSec: spec.bottleneckBytesPerSec ?? null,
+    bottleneckBufferBytes: spec.bottleneckBufferBytes ?? DEFAULT_BOTTLENECK_BUFFER,
+  };
 }
 
 // ---------------------------------------------------------------------------------------
@@ -500,8 +620,32 @@ const RATE_FORMAT_UNITS: ReadonlyArray<[string, number]> = [
   ['bps', RATE_UNITS.bps],
 ];
 
+const SIZE_FORMAT_UNITS: ReadonlyArray<[string, number]> = [
+  ['MiB', SIZE_UNITS.mib],
+  ['MB', SIZE_UNITS.mb],
+  ['KiB', SIZE_UNITS.kib],
+  ['KB', SIZE_UNITS.kb],
+  ['B', SIZE_UNITS.b],
+];
+
 function formatTime(ms: number): string {
   return formatWithUnits(ms, TIME_FORMAT_UNITS, 'ms');
+}
+
+function formatRate(bytesPerSec: number): string {
+  return formatWithUnits(bytesPerSec, RATE_FORMAT_UNITS, 'bps');
+}
+
+/** Sizes are whole bytes: the shortest exact text, `B` when nothing shorter is exact. */
+function formatSize(bytes: number): string {
+  let best = `${bytes}B`;
+  for (const [unit, mult] of SIZE_FORMAT_UNITS) {
+    const d = shortestDecimal(bytes, bytes / mult, (n) => wholeBytes(n, mult));
+    if (d === null) continue;
+    const text = d + unit;
+    if (text.length + (d.includes('.') ? 1 : 0) < best.length) best = text;
+  }
+  return best;
 }
 
 /**
@@ -519,12 +663,17 @@ export function formatFaultSpec(spec: Readonly<FaultSpec>): string {
   if (spec.delayMs !== 0) items.push(`delay=${formatTime(spec.delayMs)}`);
   if (spec.jitterMs !== 0) items.push(`jitter=${formatTime(spec.jitterMs)}`);
   if (spec.corrupt !== 0) items.push(`corrupt=${formatPercent(spec.corrupt)}`);
-  if (spec.rateBytesPerSec !== null) items.push(`rate=${formatWithUnits(spec.rateBytesPerSec, RATE_FORMAT_UNITS, 'bps')}`);
+  if (spec.rateBytesPerSec !== null) items.push(`rate=${formatRate(spec.rateBytesPerSec)}`);
   if (spec.limit !== DEFAULT_RATE_LIMIT) items.push(`limit=${spec.limit}`);
   for (const p of spec.partitions) {
     const duration = p.durationMs === Infinity ? 'inf' : formatTime(p.durationMs);
     items.push(`partition=${p.target}@${formatTime(p.startMs)}+${duration}`);
   }
+  if ((spec.path ?? null) !== null) items.push(`path=${spec.path}`);
+  const bn = spec.bottleneckBytesPerSec ?? null;
+  if (bn !== null) items.push(`bottleneck=${formatRate(bn)}`);
+  const buf = spec.bottleneckBufferBytes ?? DEFAULT_BOTTLENECK_BUFFER;
+  if (buf !== DEFAULT_BOTTLENECK_BUFFER) items.push(`bottleneck-buffer=${formatSize(buf)}`);
   if (spec.seed !== DEFAULT_SEED) items.push(`seed=${spec.seed}`);
   return items.join(',');
 }

@@ -6,20 +6,20 @@ import type { SrdConfig } from './srd-config';
 const MAX_DECREASE = 0.5;
 /** How hard a decrease reacts to the delay above target (Swift's beta). */
 const BETA = 0.8;
-/** Round trips are compared with the lowest seen in this long a span (BBR's min-RTT filter). */
-const MIN_RTT_WINDOW_MS = 10_000;
-
 /**
  * Per-peer congestion control of the packets in flight (SendState.cwnd), RTT-driven.
  *
  * `delay` is a delay-based AIMD window in the manner of Swift (Kumar et al., "Swift: Delay is
- * Simple and Effective for Congestion Control in the Datacenter", SIGCOMM 2020), with the
- * base round trip tracked as BBR does (the lowest RTT in a sliding span, Cardwell et al.,
- * "BBR: Congestion-Based Congestion Control", ACM Queue 2016), which is how AWS describes
- * SRD's controller: it watches the RTT so that queues stay short on every path.
+ * Simple and Effective for Congestion Control in the Datacenter", SIGCOMM 2020): every peer
+ * compares its round trips with the same fixed target delay (`ccTargetMs`), which is how AWS
+ * describes SRD's controller, RTT-driven so that queues stay short on every path. A target
+ * relative to each flow's own lowest RTT (Vegas, or BBR's min-RTT filter) was tried and
+ * dropped: a flow that starts while the queue is already full measures the queue as its base
+ * and then never yields (in an 8-sender incast one sender kept a 128-packet window while the
+ * others sat at 1). A fixed target treats every sender alike, so they converge to equal shares.
  *
- * - Round trip below min RTT + ccTargetMs: the window grows, doubling per round trip until
- *   the first decrease (slow start), then by one packet per round trip.
+ * - Round trip at or below the target: the window grows, doubling per round trip until the
+ *   first decrease (slow start), then by one packet per round trip.
  * - Once per round trip, if even the shortest round trip of that round was above the target,
  *   it shrinks by BETA x (rtt - target) / rtt, at most by half, never below one packet. A
  *   queue delays every packet of a round; a packet held back alone (reordered, jittered,
@@ -62,14 +62,8 @@ export class CongestionControl {
       if (tx.cwnd > max) tx.cwnd = max;
       return;
     }
-    if (rttMs >= 0) {
-      if (rttMs < tx.minRtt || now - tx.minRttAt > MIN_RTT_WINDOW_MS) {
-        tx.minRtt = rttMs;
-        tx.minRttAt = now;
-      }
-      if (rttMs < tx.roundMinRtt) tx.roundMinRtt = rttMs;
-    }
-    const target = tx.minRtt + this.targetMs;
+    if (rttMs >= 0 && rttMs < tx.roundMinRtt) tx.roundMinRtt = rttMs;
+    const target = this.targetMs;
     if (now >= tx.roundEndsAt) {
       const low = tx.roundMinRtt;
       tx.roundMinRtt = Infinity;

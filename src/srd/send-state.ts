@@ -69,9 +69,6 @@ export class SendState {
   timeoutTurn = -1;
   /** The paths to this peer and what is known of each. */
   readonly paths: PathSet;
-  /** Congestion control: the lowest round trip in the current span, and when it was seen. */
-  minRtt = Infinity;
-  minRttAt = -Infinity;
   /** The delay controller's current round: its shortest round trip and when it ends. */
   roundMinRtt = Infinity;
   roundEndsAt = -Infinity;

@@ -67,8 +67,9 @@ export interface SrdConfig {
   /** Congestion control: `delay` (RTT-driven window) or `off`. */
   cc: CcMode;
   /**
-   * Queueing delay the delay controller aims at: the window grows while round trips stay
-   * below the lowest seen plus this, and shrinks, in proportion to the excess, above it.
+   * Round trip the delay controller aims at (Swift's target delay): the path's base RTT plus
+   * the queueing accepted. The window grows while a round's shortest round trip stays at or
+   * below it, and shrinks, in proportion to the excess, above it.
    */
   ccTargetMs: number;
   /** Window a peer starts with under `cc=delay` (slow start until the delay target is met). */
@@ -94,7 +95,7 @@ export const DEFAULT_SRD_CONFIG: Readonly<SrdConfig> = Object.freeze({
   pathProbeMaxMs: 200,
   cc: 'delay',
   ccTargetMs: 2,
-  ccInitialWindow: 16,
+  ccInitialWindow: 8,
 } satisfies SrdConfig);
 
 /**

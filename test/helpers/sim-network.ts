@@ -29,10 +29,11 @@ import type { ProtectionDomain } from '../../src/device/protection-domain';
 import type { QueuePair } from '../../src/device/queue-pair';
 import { WorkCompletion } from '../../src/device/work-completion';
 import { DelayQueue } from '../../src/io/delay-queue';
+import { IngressBottleneck } from '../../src/io/ingress-bottleneck';
 import { FaultPlan, makeFaultDecision, type FaultDecision } from '../../src/io/fault-plan';
 import { cloneFaultSpec, formatFaultSpec, NO_FAULTS, toFaultSpec, type FaultSpec } from '../../src/io/fault-spec';
 import type { SrdConfig } from '../../src/srd/srd-config';
-import { BASE_HEADER_LEN, OFF_DST_QPN, OFF_HDR_LEN, OFF_IMM, OFF_PAYLOAD_LEN, OFF_SRC_GID, OFF_SRC_QPN, OFF_TYPE, PacketType, readU32 } from '../../src/wire/header';
+import { packetPath, BASE_HEADER_LEN, OFF_DST_QPN, OFF_HDR_LEN, OFF_IMM, OFF_PAYLOAD_LEN, OFF_SRC_GID, OFF_SRC_QPN, OFF_TYPE, PacketType, readU32 } from '../../src/wire/header';
 import { decodeSrdAck, decodeSrdData, decodeSrdNak, sackBit, SACK_BITS, SrdFields } from '../../src/wire/srd-header';
 import { gidDeviceIndex } from '../../src/common/gid';
 
@@ -67,6 +68,8 @@ export interface PacketInfo {
   status: number;
   /** SRD_DATA: the session of the ack it carries for the other direction (0: none). */
   pbSession: number;
+  /** The path the packet takes (flags bits 2-7). */
+  path: number;
 }
 
 const describeFields = new SrdFields();
@@ -89,8 +92,10 @@ export function describePacket(buf: Uint8Array): PacketInfo {
     echoTime: 0,
     status: 0,
     pbSession: 0,
+    path: 0,
   };
   if (buf.length < BASE_HEADER_LEN) return info;
+  info.path = packetPath(buf);
   info.type = buf[OFF_TYPE];
   info.srcQpn = (buf[OFF_SRC_QPN] << 8) | buf[OFF_SRC_QPN + 1];
   info.dstQpn = (buf[OFF_DST_QPN] << 8) | buf[OFF_DST_QPN + 1];
@@ -174,6 +179,8 @@ class SimEvent {
   toPort = 0;
   fromPort = 0;
   fn: (() => void) | null = null;
+  /** A packet released by the receiver's bottleneck: it does not queue there again. */
+  bottled = false;
 }
 
 /** A binary min-heap of events by (time, seq). */
@@ -248,6 +255,8 @@ export interface SimNode {
   timerGen: number;
   /** Times `onTimer` ran. */
   timerFirings: number;
+  /** The receive-side bottleneck of the spec (`bottleneck=`), or null: what this device receives queues there. */
+  readonly bottleneck: IngressBottleneck | null;
 }
 
 export interface SimOptions {
@@ -284,6 +293,8 @@ export interface SimStats {
   intercepted: number;
   nowhere: number;
   events: number;
+  /** Packets a receiver's bottleneck dropped (its buffer was full). */
+  bottleneckDrops: number;
 }
 
 /** Makes a full FaultSpec from the simulator's option (text, or fields over NO_FAULTS). */
@@ -301,7 +312,7 @@ export class SimNetwork {
   readonly srd: Partial<SrdConfig>;
   /** The spec every device's injector started from (partitions added later go to the plans). */
   readonly faultSpec: FaultSpec;
-  readonly stats: SimStats = { sent: 0, delivered: 0, intercepted: 0, nowhere: 0, events: 0 };
+  readonly stats: SimStats = { sent: 0, delivered: 0, intercepted: 0, nowhere: 0, events: 0, bottleneckDrops: 0 };
   /** Every packet event when `trace` was asked for. */
   readonly trace: SimTraceRecord[] | null;
   /**
@@ -375,6 +386,7 @@ export class SimNetwork {
       timerAt: Infinity,
       timerGen: 0,
       timerFirings: 0,
+      bottleneck: this.faultSpec.bottleneckBytesPerSec === null ? null : new IngressBottleneck(this.faultSpec.bottleneckBytesPerSec, this.faultSpec.bottleneckBufferBytes),
     };
     node.device = this.makeDevice(node, extra);
     this.nodes.push(node);
@@ -606,7 +618,7 @@ export class SimNetwork {
     }
     // The injector's decision, as FaultInjector.send makes it (partitions match device names).
     const d = this.decision;
-    node.plan.decide(t, len, dst.name, d);
+    node.plan.decide(t, len, dst.name, d, pkt.info.path);
     if (d.copies === 0) {
       this.record('drop-fault', pkt);
       return;
@@ -684,6 +696,25 @@ export class SimNetwork {
       this.stats.nowhere++;
       this.record('drop-nowhere', pkt);
       return;
+    }
+    if (dst.bottleneck !== null && !ev.bottled) {
+      // The receiver's ingress link, shared by every sender, as the real injector's receive stage.
+      const at = dst.bottleneck.admit(this.now, pkt.buf.length);
+      if (at < 0) {
+        this.stats.bottleneckDrops++;
+        this.record('drop-fault', pkt);
+        return;
+      }
+      if (at > this.now) {
+        const later = new SimEvent();
+        later.kind = EV_PACKET;
+        later.pkt = pkt;
+        later.toPort = ev.toPort;
+        later.fromPort = ev.fromPort;
+        later.bottled = true;
+        this.schedule(later, at);
+        return;
+      }
     }
     this.stats.delivered++;
     this.record('deliver', pkt);

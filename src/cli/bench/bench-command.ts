@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { InvalidArgumentError, NotSupportedError } from '../../common/errors';
 import { capNames, DEFAULT_GENERATION, EfadvDeviceCaps, generationProfile } from '../../device/generations';
 import { ENV_GENERATION } from '../../env';
-import { choiceOption, DEVICE_MTU, intOption, MAX_RAW_SIZE, messageSizeOption, NO_SEGMENTATION, refuseOversize } from '../cli-options';
+import { addSrdFlags, choiceOption, DEVICE_MTU, exportSrdFlags, intOption, MAX_RAW_SIZE, messageSizeOption, NO_SEGMENTATION, refuseOversize, type SrdFlags } from '../cli-options';
 import { runJob } from '../../job/run-job';
 import { BENCH_RANK_PROGRAM } from '../../job/programs';
 import { addRatios, formatRxd, formatTables, isRdmaTest, toJson, type BenchResult } from './bench-table';
@@ -26,7 +26,7 @@ function parseSize(value: string): number[] | 'all' {
   return value.split(',').map(messageSizeOption);
 }
 
-interface BenchOptions {
+interface BenchOptions extends SrdFlags {
   test: Test;
   type: 'raw' | 'raw-batched' | 'ud' | 'srd' | 'all';
   size: number[] | 'all';
@@ -45,7 +45,7 @@ interface BenchOptions {
 
 /** Registers `efa-emu bench`: perftest's tests between two ranks of its own, in perftest's output format. */
 export function registerBenchCommand(program: Command): void {
-  program
+  const cmd = program
     .command('bench')
     .description('perftest-style latency or bandwidth between two ranks of its own, against raw UDP in the same run, printed as perftest prints it')
     .option(
@@ -60,7 +60,8 @@ export function registerBenchCommand(program: Command): void {
     .option('--window <n>', 'bw: messages outstanding', intOption(1, 4096), 128)
     .option('--poll <mode>', 'event: sleep until a completion event; busy: spin on pollCq', choiceOption(['event', 'busy'] as const), 'event')
     .option('--generation <gen>', 'EFA device generation of every rank: efa0 (the 2018 device: send/receive only) .. efa3 (default, the newest)')
-    .option('--fault <spec>', 'faults on the devices (raw is the fault-free baseline)')
+    .option('--fault <spec>', 'faults on the devices (raw is the fault-free baseline)');
+  addSrdFlags(cmd)
     .option('--daemon <host:port>', 'use this daemon instead of starting one')
     .option('--json', 'end with one JSON line {"results": [...]}, each a perftest --out_json document {"test_info", "results"}')
     .option('--capture <file>', 'write every datagram the ranks send and receive to this pcap file (see contrib/wireshark)')
@@ -87,6 +88,7 @@ export function registerBenchCommand(program: Command): void {
         refuseOversize('--size', sizes, MAX_BENCH_RDMA_SIZE, 'what the bench registers for RDMA');
       } else if (o.type === 'raw' || o.type === 'raw-batched') refuseOversize('--size', sizes, MAX_RAW_SIZE, 'the largest datagram the raw baseline sends');
       else refuseOversize('--size', sizes, DEVICE_MTU, 'the device MTU', `${NO_SEGMENTATION} (only --type raw, and the RDMA tests, take larger sizes)`);
+      exportSrdFlags(o);
       const results: BenchResult[] = [];
       const bar = process.stderr.isTTY ? new ProgressBar() : null;
       const args = ['--tests', o.test, '--types', types.join(','), '--sizes', sizes.join(','), '--iters', String(o.iters), '--window', String(o.window), '--poll', o.poll];
