@@ -132,8 +132,17 @@ t.test('the delay controller: grows below target, shrinks once per round when th
   t.equal(counters.ccDecreases >= 1 && counters.ccDecreases <= 5, true, `decreases: ${counters.ccDecreases} over 20 acks spanning a few rounds`);
   t.ok(tx.cwnd < before, `window shrank (${before.toFixed(2)} -> ${tx.cwnd.toFixed(2)})`);
   t.ok(tx.cwnd >= before * 0.5 ** counters.ccDecreases - 1e-9, 'by at most half per decrease');
-  for (let i = 0; i < 500; i++) cc.onAck(tx, (now += 1), 50, 1);
-  t.equal(tx.cwnd, 1, 'never below one packet');
+  let lowest = tx.cwnd;
+  for (let i = 0; i < 40; i++) {
+    cc.onAck(tx, (now += 5), 50, 1);
+    if (tx.cwnd < lowest) lowest = tx.cwnd;
+  }
+  t.equal(lowest, 1, 'never below one packet');
+  t.ok(tx.ccTarget >= 50, `a path slower than the target raises this peer's target (${tx.ccTarget.toFixed(1)} ms)`);
+  for (let i = 0; i < 200; i++) cc.onAck(tx, (now += 5), 50, 1);
+  t.ok(tx.cwnd > 2, `so the window grows again on that path (${tx.cwnd.toFixed(2)})`);
+  for (let i = 0; i < 400; i++) cc.onAck(tx, (now += 1), 0.2, 1);
+  t.equal(tx.ccTarget, 1, 'and the target decays back once round trips are short again');
   const off = new CongestionControl(resolveSrdConfig({ cc: 'off' }), counters);
   const tx2 = new SendState(1, resolveSrdConfig({ cc: 'off' }), new PathSet(cfg, counters), off.initialWindow(resolveSrdConfig({ cc: 'off' })));
   t.equal(tx2.cwnd, 128, 'cc=off starts with the whole window');

@@ -24,6 +24,10 @@ const BETA = 0.8;
  *   it shrinks by BETA x (rtt - target) / rtt, at most by half, never below one packet. A
  *   queue delays every packet of a round; a packet held back alone (reordered, jittered,
  *   retransmitted) does not, and must not cost the flow its window.
+ * - A target below the path's own round trip (a long link, an injected delay) would pin the
+ *   window at one packet for nothing: when the window is already one packet and a whole
+ *   round is still above the target, this peer's target rises to 1.25 x that round's
+ *   shortest RTT; it decays back (x0.9 per round) once rounds run below half of it.
  * - A retransmission timeout with nothing answered (the requester's collapse) still cuts the
  *   window to one packet; losses alone do not shrink it: on a sprayed flow a lost packet says
  *   a path is bad (the path set handles it), not that the bottleneck is full.
@@ -63,12 +67,21 @@ export class CongestionControl {
       return;
     }
     if (rttMs >= 0 && rttMs < tx.roundMinRtt) tx.roundMinRtt = rttMs;
-    const target = this.targetMs;
+    if (tx.ccTarget < this.targetMs) tx.ccTarget = this.targetMs;
+    const target = tx.ccTarget;
     if (now >= tx.roundEndsAt) {
       const low = tx.roundMinRtt;
       tx.roundMinRtt = Infinity;
       const srtt = tx.rto.srtt;
       tx.roundEndsAt = now + (srtt > 0 ? srtt : rttMs > 0 ? rttMs : 0);
+      if (low !== Infinity && low > target && tx.cwnd <= 1) {
+        tx.ccTarget = low * 1.25;
+        return;
+      }
+      if (low !== Infinity && low < target / 2 && target > this.targetMs) {
+        const t = target * 0.9;
+        tx.ccTarget = t > this.targetMs ? t : this.targetMs;
+      }
       if (low !== Infinity && low > target) {
         let f = 1 - (BETA * (low - target)) / low;
         if (f < 1 - MAX_DECREASE) f = 1 - MAX_DECREASE;

@@ -89,6 +89,11 @@ export interface ScenarioParams {
   partition: PartitionPlan | null;
   /** Share of sends whose buffer the simulated socket holds for up to 0.1 ms (0: none). */
   socketHold?: number;
+  /** SRD paths per peer (default: the engine's). */
+  paths?: number;
+  cc?: 'delay' | 'off';
+  /** One path to every peer black-holed for a window (never the only path: no error may result). */
+  pathFault?: { path: number; from: number; until: number };
 }
 
 /** The parameters of a seed. Draws are only ever appended, so old seeds keep their scenario. */
@@ -186,6 +191,13 @@ export function drawParams(seed: number): ScenarioParams {
   if (r.next() < 0.2) p.deviceWindow = pick([4, 16, 64]);
   // Sockets that keep a sent buffer a while (a full send queue): SRD must not rewrite or reuse it.
   if (r.next() < 0.3) p.socketHold = 0.1 + r.next() * 0.8;
+  if (r.next() < 0.5) p.paths = pick([1, 2, 4, 8]);
+  if (r.next() < 0.3) p.cc = 'off';
+  const paths = p.paths ?? 4;
+  if (paths > 1 && r.next() < 0.3) {
+    const from = r.next() * p.postWindowMs;
+    p.pathFault = { path: r.int(paths), from, until: r.next() < 0.3 ? Infinity : from + r.next() * 2 * TIMEOUT_MS };
+  }
   return p;
 }
 
@@ -219,6 +231,8 @@ export function scenarioFaultSpec(p: ScenarioParams): FaultSpec {
     spec.rateBytesPerSec = p.rateBytesPerSec;
     spec.limit = p.rateLimit;
   }
+  const pf = p.pathFault;
+  if (pf !== undefined) spec.partitions.push({ target: `*#${pf.path}`, startMs: pf.from, durationMs: pf.until - pf.from });
   const part = p.partition;
   if (part !== null) {
     const start = part.from;
@@ -249,6 +263,8 @@ export function scenarioSrdConfig(p: ScenarioParams): Partial<SrdConfig> {
     rnrBackoffMs: 0.25,
     rnrBackoffMaxMs: p.rnrBackoffMaxMs,
     rtoBurst: p.rtoBurst,
+    ...(p.paths === undefined ? {} : { paths: p.paths }),
+    ...(p.cc === undefined ? {} : { cc: p.cc }),
   };
 }
 
@@ -271,7 +287,10 @@ export function describeParams(p: ScenarioParams): string {
   return (
     `devices=${p.devices} qps=${p.qpsPerDevice} msgs/dev=${p.msgsPerDevice} postWindow=${f(p.postWindowMs)} ` +
     `rnr=${p.rnr === null ? 'no' : `first ${f(p.rnr.firstPostMs)} repost<=${f(p.rnr.repostDelayMaxMs)} depth ${p.recvDepth} rnrRetry ${p.rnrRetry}`} partition=${part}` +
-    (p.socketHold ? ` socketHold=${f(p.socketHold)}` : '')
+    (p.socketHold ? ` socketHold=${f(p.socketHold)}` : '') +
+    (p.paths !== undefined ? ` paths=${p.paths}` : '') +
+    (p.cc !== undefined ? ` cc=${p.cc}` : '') +
+    (p.pathFault !== undefined ? ` pathFault=#${p.pathFault.path}@${f(p.pathFault.from)}..${f(p.pathFault.until)}` : '')
   );
 }
 
