@@ -114,12 +114,35 @@ export class PathSet {
       if (p >= 0) return p;
     }
     const state = this.state;
-    for (let i = 0; i < n; i++) {
-      const p = this.rr + 1 === n ? 0 : this.rr + 1;
-      this.rr = p;
-      if (state[p] === PathState.UP && (p !== avoid || this.up === 1)) return p;
+    if (avoid >= 0) {
+      // A retransmission: the path in use with the fewest losses in a row (the first after
+      // the cursor among equals), so a path that has started to fail is not chosen again
+      // before it is found out.
+      let best = -1;
+      let bestRun = 0x10000;
+      for (let i = 1; i <= n; i++) {
+        const p = (this.rr + i) % n;
+        if (state[p] === PathState.UP && p !== avoid && this.lossRun[p] < bestRun) {
+          best = p;
+          bestRun = this.lossRun[p];
+        }
+      }
+      if (best >= 0) {
+        this.rr = best;
+        return best;
+      }
+    } else {
+      for (let i = 0; i < n; i++) {
+        const p = this.rr + 1 === n ? 0 : this.rr + 1;
+        this.rr = p;
+        if (state[p] === PathState.UP) return p;
+      }
     }
-    return this.rr;
+    // The only path in use is the one the copy was just lost on: a path out of use is as
+    // likely to deliver (and, by delivering, comes back); resending where it was lost is not.
+    const p = avoid + 1 === n ? 0 : avoid + 1;
+    this.rr = p;
+    return p;
   }
 
   /** A path out of use whose probe is due (now PROBING), or -1; settles probes that went unanswered. */
@@ -158,6 +181,10 @@ export class PathSet {
     const s = this.state[p];
     if (s === PathState.PROBING) {
       this.backOff(now, p);
+    } else if (s === PathState.UP && run >= this.downLosses && this.up === 1 && this.down > 0) {
+      // The last path in use fails too: the peer (or all of the network) is in trouble, and
+      // what took the other paths out of use says no more than this. All are used again.
+      this.reviveAll();
     } else if (s === PathState.UP && run >= this.downLosses && this.up > 1) {
       this.state[p] = PathState.DOWN;
       this.up--;
@@ -167,6 +194,16 @@ export class PathSet {
       this.counters.down[p]++;
       this.counters.downEvents++;
     }
+  }
+
+  private reviveAll(): void {
+    for (let q = 0; q < this.n; q++) {
+      this.state[q] = PathState.UP;
+      this.lossRun[q] = 0;
+      this.probeAt[q] = 0;
+    }
+    this.up = this.n;
+    this.down = 0;
   }
 
   /** Something sent on `p` arrived: it delivers (again). */
