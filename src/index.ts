@@ -60,14 +60,17 @@ export {
   DaemonError,
 } from './common/errors';
 export { formatGid, parseGid, makeGid, type Gid } from './common/gid';
-export { readRankEnv, readDeviceHost, parseDeviceHost, ENV_HOST, type RankEnv } from './env';
+export { readRankEnv, readDeviceHost, parseDeviceHost, ENV_HOST, ENV_PATHS, ENV_CC, type RankEnv } from './env';
 export { startDaemon, DaemonServer, type DaemonOptions } from './control/server';
 export { DaemonClient } from './control/client';
 export { ManualClock } from './control/manual-clock';
 export { realClock, type Clock } from './control/clock';
 export { FaultInjector, type FaultInjectorOptions } from './io/fault-injector';
 export { FaultSpecError, parseFaultSpec, formatFaultSpec, type FaultSpec } from './io/fault-spec';
-export { DEFAULT_SRD_CONFIG, type SrdConfig } from './srd/srd-config';
+export { DEFAULT_SRD_CONFIG, CC_MODES, type SrdConfig, type CcMode } from './srd/srd-config';
+export { IngressBottleneck } from './io/ingress-bottleneck';
+export { PathState } from './srd/path-set';
+export { MAX_PATHS, packetPath } from './wire/header';
 export { type HostPort } from './env';
 export { RdmaUnit } from './device/rdma';
 export type { Logger } from './common/logger';
@@ -91,3 +94,7 @@ export { TypeScriptError } from './job/ts-build';
 export { runPingPong, parsePingPongArgs, printResult as printPingPongResult, CompletionFailedError, type PingPongOptions, type PingPongResult } from './job/pingpong/pingpong';
 export { PINGPONG_RANK_PROGRAM, BENCH_RANK_PROGRAM, FI_RANK_PROGRAM } from './job/programs';
 export { isRdmaTest, type BenchResult, type BenchTest } from './job/bench/bench-result';
+export { runFailoverLab, formatFailover, plotFailover, FAILOVER_TARGETS, type FailoverOptions, type FailoverReport, type FailoverScenario } from './job/lab/lab-failover';
+export { runIncastLab, formatIncast, plotIncast, INCAST_TARGETS, type IncastOptions, type IncastReport, type IncastScenario } from './job/lab/lab-incast';
+export { LabError, FAILOVER_RANK_PROGRAM, INCAST_RANK_PROGRAM, DEFAULT_LAB_TIMEOUT_S, type LabRunOptions } from './job/lab/lab-run';
+export { renderSvg, type PlotPanel, type PlotSeries, type PlotShade } from './job/lab/lab-plot';

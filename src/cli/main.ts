@@ -6,6 +6,7 @@ import { registerPingPongCommand } from './pingpong-command';
 import { registerStatusCommand } from './status-command';
 import { registerBenchCommand } from './bench/bench-command';
 import { registerFiCommands } from './fi/fi-command';
+import { registerLabCommand } from './lab-command';
 
 /** Builds the `efa-emu` command line. */
 export function buildProgram(): Command {
@@ -24,6 +25,7 @@ export function buildProgram(): Command {
   registerStatusCommand(program);
   registerBenchCommand(program);
   registerFiCommands(program);
+  registerLabCommand(program);
   return program;
 }
 

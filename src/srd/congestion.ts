@@ -26,8 +26,9 @@ const BETA = 0.8;
  *   retransmitted) does not, and must not cost the flow its window.
  * - A target below the path's own round trip (a long link, an injected delay) would pin the
  *   window at one packet for nothing: when the window is already one packet and a whole
- *   round is still above the target, this peer's target rises to 1.25 x that round's
- *   shortest RTT; it decays back (x0.9 per round) once rounds run below half of it.
+ *   round is still above the target with nothing lost in it, this peer's target rises to
+ *   1.25 x that round's shortest RTT; it decays back (x0.9 per round) once rounds run below
+ *   half of it. A round with losses is a full queue, not a long path: the target stays.
  * - A retransmission timeout with nothing answered (the requester's collapse) still cuts the
  *   window to one packet; losses alone do not shrink it: on a sprayed flow a lost packet says
  *   a path is bad (the path set handles it), not that the bottleneck is full.
@@ -71,10 +72,12 @@ export class CongestionControl {
     const target = tx.ccTarget;
     if (now >= tx.roundEndsAt) {
       const low = tx.roundMinRtt;
+      const lossy = tx.roundLosses > 0;
       tx.roundMinRtt = Infinity;
+      tx.roundLosses = 0;
       const srtt = tx.rto.srtt;
       tx.roundEndsAt = now + (srtt > 0 ? srtt : rttMs > 0 ? rttMs : 0);
-      if (low !== Infinity && low > target && tx.cwnd <= 1) {
+      if (low !== Infinity && low > target && tx.cwnd <= 1 && !lossy) {
         tx.ccTarget = low * 1.25;
         return;
       }

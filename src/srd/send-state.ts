@@ -74,6 +74,8 @@ export class SendState {
   roundEndsAt = -Infinity;
   /** This peer's target delay: ccTargetMs, or more where the path's own RTT exceeds it. */
   ccTarget = 0;
+  /** Copies found lost (holes, timeouts) in the delay controller's current round. */
+  roundLosses = 0;
 
   constructor(session: number, cfg: SrdConfig, paths: PathSet, initialCwnd: number) {
     this.session = session >>> 0;
