@@ -9,7 +9,7 @@ import { DEFAULT_GENERATION, generationProfile } from './device/generations';
 import { UdpPort } from './io/udp-port';
 import { TimerDriver } from './io/timer-driver';
 import { FaultInjector, defaultTargetKey } from './io/fault-injector';
-import { toFaultSpec, type FaultSpec } from './io/fault-spec';
+import { linkRoundTripMs, toFaultSpec, type FaultSpec } from './io/fault-spec';
 import { gidDeviceIndex } from './common/gid';
 import { nextIncarnation } from './common/incarnation';
 import { PcapWriter } from './io/pcap-writer';
@@ -186,6 +186,9 @@ export async function openDevice(opts: OpenDeviceOptions = {}): Promise<EfaDevic
     device.daemon = client;
     device.worldSize = env.size;
     device.faults = injector;
+    const engine = device.srd;
+    injector.onSpec = (spec) => engine.setLinkDelay(linkRoundTripMs(spec));
+    injector.onSpec(injector.plan.spec);
     device.endpoint = endpoint;
     const dev = device;
     // Captured before the device decodes it: verifying the CRC zeroes its field in place.

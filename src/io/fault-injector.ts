@@ -35,6 +35,11 @@ export interface FaultInjectorOptions {
    * Polling costs CPU while such packets wait; 0 turns it off. Default 1.
    */
   spinBelowMs?: number;
+  /**
+   * Called with the spec in force, at construction and after every setSpec (a device moves
+   * its congestion control's target by the delay the spec adds).
+   */
+  onSpec?: (spec: Readonly<FaultSpec>) => void;
   /** Prefix of error messages about the spec (`--fault`, `EFA_EMU_FAULTS`). Default `fault spec`. */
   source?: string;
   /**
@@ -150,7 +155,12 @@ export class FaultInjector {
     this.plan.start(this.clock());
     this.applyBottleneck();
     this.updateFastPath();
+    this.onSpec = opts.onSpec ?? null;
+    this.onSpec?.(this.plan.spec);
   }
+
+  /** Told of the spec in force (see FaultInjectorOptions.onSpec); settable after construction. */
+  onSpec: ((spec: Readonly<FaultSpec>) => void) | null;
 
   /** The plan's counters. */
   get stats(): FaultStats {
@@ -291,6 +301,7 @@ export class FaultInjector {
     this.plan.setSpec(toFaultSpec(spec, this.source));
     this.applyBottleneck();
     this.updateFastPath();
+    this.onSpec?.(this.plan.spec);
   }
 
   /**

@@ -90,6 +90,14 @@ export interface FaultSpec {
   seed: number;
 }
 
+/**
+ * The round trip a spec adds by itself on a path whose both ends run it: its one-way delay
+ * and jitter, both ways. A device's congestion control judges queueing above it.
+ */
+export function linkRoundTripMs(spec: Readonly<FaultSpec>): number {
+  return 2 * (spec.delayMs + spec.jitterMs);
+}
+
 /** A malformed or out-of-range fault spec. The message names the source and the field. */
 export class FaultSpecError extends EfaError {
   /** Where the spec came from (`--fault`, `EFA_EMU_FAULTS`, ...). */

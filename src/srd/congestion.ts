@@ -24,11 +24,12 @@ const BETA = 0.8;
  *   it shrinks by BETA x (rtt - target) / rtt, at most by half, never below one packet. A
  *   queue delays every packet of a round; a packet held back alone (reordered, jittered,
  *   retransmitted) does not, and must not cost the flow its window.
- * - A target below the path's own round trip (a long link, an injected delay) would pin the
- *   window at one packet for nothing: when the window is already one packet and a whole
- *   round is still above the target with nothing lost in it, this peer's target rises to
- *   1.25 x that round's shortest RTT; it decays back (x0.9 per round) once rounds run below
- *   half of it. A round with losses is a full queue, not a long path: the target stays.
+ * - The target is the configured queueing budget plus the link's own delay where the device
+ *   knows of one (an injected `delay`/`jitter`, see setLinkDelay): a target below the path's
+ *   base round trip would pin every window at one packet for nothing. It is the same for every
+ *   peer of every device running the spec, so senders into one queue still converge to equal
+ *   shares. (Raising a peer's own target when its window sat at one packet was tried: peers
+ *   then ended with different targets, and one took 13 MB/s of a 20 MB/s incast.)
  * - A retransmission timeout with nothing answered (the requester's collapse) still cuts the
  *   window to one packet; losses alone do not shrink it: on a sprayed flow a lost packet says
  *   a path is bad (the path set handles it), not that the bottleneck is full.
@@ -40,6 +41,8 @@ export class CongestionControl {
   private readonly delay: boolean;
   private readonly window: number;
   private readonly targetMs: number;
+  /** The round trip the links add by themselves (ms), on top of which queueing is judged. */
+  private linkDelayMs = 0;
 
   constructor(
     cfg: SrdConfig,
@@ -48,6 +51,16 @@ export class CongestionControl {
     this.delay = cfg.cc === 'delay';
     this.window = cfg.window;
     this.targetMs = cfg.ccTargetMs;
+  }
+
+  /** Sets the base round trip the links add (an injected delay): the target moves up by it. */
+  setLinkDelay(ms: number): void {
+    this.linkDelayMs = ms > 0 && Number.isFinite(ms) ? ms : 0;
+  }
+
+  /** The round trip the controller aims at now. */
+  get target(): number {
+    return this.targetMs + this.linkDelayMs;
   }
 
   /** The window a new peer starts with. */
@@ -68,23 +81,12 @@ export class CongestionControl {
       return;
     }
     if (rttMs >= 0 && rttMs < tx.roundMinRtt) tx.roundMinRtt = rttMs;
-    if (tx.ccTarget < this.targetMs) tx.ccTarget = this.targetMs;
-    const target = tx.ccTarget;
+    const target = this.targetMs + this.linkDelayMs;
     if (now >= tx.roundEndsAt) {
       const low = tx.roundMinRtt;
-      const lossy = tx.roundLosses > 0;
       tx.roundMinRtt = Infinity;
-      tx.roundLosses = 0;
       const srtt = tx.rto.srtt;
       tx.roundEndsAt = now + (srtt > 0 ? srtt : rttMs > 0 ? rttMs : 0);
-      if (low !== Infinity && low > target && tx.cwnd <= 1 && !lossy) {
-        tx.ccTarget = low * 1.25;
-        return;
-      }
-      if (low !== Infinity && low < target / 2 && target > this.targetMs) {
-        const t = target * 0.9;
-        tx.ccTarget = t > this.targetMs ? t : this.targetMs;
-      }
       if (low !== Infinity && low > target) {
         let f = 1 - (BETA * (low - target)) / low;
         if (f < 1 - MAX_DECREASE) f = 1 - MAX_DECREASE;

@@ -235,7 +235,6 @@ export class Requester {
     op.fastRetransmitted = true;
     op.lostAt = Infinity;
     ch.tx.paths.lost(now, op.path);
-    ch.tx.roundLosses++;
     this.retransmit(now, ch, op);
   }
 
@@ -437,7 +436,6 @@ export class Requester {
           // A copy unanswered while the peer answered others says its path is bad; a peer
           // silent on every path says nothing about any one of them.
           if (tx.lastProgressAt >= op.sentAt) tx.paths.lost(now, op.path);
-          tx.roundLosses++;
           tx.markLost(op);
           this.repipe(tx);
         }

@@ -72,10 +72,7 @@ export class SendState {
   /** The delay controller's current round: its shortest round trip and when it ends. */
   roundMinRtt = Infinity;
   roundEndsAt = -Infinity;
-  /** This peer's target delay: ccTargetMs, or more where the path's own RTT exceeds it. */
-  ccTarget = 0;
-  /** Copies found lost (holes, timeouts) in the delay controller's current round. */
-  roundLosses = 0;
+
 
   constructor(session: number, cfg: SrdConfig, paths: PathSet, initialCwnd: number) {
     this.session = session >>> 0;

@@ -72,6 +72,14 @@ export class SrdEngine {
     return d;
   }
 
+  /**
+   * The round trip the links add by themselves (ms): what the device's own fault injector
+   * delays (delay and jitter, both ways). Congestion control judges queueing above it.
+   */
+  setLinkDelay(ms: number): void {
+    this.cc.setLinkDelay(ms);
+  }
+
   /** Per-path counters and the congestion controller's, under their queryStats names. */
   pathStats(out: Record<string, number>): void {
     this.pathCounters.snapshot(out);

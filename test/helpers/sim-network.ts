@@ -31,7 +31,7 @@ import { WorkCompletion } from '../../src/device/work-completion';
 import { DelayQueue } from '../../src/io/delay-queue';
 import { IngressBottleneck } from '../../src/io/ingress-bottleneck';
 import { FaultPlan, makeFaultDecision, type FaultDecision } from '../../src/io/fault-plan';
-import { cloneFaultSpec, formatFaultSpec, NO_FAULTS, toFaultSpec, type FaultSpec } from '../../src/io/fault-spec';
+import { cloneFaultSpec, formatFaultSpec, linkRoundTripMs, NO_FAULTS, toFaultSpec, type FaultSpec } from '../../src/io/fault-spec';
 import type { SrdConfig } from '../../src/srd/srd-config';
 import { packetPath, BASE_HEADER_LEN, OFF_DST_QPN, OFF_HDR_LEN, OFF_IMM, OFF_PAYLOAD_LEN, OFF_SRC_GID, OFF_SRC_QPN, OFF_TYPE, PacketType, readU32 } from '../../src/wire/header';
 import { decodeSrdAck, decodeSrdData, decodeSrdNak, sackBit, SACK_BITS, SrdFields } from '../../src/wire/srd-header';
@@ -415,7 +415,7 @@ export class SimNetwork {
 
   private makeDevice(node: SimNode, extra: ExtraSimDeviceOptions): Device {
     const { srd, ...rest } = extra;
-    return new Device({
+    const device = new Device({
       name: node.name,
       gid: makeGid(SIM_FABRIC_ID, node.index),
       clock: () => this.now,
@@ -427,6 +427,9 @@ export class SimNetwork {
       srd: { ...this.srd, ...srd },
       ...rest,
     });
+    // As openDevice does: congestion control judges queueing above the delay the spec adds.
+    device.srd.setLinkDelay(linkRoundTripMs(this.faultSpec));
+    return device;
   }
 
   node(index: number): SimNode {
