@@ -60,6 +60,13 @@ t.test('efa-emu status --json lists every device with counters that grow', async
   const table = await runCli(['status', '--daemon', addr]);
   t.match(table.stdout, /NAME\s+RANK\s+GID\s+ENDPOINT\s+STATE/);
   t.match(table.stdout, /st0\s+0\s+fe80::/);
+  // Per-path counters: the device's paths (4 by default), from the same heartbeats.
+  const withPaths = await runCli(['status', '--daemon', addr, '--paths']);
+  t.equal(withPaths.code, 0, withPaths.stderr);
+  t.match(withPaths.stdout, /NAME\s+PATH\s+TX_PKTS\s+RETRANS\s+LOST\s+RX_PKTS\s+RTT_US\s+DOWN/);
+  const rowsOf = (name: string): string[] => withPaths.stdout.split('\n').filter((l) => new RegExp(`^${name}\\s+\\d+\\s+\\d`).test(l));
+  t.equal(rowsOf('st0').length, a.srd.config.paths, `one row per path of st0 (${a.srd.config.paths})`);
+  t.equal(rowsOf('st1').length, b.srd.config.paths, 'and of st1');
 });
 
 t.test("a device's last words: the counters it had when it closed show in status after it left", async (t) => {

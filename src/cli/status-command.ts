@@ -10,13 +10,15 @@ export function registerStatusCommand(program: Command): void {
     .description('list the devices a daemon knows, with their state and main counters')
     .option('--daemon <host:port>', 'the daemon (default: EFA_EMU_DAEMON or 127.0.0.1:18515)')
     .option('--json', 'print one JSON object')
+    .option('--paths', "also list each device's SRD paths: packets sent, resent and lost on each, packets received, smoothed RTT, times taken out of use")
     .option('--watch [seconds]', 'refresh every N seconds (default 1) until Ctrl-C; in place on a terminal')
-    .action(async (o: { daemon?: string; json?: boolean; watch?: boolean | string }) => {
+    .action(async (o: { daemon?: string; json?: boolean; watch?: boolean | string; paths?: boolean }) => {
+      const paths = o.paths === true;
       const addr = o.daemon !== undefined ? parseHostPort(o.daemon, '--daemon') : readRankEnv().daemon;
       const client = await DaemonClient.connect({ host: addr.host, port: addr.port, logger: rootLogger(), reconnect: false });
       try {
         if (o.watch === undefined || o.watch === false) {
-          await printStatus(client, addr, o.json === true);
+          await printStatus(client, addr, o.json === true, paths);
           return;
         }
         const seconds = o.watch === true ? 1 : Number(o.watch);
@@ -31,7 +33,7 @@ export function registerStatusCommand(program: Command): void {
           while (!stop) {
             // Redraw in place on a terminal; piped, each refresh is appended.
             if (process.stdout.isTTY && !o.json) process.stdout.write('\x1b[H\x1b[2J');
-            await printStatus(client, addr, o.json === true);
+            await printStatus(client, addr, o.json === true, paths);
             await new Promise<void>((resolve) => {
               const timer = setTimeout(resolve, seconds * 1000);
               const wake = (): void => {
@@ -52,7 +54,7 @@ export function registerStatusCommand(program: Command): void {
     });
 }
 
-async function printStatus(client: DaemonClient, addr: { host: string; port: number }, json: boolean): Promise<void> {
+async function printStatus(client: DaemonClient, addr: { host: string; port: number }, json: boolean, paths: boolean): Promise<void> {
   const list = await client.list();
   if (json) {
     process.stdout.write(`${JSON.stringify({ daemon: `${addr.host}:${addr.port}`, ...list })}\n`);
@@ -70,6 +72,18 @@ async function printStatus(client: DaemonClient, addr: { host: string; port: num
     String(d.stats?.rx_drops ?? '-'),
   ]);
   printTable(['NAME', 'RANK', 'GID', 'ENDPOINT', 'STATE', 'SEEN', 'TX_PKTS', 'RX_PKTS', 'RX_DROPS'], rows);
+  if (!paths) return;
+  const pathRows: string[][] = [];
+  for (const d of list.devices) {
+    const st = d.stats;
+    if (st === undefined || st === null) continue;
+    for (let p = 0; st[`path${p}_tx_pkts`] !== undefined; p++) {
+      const v = (k: string): string => String(st[`path${p}_${k}`] ?? '-');
+      pathRows.push([d.name, String(p), v('tx_pkts'), v('retrans_pkts'), v('lost_pkts'), v('rx_pkts'), v('rtt_us'), v('down_events')]);
+    }
+  }
+  process.stdout.write('\n');
+  printTable(['NAME', 'PATH', 'TX_PKTS', 'RETRANS', 'LOST', 'RX_PKTS', 'RTT_US', 'DOWN'], pathRows);
 }
 
 function printTable(head: string[], rows: string[][]): void {
