@@ -94,6 +94,8 @@ export interface ScenarioParams {
   cc?: 'delay' | 'off';
   /** One path to every peer black-holed for a window (never the only path: no error may result). */
   pathFault?: { path: number; from: number; until: number };
+  /** A receive-side bottleneck on every device (bytes/s and buffer bytes): incast congestion. */
+  bottleneck?: { rate: number; buffer: number };
 }
 
 /** The parameters of a seed. Draws are only ever appended, so old seeds keep their scenario. */
@@ -198,6 +200,11 @@ export function drawParams(seed: number): ScenarioParams {
     const from = r.next() * p.postWindowMs;
     p.pathFault = { path: r.int(paths), from, until: r.next() < 0.3 ? Infinity : from + r.next() * 2 * TIMEOUT_MS };
   }
+  if (r.next() < 0.15) {
+    // A shared ingress link; its buffer holds at most ~50 ms of it, as the rate queue's does.
+    const rate = 5e6 + r.next() * 60e6;
+    p.bottleneck = { rate, buffer: Math.max(2 * (MSG_SLOT + 128), Math.floor(Math.min(rate * 0.05, (16 + r.int(240)) * (MSG_SLOT + 128)))) };
+  }
   return p;
 }
 
@@ -230,6 +237,10 @@ export function scenarioFaultSpec(p: ScenarioParams): FaultSpec {
   if (p.rateBytesPerSec > 0) {
     spec.rateBytesPerSec = p.rateBytesPerSec;
     spec.limit = p.rateLimit;
+  }
+  if (p.bottleneck !== undefined) {
+    spec.bottleneckBytesPerSec = p.bottleneck.rate;
+    spec.bottleneckBufferBytes = p.bottleneck.buffer;
   }
   const pf = p.pathFault;
   if (pf !== undefined) spec.partitions.push({ target: `*#${pf.path}`, startMs: pf.from, durationMs: pf.until - pf.from });
@@ -290,7 +301,8 @@ export function describeParams(p: ScenarioParams): string {
     (p.socketHold ? ` socketHold=${f(p.socketHold)}` : '') +
     (p.paths !== undefined ? ` paths=${p.paths}` : '') +
     (p.cc !== undefined ? ` cc=${p.cc}` : '') +
-    (p.pathFault !== undefined ? ` pathFault=#${p.pathFault.path}@${f(p.pathFault.from)}..${f(p.pathFault.until)}` : '')
+    (p.pathFault !== undefined ? ` pathFault=#${p.pathFault.path}@${f(p.pathFault.from)}..${f(p.pathFault.until)}` : '') +
+    (p.bottleneck !== undefined ? ` bottleneck=${f(p.bottleneck.rate)}B/s/${p.bottleneck.buffer}B` : '')
   );
 }
 
@@ -573,7 +585,11 @@ export async function runScenario(p: ScenarioParams, wantTrace = false): Promise
   const partEnd = part === null || !Number.isFinite(part.until) ? 0 : part.until;
   const rnrSlack = p.rnr === null ? 0 : p.rnr.firstPostMs + totalMsgs * (p.rnr.repostDelayMaxMs + p.rnrBackoffMaxMs + p.maxRtoMs);
   const lateSlack = p.reorder > 0 ? p.reorderDelayMs : 0;
-  const perMessage = 2 * p.maxRtoMs + 2 * (p.delayMs + p.jitterMs) + (p.rateBytesPerSec > 0 ? (2 * MSG_SLOT * 1000) / p.rateBytesPerSec : 0);
+  const perMessage =
+    2 * p.maxRtoMs +
+    2 * (p.delayMs + p.jitterMs) +
+    (p.rateBytesPerSec > 0 ? (2 * MSG_SLOT * 1000) / p.rateBytesPerSec : 0) +
+    (p.bottleneck !== undefined ? (2 * MSG_SLOT * 1000 * p.devices) / p.bottleneck.rate : 0);
   const paceSlack = (p.msgsPerDevice * perMessage) / Math.min(p.window, p.deviceWindow);
   const hangLimit = Math.max(p.postWindowMs, partEnd) + 3 * TIMEOUT_MS + rnrSlack + lateSlack + paceSlack + 1000;
   try {
