@@ -15,7 +15,8 @@ import { InvalidArgumentError } from '../src/common/errors';
 import { AccessFlags, QpState, QpType, WcOpcode, WcStatus } from '../src/device/constants';
 import { WorkCompletion } from '../src/device/work-completion';
 import { ENV_CC, ENV_PATHS, ENV_SRD, parseCcMode, parsePaths, rankEnvVars, readCcEnv, readPathsEnv } from '../src/env';
-import { ccOption, exportSrdFlags } from '../src/cli/cli-options';
+import { ccOption } from '../src/cli/cli-options';
+import { ROOT, runCli } from './helpers/run-cli';
 
 const QKEY = 0x5a;
 const MSG = 256;
@@ -140,11 +141,19 @@ t.test('the environment helpers and the CLI flags', async (t) => {
   t.equal(ccOption('on'), 'delay');
   t.equal(ccOption('off'), 'off');
   t.throws(() => ccOption('bbr'), { message: 'expected one of delay, off, on (on = delay), got "bbr"' });
-  const env: NodeJS.ProcessEnv = {};
-  exportSrdFlags({}, env);
-  t.same(env, {}, 'flags not given set nothing');
-  exportSrdFlags({ paths: 2, cc: 'delay' }, env);
-  t.same(env, { EFA_EMU_PATHS: '2', EFA_EMU_CC: 'delay' });
+});
+
+t.test('launch --paths/--cc reach every rank (and nothing is set without them)', async (t) => {
+  const fixture = join(ROOT, 'test', 'fixtures', 'print-srd-env.js');
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  delete env[ENV_PATHS];
+  delete env[ENV_CC];
+  const given = await runCli(['launch', '-n', '2', '--no-prefix', '--paths', '2', '--cc', 'on', fixture], { env });
+  t.equal(given.code, 0, given.stderr);
+  t.same(given.stdout.trim().split('\n').sort(), ['paths=2 cc=delay', 'paths=2 cc=delay']);
+  const none = await runCli(['launch', '-n', '1', '--no-prefix', fixture], { env });
+  t.equal(none.code, 0, none.stderr);
+  t.equal(none.stdout.trim(), 'paths=- cc=-');
 });
 
 /** One SRD QP per device, receives posted on b; streams `n` messages a -> b, resolves once all arrived and completed. */

@@ -92,11 +92,3 @@ export function addSrdFlags(cmd: Command): Command {
     .option('--cc <mode>', `SRD congestion control: delay (on, the default: an RTT-driven window) or off, passed as ${ENV_CC}`, ccOption);
 }
 
-/**
- * Gives the ranks a command starts the SRD settings of its flags. The ranks inherit the
- * launcher's environment, so they are set in this process's, which opens no device itself.
- */
-export function exportSrdFlags(o: SrdFlags, env: NodeJS.ProcessEnv = process.env): void {
-  if (o.paths !== undefined) env[ENV_PATHS] = String(o.paths);
-  if (o.cc !== undefined) env[ENV_CC] = o.cc;
-}

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Command } from 'commander';
-import { addSrdFlags, exportSrdFlags, intOption, type SrdFlags } from './cli-options';
+import { addSrdFlags, intOption, type SrdFlags } from './cli-options';
 import type { RestartOutcome } from '../job/embedded-daemon';
 import { MAX_RANKS, type LaunchResult, type RankResult } from '../job/launch';
 import { runJob } from '../job/run-job';
@@ -45,7 +45,6 @@ export function registerLaunchCommand(program: Command): void {
     .passThroughOptions()
     .action(async (prog: string, args: string[], o: SrdFlags & { np: number; typecheck: boolean; memoryCheck: boolean; daemon?: string; fault?: string; generation?: string; state?: string; timeout?: number; prefix: boolean; capture?: string; logLevel?: string; allowDaemonRestart?: boolean }) => {
       const rest = args[0] === '--' ? args.slice(1) : args;
-      exportSrdFlags(o);
       const restarts: RestartRecord[] = [];
       const pending: Promise<void>[] = [];
       // Reported as it happens, on the launcher's own stream (rank output is prefixed), so a

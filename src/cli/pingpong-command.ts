@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { addSrdFlags, choiceOption, DEVICE_MTU, exportSrdFlags, intOption, messageSizeOption, NO_SEGMENTATION, refuseOversize, type SrdFlags } from './cli-options';
+import { addSrdFlags, choiceOption, DEVICE_MTU, intOption, messageSizeOption, NO_SEGMENTATION, refuseOversize, type SrdFlags } from './cli-options';
 import { runJob } from '../job/run-job';
 import { PINGPONG_RANK_PROGRAM } from '../job/programs';
 
@@ -21,7 +21,6 @@ export function registerPingPongCommand(program: Command): void {
     .option('--log-level <level>', 'log level (EFA_EMU_LOG)')
     .action(async (o: SrdFlags & { type: string; size: number; iters: number; poll: string; timeoutMs: number; fault?: string; generation?: string; daemon?: string; json?: boolean; capture?: string; logLevel?: string }) => {
       refuseOversize('--size', [o.size], DEVICE_MTU, 'the device MTU', NO_SEGMENTATION);
-      exportSrdFlags(o);
       const args = [o.type, '--size', String(o.size), '--iters', String(o.iters), '--poll', o.poll, '--timeout-ms', String(o.timeoutMs)];
       if (o.json) args.push('--json');
       process.exitCode = await runJob(o, `pingpong-${process.pid}-${Date.now()}`, () => ({

@@ -1,6 +1,7 @@
 import { parseFaultSpec } from '../io/fault-spec';
 import { generationProfile } from '../device/generations';
-import { ENV_GENERATION } from '../env';
+import { ENV_CC, ENV_GENERATION, ENV_PATHS } from '../env';
+import type { CcMode } from '../srd/srd-config';
 import { rootLogger, type Logger } from '../common/logger';
 import { captureEnv, mergeCapture } from './capture-merge';
 import { daemonForCommand, type EmbeddedDaemon } from './embedded-daemon';
@@ -19,6 +20,10 @@ export interface JobFlags {
   state?: string;
   /** EFA generation of every rank's device (EFA_EMU_GENERATION). */
   generation?: string;
+  /** SRD paths of every rank's device (EFA_EMU_PATHS). */
+  paths?: number;
+  /** SRD congestion control of every rank's device (EFA_EMU_CC). */
+  cc?: CcMode;
 }
 
 /** What a command decides about its ranks; the rest comes from the shared flags. */
@@ -48,6 +53,8 @@ export async function runJob(
     const env: NodeJS.ProcessEnv = { [ENV_JOB_ID]: jobId, ...captureEnv(flags.capture) };
     if (flags.logLevel !== undefined) env.EFA_EMU_LOG = flags.logLevel;
     if (flags.generation !== undefined) env[ENV_GENERATION] = flags.generation;
+    if (flags.paths !== undefined) env[ENV_PATHS] = String(flags.paths);
+    if (flags.cc !== undefined) env[ENV_CC] = flags.cc;
     res = await launch({ ...build(daemon, logger), daemon: daemon.address, faults: flags.fault ?? null, env, logger });
     await mergeCapture(flags.capture);
   } finally {

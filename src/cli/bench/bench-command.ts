@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { InvalidArgumentError, NotSupportedError } from '../../common/errors';
 import { capNames, DEFAULT_GENERATION, EfadvDeviceCaps, generationProfile } from '../../device/generations';
 import { ENV_GENERATION } from '../../env';
-import { addSrdFlags, choiceOption, DEVICE_MTU, exportSrdFlags, intOption, MAX_RAW_SIZE, messageSizeOption, NO_SEGMENTATION, refuseOversize, type SrdFlags } from '../cli-options';
+import { addSrdFlags, choiceOption, DEVICE_MTU, intOption, MAX_RAW_SIZE, messageSizeOption, NO_SEGMENTATION, refuseOversize, type SrdFlags } from '../cli-options';
 import { runJob } from '../../job/run-job';
 import { BENCH_RANK_PROGRAM } from '../../job/programs';
 import { addRatios, formatRxd, formatTables, isRdmaTest, toJson, type BenchResult } from './bench-table';
@@ -88,7 +88,6 @@ export function registerBenchCommand(program: Command): void {
         refuseOversize('--size', sizes, MAX_BENCH_RDMA_SIZE, 'what the bench registers for RDMA');
       } else if (o.type === 'raw' || o.type === 'raw-batched') refuseOversize('--size', sizes, MAX_RAW_SIZE, 'the largest datagram the raw baseline sends');
       else refuseOversize('--size', sizes, DEVICE_MTU, 'the device MTU', `${NO_SEGMENTATION} (only --type raw, and the RDMA tests, take larger sizes)`);
-      exportSrdFlags(o);
       const results: BenchResult[] = [];
       const bar = process.stderr.isTTY ? new ProgressBar() : null;
       const args = ['--tests', o.test, '--types', types.join(','), '--sizes', sizes.join(','), '--iters', String(o.iters), '--window', String(o.window), '--poll', o.poll];
