@@ -126,3 +126,19 @@ t.test('with every path but one black-holed, the last one carries everything', a
   t.equal(r.pathState(2), PathState.UP, 'path 2 stays in use');
   for (const p of [0, 1, 3]) t.not(r.pathState(p), PathState.UP, `path ${p} is out of use`);
 });
+
+t.test('a slow path carries less: turns are weighted by each path\'s round trip', async (t) => {
+  // Path 1 adds 5 ms each way (every device runs the spec, so its acks too); the others 0.1 ms.
+  const r = await stream(4, 'delay=100us', 6000, 20);
+  const slow = await stream(4, 'path=1,delay=5ms', 6000, 20);
+  t.equal(slow.errors, 0, 'no errors');
+  t.equal(slow.distinct, 6000, 'every message delivered');
+  const tx = [0, 1, 2, 3].map((p) => slow.stats.a[`path${p}_tx_pkts`]);
+  const total = tx.reduce((x, y) => x + y, 0);
+  t.ok(tx[1] < total * 0.1, `the slow path carried ${tx[1]} of ${total} packets`);
+  t.ok(tx[1] > 0, 'but is still used (and measured)');
+  t.ok(slow.stats.a.path1_rtt_us > 5 * slow.stats.a.path0_rtt_us, `its RTT is known to be longer (${slow.stats.a.path1_rtt_us} vs ${slow.stats.a.path0_rtt_us} us)`);
+  const p99 = percentile(slow.latencies, 0.99);
+  t.ok(p99 < 10, `p99 latency ${p99.toFixed(2)} ms: messages rarely wait for the slow path`);
+  t.ok(percentile(r.latencies, 0.5) < 1, 'the fast-path baseline for comparison');
+});

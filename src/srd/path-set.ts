@@ -1,6 +1,11 @@
 import { MAX_PATHS } from '../wire/header';
 import type { SrdConfig } from './srd-config';
 
+/** Least share of turns a slow path keeps, so that its RTT keeps being measured. */
+const MIN_SHARE = 0.05;
+/** Rounds of the cursor a pick may take: enough for a path at MIN_SHARE to reach a turn. */
+const MAX_ROUNDS = 21;
+
 /** Where a path stands with the sender. */
 export const PathState = {
   /** In use: packets are sprayed over it. */
@@ -57,8 +62,11 @@ export class PathCounters {
  * many paths (as AWS describes it, varying the encapsulation's entropy so ECMP spreads them)
  * and routes around one that stops delivering long before the network's routing would.
  *
- * New packets go round-robin over the paths in use; a retransmission prefers another path
- * than the one its copy was lost on. A path that loses `pathDownLosses` packets in a row, with
+ * New packets go round-robin over the paths in use, each path's turn weighted by its round
+ * trip: one within 1.25 x the best path's RTT + 0.1 ms gets every turn, a slower one the share
+ * best/its own (never below 1 in 20, so it keeps being measured), so a path with a long queue
+ * or a long detour carries less. A retransmission prefers another path than the one its copy
+ * was lost on. A path that loses `pathDownLosses` packets in a row, with
  * no delivery on it in between, goes out of use, unless it is the last one in use: a message
  * never fails while one path still works. Once `pathProbeMs` passed, one new packet probes it;
  * delivered, the path is back, lost (or unanswered within the probe wait), the wait doubles up
@@ -76,6 +84,12 @@ export class PathSet {
   private readonly probeWait: Float64Array;
   private down = 0;
   private rr = 0;
+  /** Smoothed RTT (ms) of acks that came back on each path; -1 before the first. */
+  private readonly srtt: Float64Array;
+  /** Weighted round-robin credit of each path (a path is taken once it reaches 1). */
+  private readonly credit: Float64Array;
+  /** The lowest smoothed RTT among paths in use (-1: none measured). */
+  private bestSrtt = -1;
   private readonly downLosses: number;
   private readonly probeMs: number;
   private readonly probeMaxMs: number;
@@ -90,6 +104,8 @@ export class PathSet {
     this.lossRun = new Uint16Array(this.n);
     this.probeAt = new Float64Array(this.n);
     this.probeWait = new Float64Array(this.n);
+    this.srtt = new Float64Array(this.n).fill(-1);
+    this.credit = new Float64Array(this.n);
     this.downLosses = cfg.pathDownLosses;
     this.probeMs = cfg.pathProbeMs;
     this.probeMaxMs = cfg.pathProbeMaxMs;
@@ -132,10 +148,17 @@ export class PathSet {
         return best;
       }
     } else {
-      for (let i = 0; i < n; i++) {
+      // At most MIN_SHARE's inverse rounds: by then every path in use has credit enough.
+      for (let i = 0; i < n * MAX_ROUNDS; i++) {
         const p = this.rr + 1 === n ? 0 : this.rr + 1;
         this.rr = p;
-        if (state[p] === PathState.UP) return p;
+        if (state[p] !== PathState.UP) continue;
+        const c = this.credit[p] + this.weight(p);
+        if (c >= 1) {
+          this.credit[p] = c - 1;
+          return p;
+        }
+        this.credit[p] = c;
       }
     }
     // The only path in use is the one the copy was just lost on: a path out of use is as
@@ -204,6 +227,32 @@ export class PathSet {
     }
     this.up = this.n;
     this.down = 0;
+  }
+
+  /** The share of its turns path `p` takes: 1, or less for a path slower than the best. */
+  private weight(p: number): number {
+    const s = this.srtt[p];
+    const best = this.bestSrtt;
+    if (s < 0 || best < 0) return 1;
+    const w = (best * 1.25 + 0.1) / s;
+    return w >= 1 ? 1 : w > MIN_SHARE ? w : MIN_SHARE;
+  }
+
+  /** A round trip measured on path `p` (an ack that came back on it). */
+  sampleRtt(p: number, ms: number): void {
+    const v = this.srtt[p];
+    this.srtt[p] = v < 0 ? ms : v + (ms - v) / 8;
+    let best = -1;
+    for (let q = 0; q < this.n; q++) {
+      const x = this.srtt[q];
+      if (x >= 0 && this.state[q] === PathState.UP && (best < 0 || x < best)) best = x;
+    }
+    this.bestSrtt = best;
+  }
+
+  /** The smoothed RTT of path `p` (ms; -1 before any sample). */
+  rttOf(p: number): number {
+    return this.srtt[p];
   }
 
   /** Something sent on `p` arrived: it delivers (again). */

@@ -304,17 +304,23 @@ export class Requester {
         }
       }
     }
+    // The echo names the copy that reached the receiver (the latest it delivered, or the
+    // duplicate just answered), so the round trip is unambiguous even for a resent packet.
+    const echoed = (microseconds(now) - echoTime) >>> 0;
+    const valid = echoTime !== 0 && echoed < 60_000_000;
+    // Every answer on a path measures it, a late copy's too: that is how a slow path shows.
+    if (valid && ackPath >= 0 && ackPath < tx.paths.n) {
+      this.pathCounters.sampleRtt(ackPath, echoed);
+      tx.paths.sampleRtt(ackPath, echoed / 1000);
+    }
     if (settled > 0) {
-      // The echo names the copy that reached the receiver (the latest it delivered), so the
-      // round trip is unambiguous even for a resent packet: no Karn rule is needed, and none
-      // may be, since a peer slower than the backed-off RTO would then never give a sample
-      // (every packet resent before its ack) and its RTO could never grow to fit.
-      const echoed = (microseconds(now) - echoTime) >>> 0;
+      // No Karn rule is needed, and none may be, since a peer slower than the backed-off RTO
+      // would then never give a sample (every packet resent before its ack) and its RTO could
+      // never grow to fit.
       let rtt = -1;
-      if (echoed < 60_000_000) {
+      if (valid) {
         rtt = echoed / 1000;
         tx.rto.sample(rtt);
-        if (ackPath >= 0 && ackPath < tx.paths.n) this.pathCounters.sampleRtt(ackPath, echoed);
       }
       this.progressed(tx, now);
       this.grow(tx, now, rtt, settled);
