@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import { ClosedError, InvalidArgumentError, NotSupportedError, ResourceBusyError, ResourceExhaustedError } from '../common/errors';
 import { nextIncarnation } from '../common/incarnation';
 import { copyBytes } from '../common/copy-bytes';
+import { PacketPool, type PooledBuffer } from '../common/packet-pool';
 import { formatGid, gidDeviceIndex, gidFabricId, parseGid, type Gid } from '../common/gid';
 import { silentLogger, type Logger } from '../common/logger';
 import { finishUdPacket, UD_PAYLOAD_OFFSET, udQkeyMatches, writeGrh } from '../ud/ud-packet';
@@ -257,6 +258,8 @@ export class Device extends EventEmitter {
    * fresh ArrayBuffer and GC.
    */
   private readonly txPool: Buffer[] = [];
+  /** UD send buffers: a UD send completes at once, so each goes back when the socket lets go of it. */
+  private readonly udPool: PacketPool;
   private readonly txPoolBytes: number;
 
   constructor(opts: DeviceOptions) {
@@ -278,6 +281,7 @@ export class Device extends EventEmitter {
     this.timer = opts.timer ?? null;
     // Room for the RDMA extension too, so one pool serves sends and RDMA segments.
     this.txPoolBytes = RDMA_PAYLOAD_OFFSET + this.attributes.mtu;
+    this.udPool = new PacketPool(UD_PAYLOAD_OFFSET + this.attributes.mtu, TX_POOL_MAX);
     this.incarnation = (opts.incarnation ?? nextIncarnation()) >>> 0;
     const srdHost: SrdHost = {
       transmit: (buf, len, host, port, onSent) => this.transmitTo(buf, len, host, port, onSent),
@@ -1088,12 +1092,15 @@ export class Device extends EventEmitter {
     const remoteQpn = wr.remoteQpn;
     const srd = qp.qpType === QpType.SRD;
     const off = srd ? SRD_PAYLOAD_OFFSET : UD_PAYLOAD_OFFSET;
-    // UD buffers are not pooled: a UD send completes at once, while the socket may still hold it.
-    const buf = srd ? (this.txPool.pop() ?? Buffer.allocUnsafeSlow(this.txPoolBytes)) : Buffer.allocUnsafe(off + total);
+    // A UD send completes at once while the socket may still hold its buffer: it returns to
+    // its pool through the transport's onSent.
+    const ud = srd ? null : this.udPool.take();
+    const buf = ud === null ? (this.txPool.pop() ?? Buffer.allocUnsafeSlow(this.txPoolBytes)) : ud.buf;
     if (inline !== null) {
       buf.set(inline, off);
     } else if (!this.gather(qp, sgl, numSge, buf, off)) {
-      if (srd) this.txPool.push(buf);
+      if (ud === null) this.txPool.push(buf);
+      else ud.release();
       this.completeSend(qp, wr.wrId, EfaStatus.LOCAL_ERROR_INVALID_LKEY, 0, WcOpcode.SEND);
       return;
     }
@@ -1105,7 +1112,7 @@ export class Device extends EventEmitter {
       return;
     }
     const len = finishUdPacket(buf, total, qp.qpNum, remoteQpn, wr.remoteQkey >>> 0, imm, this.gid);
-    this.transmitTo(buf, len, ah.peer.host, ah.peer.port, null);
+    this.transmitTo(buf, len, ah.peer.host, ah.peer.port, (ud as PooledBuffer).release);
     this.completeSend(qp, wr.wrId, EfaStatus.SUCCESS, total, WcOpcode.SEND);
   }
 

@@ -1,6 +1,7 @@
 import { EfaStatus } from '../common/efa-status';
 import { encodeHeader, FLAG_PATH_SHIFT, PacketType, sealPacket, setPacketPath, type PacketHeader } from '../wire/header';
 import type { PathCounters } from './path-set';
+import { PacketPool } from '../common/packet-pool';
 import {
   setSackBit,
   SACK_BITS,
@@ -38,6 +39,9 @@ export class Responder implements AckCarrier {
   private readonly incarnation: number;
   private readonly ackQueue: SrdChannel[] = [];
   private readonly pathCounters: PathCounters;
+  /** Ack and NAK buffers, back in the pool once the transport let go of them. */
+  private readonly ackPool = new PacketPool(SRD_ACK_HDR_LEN, 256);
+  private readonly nakPool = new PacketPool(SRD_NAK_HDR_LEN, 64);
 
   constructor(cfg: SrdConfig, host: SrdHost, counters: SrdCounters, localGid: Uint8Array, incarnation: number, pathCounters: PathCounters) {
     this.pathCounters = pathCounters;
@@ -169,7 +173,8 @@ export class Responder implements AckCarrier {
   private sendAck(ch: SrdChannel, sackBase: number, echoTime: number, path: number): void {
     const rx = ch.rx;
     const ledger = rx.ledger;
-    const buf = Buffer.allocUnsafe(SRD_ACK_HDR_LEN);
+    const pooled = this.ackPool.take();
+    const buf = pooled.buf;
     encodeHeader(buf, PacketType.SRD_ACK, 0, SRD_ACK_HDR_LEN, 0, 0, 0, 0, 0, this.localGid);
     writeSrdAck(buf, rx.session, ledger.base, echoTime, this.incarnation, sackBase);
     for (let i = 0; i < SACK_BITS; i++) {
@@ -179,16 +184,17 @@ export class Responder implements AckCarrier {
     setPacketPath(buf, path);
     sealPacket(buf, SRD_ACK_HDR_LEN);
     this.counters.acks_sent++;
-    this.host.transmit(buf, SRD_ACK_HDR_LEN, ch.peer.host, ch.peer.port, null);
+    this.host.transmit(buf, SRD_ACK_HDR_LEN, ch.peer.host, ch.peer.port, pooled.release);
   }
 
   private sendNak(ch: SrdChannel, session: number, psn: number, status: number, echoTime: number, path: number): void {
-    const buf = Buffer.allocUnsafe(SRD_NAK_HDR_LEN);
+    const pooled = this.nakPool.take();
+    const buf = pooled.buf;
     encodeHeader(buf, PacketType.SRD_NAK, 0, SRD_NAK_HDR_LEN, 0, 0, 0, 0, 0, this.localGid);
     writeSrdNak(buf, session, psn, status, echoTime);
     setPacketPath(buf, path);
     sealPacket(buf, SRD_NAK_HDR_LEN);
-    this.host.transmit(buf, SRD_NAK_HDR_LEN, ch.peer.host, ch.peer.port, null);
+    this.host.transmit(buf, SRD_NAK_HDR_LEN, ch.peer.host, ch.peer.port, pooled.release);
   }
 
   /** Sends the acks that are due: at a pause in the stream, or once held ackDelayMs. */
