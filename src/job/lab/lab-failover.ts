@@ -6,7 +6,7 @@
  */
 import { InvalidArgumentError } from '../../common/errors';
 import { fmt, formatTable, formatVerdict, type VerdictCheck } from './lab-table';
-import { cdfSeries, renderSvg, type PlotPanel } from './lab-plot';
+import { latencyCdfPanel, renderSvg, type PlotPanel } from './lab-plot';
 import { coarsen, LatencyHistogram, round, sumBins, type HistogramJson, type Percentiles } from './lab-stats';
 import { FAILOVER_RANK_PROGRAM, runScenario, withLab, type LabRunOptions } from './lab-run';
 
@@ -310,14 +310,7 @@ export function formatFailover(rep: FailoverReport): string {
 /** The `--plot` image: latency CDFs, and receiver throughput over time with the fault window shaded. */
 export function plotFailover(rep: FailoverReport): string {
   const panels: PlotPanel[] = [
-    {
-      title: 'Send latency CDF (post to completion)',
-      xLabel: 'latency (ms, log scale)',
-      yLabel: 'fraction of messages',
-      xLog: true,
-      yMax: 1,
-      series: rep.scenarios.map((s) => cdfSeries(s.name, s.cdf)),
-    },
+    latencyCdfPanel(rep.scenarios),
   ];
   rep.scenarios.forEach((s, i) => {
     const f = s.fault ?? { start_ms: rep.config.faultAtMs, end_ms: rep.config.faultAtMs + rep.config.faultForMs };

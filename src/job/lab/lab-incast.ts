@@ -8,7 +8,7 @@ import { InvalidArgumentError } from '../../common/errors';
 import { parseFaultSpec } from '../../io/fault-spec';
 import type { CcMode } from '../../srd/srd-config';
 import { fmt, formatTable, formatVerdict, type VerdictCheck } from './lab-table';
-import { cdfSeries, PALETTE, renderSvg, type PlotPanel, type PlotSeries } from './lab-plot';
+import { latencyCdfPanel, PALETTE, renderSvg, type PlotPanel, type PlotSeries } from './lab-plot';
 import { coarsen, histogramPercentiles, jainIndex, LatencyHistogram, round, sumBins, type HistogramJson, type Percentiles } from './lab-stats';
 import { INCAST_RANK_PROGRAM, runScenario, withLab, type LabRunOptions } from './lab-run';
 
@@ -227,14 +227,7 @@ export function formatIncast(rep: IncastReport): string {
 export function plotIncast(rep: IncastReport): string {
   const c = rep.config;
   const panels: PlotPanel[] = [
-    {
-      title: 'Send latency CDF (post to completion)',
-      xLabel: 'latency (ms, log scale)',
-      yLabel: 'fraction of messages',
-      xLog: true,
-      yMax: 1,
-      series: rep.scenarios.map((s) => cdfSeries(s.name, s.cdf)),
-    },
+    latencyCdfPanel(rep.scenarios),
   ];
   for (const s of rep.scenarios) {
     const b = s.series.bin_ms;

@@ -162,3 +162,15 @@ export function cdfSeries(name: string, cdf: ReadonlyArray<readonly [number, num
   }
   return { name, points, color };
 }
+
+/** The panel both labs open with: each scenario's post-to-completion latency as a CDF, log x. */
+export function latencyCdfPanel(scenarios: ReadonlyArray<{ name: string; cdf: ReadonlyArray<readonly [number, number]> }>): PlotPanel {
+  return {
+    title: 'Send latency CDF (post to completion)',
+    xLabel: 'latency (ms, log scale)',
+    yLabel: 'fraction of messages',
+    xLog: true,
+    yMax: 1,
+    series: scenarios.map((s) => cdfSeries(s.name, s.cdf)),
+  };
+}
