@@ -196,16 +196,19 @@ async function stress(dev: Awaited<ReturnType<typeof openDevice>>, messages: num
 
   t.missing = expected - t.delivered;
   t.retransmits = dev.stats.retrans_pkts;
-  await dev.daemon.put(`${job}/stress/result/${rank}`, JSON.stringify(t));
+  // The rank's peak resident set (KiB), for the summary's max_rss_mib: what N peers cost a process.
+  await dev.daemon.put(`${job}/stress/result/${rank}`, JSON.stringify({ ...t, max_rss_kib: process.resourceUsage().maxRSS }));
   // Everyone stays up until all are done: a rank that left early could not ack retransmissions.
   await dev.daemon.barrier(`${job}/stress/done`, world, 600_000);
   if (rank === 0) {
     const sum: Totals = { delivered: 0, expected: 0, duplicates: 0, missing: 0, corrupt: 0, out_of_order: 0, retransmits: 0, send_errors: 0 };
+    let maxRssKib = 0;
     for (let r = 0; r < world; r++) {
-      const part = JSON.parse(await dev.daemon.get(`${job}/stress/result/${r}`, 60_000)) as Totals;
+      const part = JSON.parse(await dev.daemon.get(`${job}/stress/result/${r}`, 60_000)) as Totals & { max_rss_kib?: number };
       for (const k of Object.keys(sum) as Array<keyof Totals>) sum[k] += part[k];
+      maxRssKib = Math.max(maxRssKib, part.max_rss_kib ?? 0);
     }
-    process.stdout.write(`${JSON.stringify({ ranks: world, messages, ...sum })}\n`);
+    process.stdout.write(`${JSON.stringify({ ranks: world, messages, ...sum, max_rss_mib: Math.round(maxRssKib / 102.4) / 10 })}\n`);
     if (sum.missing !== 0 || sum.duplicates !== 0 || sum.corrupt !== 0 || sum.send_errors !== 0) process.exitCode = 2;
   }
 }

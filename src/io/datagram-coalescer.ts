@@ -1,3 +1,4 @@
+import { PacketPool } from '../common/packet-pool';
 import { InvalidArgumentError } from '../common/errors';
 import { BASE_HEADER_LEN, OFF_MAGIC, OFF_TYPE, OFF_VERSION, WIRE_MAGIC, WIRE_VERSION } from '../wire/header';
 
@@ -76,6 +77,8 @@ class Pending {
 }
 
 /** Stands in for a released packet buffer, so the arrays hold no caller's memory between runs. */
+/** Bytes of idle bundle buffers one size class keeps for reuse. */
+const POOL_BYTES = 2 << 20;
 const EMPTY = Buffer.alloc(0);
 
 /** Smallest bundle buffer: size classes are powers of two from here up to the datagram bound. */
@@ -110,8 +113,12 @@ export class DatagramCoalescer {
   private spare: Pending[] = [];
   private flushQueued = false;
   private readonly flushBound = (): void => this.flush();
-  /** Bundle buffers the socket is done with, by size class (log2 of their length), reused. */
-  private readonly pools: Buffer[][] = [];
+  /**
+   * Bundle buffers by size class (log2 of their length), reused once the socket is done with
+   * them; each class keeps at most POOL_BYTES of them, so a burst to many peers at once does
+   * not stay resident after it.
+   */
+  private readonly pools: PacketPool[] = [];
   private lastPending: Pending | null = null;
   private closed = false;
 
@@ -259,8 +266,9 @@ export class DatagramCoalescer {
     // not destinations x the datagram bound.
     let cls = MIN_CLASS_BITS;
     while (1 << cls < bytes) cls++;
-    const pool = (this.pools[cls] ??= []);
-    const b = pool.pop() ?? Buffer.allocUnsafe(1 << cls);
+    const pool = (this.pools[cls] ??= new PacketPool(1 << cls, Math.max(4, POOL_BYTES >> cls)));
+    const pooled = pool.take();
+    const b = pooled.buf;
     b[OFF_MAGIC] = WIRE_MAGIC >> 8;
     b[OFF_MAGIC + 1] = WIRE_MAGIC & 0xff;
     b[OFF_VERSION] = WIRE_VERSION;
@@ -279,7 +287,7 @@ export class DatagramCoalescer {
       p.bufs[i] = EMPTY;
     }
     this.stats.tx_bundles++;
-    this.toSocket(b, bytes, p.host, p.port, () => pool.push(b));
+    this.toSocket(b, bytes, p.host, p.port, pooled.release);
     // The packets were copied: their senders may reuse their buffers now. Called after the
     // send, so one that sends again from its callback starts a fresh datagram.
     for (let i = 0; i < n; i++) {
