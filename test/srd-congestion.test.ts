@@ -115,7 +115,7 @@ t.test('the delay controller: grows below target, shrinks once per round when th
   const cfg = resolveSrdConfig({ cc: 'delay', ccTargetMs: 1, ccInitialWindow: 4, window: 128 });
   const counters = new PathCounters(cfg.paths);
   const cc = new CongestionControl(cfg, counters);
-  const tx = new SendState(1, cfg, new PathSet(cfg, counters), cc.initialWindow(cfg));
+  const tx = new SendState(1, cfg, new PathSet(cfg, counters), cc.initialWindow);
   t.equal(tx.cwnd, 4, 'starts at ccInitialWindow');
   let now = 0;
   for (let i = 0; i < 4; i++) cc.onAck(tx, (now += 0.1), 0.2, 1);
@@ -146,7 +146,7 @@ t.test('the delay controller: grows below target, shrinks once per round when th
   t.equal(counters.ccDecreases, decreases, 'round trips of the link itself are no queue');
   t.ok(tx.cwnd > 2, `so the window grows on that link (${tx.cwnd.toFixed(2)})`);
   const off = new CongestionControl(resolveSrdConfig({ cc: 'off' }), counters);
-  const tx2 = new SendState(1, resolveSrdConfig({ cc: 'off' }), new PathSet(cfg, counters), off.initialWindow(resolveSrdConfig({ cc: 'off' })));
+  const tx2 = new SendState(1, resolveSrdConfig({ cc: 'off' }), new PathSet(cfg, counters), off.initialWindow);
   t.equal(tx2.cwnd, 128, 'cc=off starts with the whole window');
   off.onAck(tx2, 1, 50, 10);
   t.equal(tx2.cwnd, 128, 'and ignores delay');

@@ -41,6 +41,7 @@ export class CongestionControl {
   private readonly delay: boolean;
   private readonly window: number;
   private readonly targetMs: number;
+  private readonly initialCwnd: number;
   /** The round trip the links add by themselves (ms), on top of which queueing is judged. */
   private linkDelayMs = 0;
 
@@ -51,6 +52,7 @@ export class CongestionControl {
     this.delay = cfg.cc === 'delay';
     this.window = cfg.window;
     this.targetMs = cfg.ccTargetMs;
+    this.initialCwnd = this.delay ? Math.min(cfg.ccInitialWindow, cfg.window) : cfg.window;
   }
 
   /** Sets the base round trip the links add (an injected delay): the target moves up by it. */
@@ -64,24 +66,21 @@ export class CongestionControl {
   }
 
   /** The window a new peer starts with. */
-  initialWindow(cfg: SrdConfig): number {
-    return this.delay ? Math.min(cfg.ccInitialWindow, cfg.window) : cfg.window;
+  get initialWindow(): number {
+    return this.initialCwnd;
   }
 
   /**
    * An ack completed `settled` sends; `rttMs` is its round trip (negative when it gave no
-   * sample). Returns the new window.
+   * sample). Sets the peer's window (tx.cwnd).
    */
   onAck(tx: SendState, now: number, rttMs: number, settled: number): void {
-    const max = this.window;
     if (!this.delay) {
-      if (tx.cwnd >= max) return;
-      tx.cwnd += tx.cwnd < tx.ssthresh ? settled : settled / tx.cwnd;
-      if (tx.cwnd > max) tx.cwnd = max;
+      this.grow(tx, settled);
       return;
     }
     if (rttMs >= 0 && rttMs < tx.roundMinRtt) tx.roundMinRtt = rttMs;
-    const target = this.targetMs + this.linkDelayMs;
+    const target = this.target;
     if (now >= tx.roundEndsAt) {
       const low = tx.roundMinRtt;
       tx.roundMinRtt = Infinity;
@@ -97,10 +96,14 @@ export class CongestionControl {
         return;
       }
     }
-    if (rttMs < 0 || rttMs <= target) {
-      if (tx.cwnd >= max) return;
-      tx.cwnd += tx.cwnd < tx.ssthresh ? settled : settled / tx.cwnd;
-      if (tx.cwnd > max) tx.cwnd = max;
-    }
+    if (rttMs < 0 || rttMs <= target) this.grow(tx, settled);
+  }
+
+  /** Slow start below ssthresh, then one packet per window of acks, up to the configured window. */
+  private grow(tx: SendState, settled: number): void {
+    const max = this.window;
+    if (tx.cwnd >= max) return;
+    tx.cwnd += tx.cwnd < tx.ssthresh ? settled : settled / tx.cwnd;
+    if (tx.cwnd > max) tx.cwnd = max;
   }
 }

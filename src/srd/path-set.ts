@@ -83,6 +83,8 @@ export class PathSet {
   private readonly probeAt: Float64Array;
   private readonly probeWait: Float64Array;
   private down = 0;
+  /** The earliest probeAt of the paths out of use: until then a new packet need not look. */
+  private nextProbeAt = Infinity;
   private rr = 0;
   /** Smoothed RTT (ms) of acks that came back on each path; -1 before the first. */
   private readonly srtt: Float64Array;
@@ -125,7 +127,7 @@ export class PathSet {
   pick(now: number, avoid: number): number {
     const n = this.n;
     if (n === 1) return 0;
-    if (this.down > 0 && avoid < 0) {
+    if (avoid < 0 && now >= this.nextProbeAt) {
       const p = this.dueProbe(now);
       if (p >= 0) return p;
     }
@@ -186,7 +188,15 @@ export class PathSet {
       this.probeAt[found] = now + this.probeWait[found];
       this.counters.probes++;
     }
+    this.refreshNextProbe();
     return found;
+  }
+
+  /** Recomputes nextProbeAt (on a change of state, not per packet). */
+  private refreshNextProbe(): void {
+    let next = Infinity;
+    if (this.down > 0) for (let p = 0; p < this.n; p++) if (this.state[p] !== PathState.UP && this.probeAt[p] < next) next = this.probeAt[p];
+    this.nextProbeAt = next;
   }
 
   private backOff(now: number, p: number): void {
@@ -204,6 +214,7 @@ export class PathSet {
     const s = this.state[p];
     if (s === PathState.PROBING) {
       this.backOff(now, p);
+      this.refreshNextProbe();
     } else if (s === PathState.UP && run >= this.downLosses && this.up === 1 && this.down > 0) {
       // The last path in use fails too: the peer (or all of the network) is in trouble, and
       // what took the other paths out of use says no more than this. All are used again.
@@ -216,6 +227,7 @@ export class PathSet {
       this.probeAt[p] = now + this.probeMs;
       this.counters.down[p]++;
       this.counters.downEvents++;
+      this.refreshNextProbe();
     }
   }
 
@@ -227,6 +239,7 @@ export class PathSet {
     }
     this.up = this.n;
     this.down = 0;
+    this.nextProbeAt = Infinity;
   }
 
   /** The share of its turns path `p` takes: 1, or less for a path slower than the best. */
@@ -250,11 +263,6 @@ export class PathSet {
     this.bestSrtt = best;
   }
 
-  /** The smoothed RTT of path `p` (ms; -1 before any sample). */
-  rttOf(p: number): number {
-    return this.srtt[p];
-  }
-
   /** Something sent on `p` arrived: it delivers (again). */
   delivered(p: number): void {
     this.lossRun[p] = 0;
@@ -263,5 +271,6 @@ export class PathSet {
     this.up++;
     this.down--;
     this.probeAt[p] = 0;
+    this.refreshNextProbe();
   }
 }

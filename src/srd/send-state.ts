@@ -73,7 +73,6 @@ export class SendState {
   roundMinRtt = Infinity;
   roundEndsAt = -Infinity;
 
-
   constructor(session: number, cfg: SrdConfig, paths: PathSet, initialCwnd: number) {
     this.session = session >>> 0;
     this.paths = paths;

@@ -60,7 +60,7 @@ export class SrdEngine {
     this.config = resolveSrdConfig(opts.config);
     this.pathCounters = new PathCounters(this.config.paths);
     this.cc = new CongestionControl(this.config, this.pathCounters);
-    this.initialCwnd = this.cc.initialWindow(this.config);
+    this.initialCwnd = this.cc.initialWindow;
     this.responder = new Responder(this.config, opts.host, opts.counters, opts.localGid, this.incarnation, this.pathCounters);
     this.requester = new Requester(this.config, opts.host, opts.counters, this.responder, this.channels, this.cc, this.pathCounters);
   }
