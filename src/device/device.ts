@@ -866,7 +866,7 @@ export class Device extends EventEmitter {
     peer.held = [];
     this.heldDatagrams -= held.length;
     for (const h of held) {
-      if (deliver && !this.closed) this.receiveUd(h.buf, h.hdr);
+      if (deliver && !this.closed) this.receiveUd(h.buf, h.hdr, peer);
       else this.stats.drop('rx_drop_unverified');
     }
   }
@@ -1377,7 +1377,9 @@ export class Device extends EventEmitter {
    * the sender will report: SUCCESS, REMOTE_ERROR_RNR (no receive posted: it retries), or a
    * final error.
    */
-  private deliverSrd(buf: Buffer, hdr: PacketHeader, payloadOff: number, payloadLen: number, peer: SrdPeer): number {
+  private deliverSrd(buf: Buffer, hdr: PacketHeader, payloadOff: number, payloadLen: number, srdPeer: SrdPeer): number {
+    // The engine hands back the peer the device gave it with the packet (handleDatagram).
+    const peer = srdPeer as Peer;
     // Read data is matched to the read by its id; it names no receive queue to check.
     if (hdr.type === PacketType.SRD_READ_RESP) return this.rdma.onReadResponse(buf, hdr, peer);
     const qp = this.qps[hdr.dstQpn];
@@ -1398,13 +1400,13 @@ export class Device extends EventEmitter {
       this.stats.drop('rx_drop_qkey_mismatch');
       return EfaStatus.REMOTE_ERROR_BAD_DEST_QPN;
     }
-    if (hdr.type === PacketType.SRD_RDMA_WRITE) return this.receiveWrite(qp, buf, hdr);
+    if (hdr.type === PacketType.SRD_RDMA_WRITE) return this.receiveWrite(qp, buf, hdr, peer);
     if (hdr.type === PacketType.SRD_READ_REQ) return this.rdma.acceptRead(qp, buf, hdr, peer);
     if (qp.rq.count === 0) {
       this.stats.drop('rx_drop_no_recv_wr');
       return EfaStatus.REMOTE_ERROR_RNR;
     }
-    const status = this.deliver(qp, buf, hdr, payloadOff, payloadLen, false);
+    const status = this.deliver(qp, buf, hdr, payloadOff, payloadLen, false, peer);
     if (status === EfaStatus.SUCCESS) return EfaStatus.SUCCESS;
     if (status === EfaStatus.LOCAL_ERROR_BAD_LENGTH) return EfaStatus.REMOTE_ERROR_BAD_LENGTH;
     return EfaStatus.REMOTE_ERROR_BAD_ADDRESS;
@@ -1416,7 +1418,7 @@ export class Device extends EventEmitter {
    * receives, a completion of its own): with none posted it is refused RNR before anything
    * is placed, and the sender tries it again.
    */
-  private receiveWrite(qp: QueuePair, buf: Buffer, hdr: PacketHeader): number {
+  private receiveWrite(qp: QueuePair, buf: Buffer, hdr: PacketHeader, peer: Peer): number {
     const withImm = (hdr.flags & FLAG_HAS_IMM) !== 0;
     if (withImm && !qp.unsolicitedWriteRecv && qp.rq.count === 0) {
       this.stats.drop('rx_drop_no_recv_wr');
@@ -1438,21 +1440,24 @@ export class Device extends EventEmitter {
       wc.immData = hdr.imm;
       wc.wcFlags = WcFlags.WITH_IMM;
       wc.unsolicited = !consume;
-      this.setSender(qp, wc, buf, hdr);
+      this.setSender(qp, wc, peer);
     }
     if (consume) rq.advance();
     return EfaStatus.SUCCESS;
   }
 
-  /** The sender of a receive completion: the AH the receiver's PD has for it, else its GID. */
-  private setSender(qp: QueuePair, wc: WorkCompletion, buf: Buffer, hdr: PacketHeader): void {
-    const ah = qp.pd.ahByDeviceIndex.get(gidDeviceIndex(buf, hdr.srcGidOffset));
+  /**
+   * The sender of a receive completion: the AH the receiver's PD has for it, else its GID, as
+   * the peer record's own bytes (no copy per message; WorkCompletion.sgid says not to write it).
+   */
+  private setSender(qp: QueuePair, wc: WorkCompletion, peer: Peer): void {
+    const ah = qp.pd.ahByDeviceIndex.get(peer.deviceIndex);
     if (ah !== undefined) {
       wc.ah = ah.ahNum;
     } else {
       wc.ah = AH_UNKNOWN;
       // Only a CQ created for it carries the GID (efadv_create_cq with WITH_SGID).
-      if (qp.recvCq.withSgid) wc.sgid = Uint8Array.prototype.slice.call(buf, hdr.srcGidOffset, hdr.srcGidOffset + 16);
+      if (qp.recvCq.withSgid) wc.sgid = peer.gid;
     }
   }
 
@@ -1547,7 +1552,7 @@ export class Device extends EventEmitter {
       return;
     }
     if (hdr.type === PacketType.UD_SEND) {
-      this.receiveUd(buf, hdr);
+      this.receiveUd(buf, hdr, peer);
       return;
     }
     this.srd.onPacket(this.clock(), buf, hdr, peer);
@@ -1555,7 +1560,7 @@ export class Device extends EventEmitter {
     this.kickTimer();
   }
 
-  private receiveUd(buf: Buffer, hdr: PacketHeader): void {
+  private receiveUd(buf: Buffer, hdr: PacketHeader, peer: Peer): void {
     const qp = this.qps[hdr.dstQpn];
     if (qp === undefined) {
       this.stats.drop('rx_drop_unknown_qpn');
@@ -1574,14 +1579,14 @@ export class Device extends EventEmitter {
       return;
     }
     writeGrh(this.grhScratch, hdr.payloadLen, buf, hdr.srcGidOffset, this.gid);
-    this.deliver(qp, buf, hdr, hdr.hdrLen, hdr.payloadLen, true);
+    this.deliver(qp, buf, hdr, hdr.hdrLen, hdr.payloadLen, true, peer);
   }
 
   /**
    * Scatters a message into the QP's oldest posted receive and completes it. With `grh`, the
    * 40-byte GRH goes first (UD). Returns the completion status.
    */
-  private deliver(qp: QueuePair, buf: Buffer, hdr: PacketHeader, payloadOff: number, payloadLen: number, grh: boolean): EfaStatus {
+  private deliver(qp: QueuePair, buf: Buffer, hdr: PacketHeader, payloadOff: number, payloadLen: number, grh: boolean, peer: Peer): EfaStatus {
     const rq = qp.rq;
     const slot = rq.head;
     const base = slot * rq.maxSge;
@@ -1653,7 +1658,7 @@ export class Device extends EventEmitter {
         wc.immData = hdr.imm;
       }
       wc.wcFlags = flags;
-      this.setSender(qp, wc, buf, hdr);
+      this.setSender(qp, wc, peer);
     }
     rq.advance();
     return status;

@@ -28,7 +28,11 @@ export class WorkCompletion {
    * 0xFFFF (AH_UNKNOWN) when it has none; then `sgid` holds the sender's GID.
    */
   ah = AH_UNKNOWN;
-  /** The sender's GID when `ah` is AH_UNKNOWN (EFA's `efadv_wc_read_sgid`), else null. */
+  /**
+   * The sender's GID when `ah` is AH_UNKNOWN (EFA's `efadv_wc_read_sgid`), else null. It is
+   * the device's own record of the sender, shared by every completion from it: read it, and
+   * copy it (`Uint8Array.from(wc.sgid)`) to keep a GID you will change.
+   */
   sgid: Uint8Array | null = null;
   /**
    * RDMA write with immediate on a QP created with EfadvQpFlags.UNSOLICITED_WRITE_RECV: it
