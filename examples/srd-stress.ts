@@ -94,13 +94,16 @@ async function stress(dev: Awaited<ReturnType<typeof openDevice>>, messages: num
   for (let i = 0; i < RECV_DEPTH; i++) postRecv(i);
 
   await dev.daemon.put(`${job}/stress/${rank}`, JSON.stringify({ gid: dev.gidText, qpn: qp.qpNum }));
-  const peers: Array<{ rank: number; ah: AddressHandle; qpn: number }> = [];
-  for (let r = 0; r < world; r++) {
-    if (r === rank) continue;
-    const info = JSON.parse(await dev.daemon.get(`${job}/stress/${r}`, 60_000)) as { gid: string; qpn: number };
-    peers.push({ rank: r, ah: await dev.createAh(pd, { gid: info.gid }), qpn: info.qpn });
-  }
+  // Every peer's address is asked for at once: one at a time, a rank among 64 on two cores
+  // would wait out 63 daemon round trips in a row.
+  const others = Array.from({ length: world }, (_, r) => r).filter((r) => r !== rank);
+  const infos = await Promise.all(others.map(async (r) => JSON.parse(await dev.daemon.get(`${job}/stress/${r}`, 60_000)) as { gid: string; qpn: number }));
+  const peers: Array<{ rank: number; ah: AddressHandle; qpn: number }> = await Promise.all(
+    others.map(async (r, i) => ({ rank: r, ah: await dev.createAh(pd, { gid: infos[i].gid }), qpn: infos[i].qpn })),
+  );
   await dev.daemon.barrier(`${job}/stress/ready`, world, 60_000);
+  // Milliseconds since this process started: its start-up and set-up, then the transfer alone.
+  const readyAt = performance.now();
 
   const expected = messages * (world - 1);
   const seen = Array.from({ length: world }, () => new Uint8Array(messages));
@@ -194,21 +197,26 @@ async function stress(dev: Awaited<ReturnType<typeof openDevice>>, messages: num
     if (sendsDone === totalSends && t.delivered + t.corrupt >= expected) finish();
   });
 
+  const transferMs = performance.now() - readyAt;
   t.missing = expected - t.delivered;
   t.retransmits = dev.stats.retrans_pkts;
   // The rank's peak resident set (KiB), for the summary's max_rss_mib: what N peers cost a process.
-  await dev.daemon.put(`${job}/stress/result/${rank}`, JSON.stringify({ ...t, max_rss_kib: process.resourceUsage().maxRSS }));
+  await dev.daemon.put(`${job}/stress/result/${rank}`, JSON.stringify({ ...t, max_rss_kib: process.resourceUsage().maxRSS, ready_ms: readyAt, transfer_ms: transferMs }));
   // Everyone stays up until all are done: a rank that left early could not ack retransmissions.
   await dev.daemon.barrier(`${job}/stress/done`, world, 600_000);
   if (rank === 0) {
     const sum: Totals = { delivered: 0, expected: 0, duplicates: 0, missing: 0, corrupt: 0, out_of_order: 0, retransmits: 0, send_errors: 0 };
     let maxRssKib = 0;
+    let readyMs = 0;
+    let transferMs = 0;
     for (let r = 0; r < world; r++) {
-      const part = JSON.parse(await dev.daemon.get(`${job}/stress/result/${r}`, 60_000)) as Totals & { max_rss_kib?: number };
+      const part = JSON.parse(await dev.daemon.get(`${job}/stress/result/${r}`, 60_000)) as Totals & { max_rss_kib?: number; ready_ms?: number; transfer_ms?: number };
       for (const k of Object.keys(sum) as Array<keyof Totals>) sum[k] += part[k];
       maxRssKib = Math.max(maxRssKib, part.max_rss_kib ?? 0);
+      readyMs = Math.max(readyMs, part.ready_ms ?? 0);
+      transferMs = Math.max(transferMs, part.transfer_ms ?? 0);
     }
-    process.stdout.write(`${JSON.stringify({ ranks: world, messages, ...sum, max_rss_mib: Math.round(maxRssKib / 102.4) / 10 })}\n`);
+    process.stdout.write(`${JSON.stringify({ ranks: world, messages, ...sum, max_rss_mib: Math.round(maxRssKib / 102.4) / 10, ready_s: Math.round(readyMs / 100) / 10, transfer_s: Math.round(transferMs / 100) / 10 })}\n`);
     if (sum.missing !== 0 || sum.duplicates !== 0 || sum.corrupt !== 0 || sum.send_errors !== 0) process.exitCode = 2;
   }
 }

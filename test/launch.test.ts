@@ -208,6 +208,30 @@ t.test('3 ranks get their rank, size, daemon, faults and args', async (t) => {
   t.equal(process.listenerCount('SIGINT'), sigintBefore, 'signal handlers removed');
 });
 
+t.test('ranks that outnumber the cores get a small young generation; a flag of the user wins', async (t) => {
+  const cores = os.availableParallelism();
+  const newSpace = async (n: number, env: NodeJS.ProcessEnv = {}): Promise<number[]> => {
+    const { lines, onLine } = collector();
+    const saved = process.env.EFA_EMU_NODE_ARGS;
+    if (env.EFA_EMU_NODE_ARGS !== undefined) process.env.EFA_EMU_NODE_ARGS = env.EFA_EMU_NODE_ARGS;
+    try {
+      const result = await launch({ n, program: fixture('young-generation.js'), daemon: DAEMON, onLine });
+      t.equal(result.exitCode, 0);
+    } finally {
+      if (saved === undefined) delete process.env.EFA_EMU_NODE_ARGS;
+      else process.env.EFA_EMU_NODE_ARGS = saved;
+    }
+    return Array.from({ length: n }, (_, r) => Number(/new_space_mib=([\d.]+)/.exec(linesOf(lines, r).join('\n'))?.[1]));
+  };
+  // Two 1 MiB semi-spaces at most, where V8's default lets this churn grow it past 8 MiB.
+  const crowded = await newSpace(cores + 1);
+  t.ok(crowded.every((m) => m > 0 && m <= 2), `oversubscribed ranks: ${crowded.join(', ')} MiB`);
+  const alone = await newSpace(1);
+  t.ok(alone[0] > 8, `one rank keeps V8's default: ${alone[0]} MiB`);
+  const own = await newSpace(cores + 1, { EFA_EMU_NODE_ARGS: '--max-semi-space-size=16' });
+  t.ok(own.every((m) => m > 8), `EFA_EMU_NODE_ARGS wins: ${own.join(', ')} MiB`);
+});
+
 t.test('a device name can still be given explicitly through env', async (t) => {
   const { lines, onLine } = collector();
   const result = await launch({

@@ -65,7 +65,9 @@ export function buildTsProgram(program: string, opts: { typecheck: boolean }): T
     tsBuildInfoFile: undefined,
     sourceMap: false,
     inlineSourceMap: true,
-    inlineSources: true,
+    // No sources in the maps: the .ts files are on disk where the maps point, and every rank
+    // parses and keeps each map (--enable-source-maps).
+    inlineSources: false,
   };
   const remove = (): void => fs.rmSync(outDir, { recursive: true, force: true });
   try {
