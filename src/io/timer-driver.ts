@@ -1,11 +1,34 @@
+/** The timer functions the driver uses: Node's globals, or a test's counting wrappers. */
+export interface TimerFunctions {
+  setTimeout(fn: () => void, ms: number): NodeJS.Timeout;
+  clearTimeout(t: NodeJS.Timeout): void;
+  setImmediate(fn: () => void): NodeJS.Immediate;
+  clearImmediate(i: NodeJS.Immediate): void;
+}
+
+const NODE_TIMERS: TimerFunctions = {
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (t) => clearTimeout(t),
+  setImmediate: (fn) => setImmediate(fn),
+  clearImmediate: (i) => clearImmediate(i),
+};
+
 /**
  * One real timer per device, re-armed to the earliest deadline the device asks for: no timer
  * per packet. A deadline already due runs on setImmediate, after the I/O callbacks of this
  * turn of the event loop, which is what coalesces a burst of received packets into one ack.
+ *
+ * The Timeout object is kept after it fires and refreshed when the next wait is as long (in
+ * whole milliseconds) as the last one, which is the common case (the ack delay, a steady
+ * RTO): a busy device re-arms it thousands of times a second.
  */
 export class TimerDriver {
   private armedAt = Infinity;
+  /** The Timeout pending now, or null. */
   private timeout: NodeJS.Timeout | null = null;
+  /** The last Timeout made, fired or pending, and its duration: refreshed when that fits. */
+  private spare: NodeJS.Timeout | null = null;
+  private spareMs = -1;
   private immediate: NodeJS.Immediate | null = null;
   private closed = false;
   private readonly fireBound = (): void => this.fire();
@@ -16,12 +39,13 @@ export class TimerDriver {
    */
   private readonly afterPollBound = (): void => {
     this.timeout = null;
-    this.immediate = setImmediate(this.fireBound);
+    this.immediate = this.timers.setImmediate(this.fireBound);
   };
 
   constructor(
     private readonly clock: () => number,
     private readonly onFire: () => void,
+    private readonly timers: TimerFunctions = NODE_TIMERS,
   ) {}
 
   /** Makes sure `onFire` runs at `deadline` or earlier. */
@@ -31,11 +55,19 @@ export class TimerDriver {
     this.armedAt = deadline;
     const delay = deadline - this.clock();
     if (delay <= 0) {
-      this.immediate = setImmediate(this.fireBound);
-    } else {
-      // setTimeout rounds to whole milliseconds; never wait less than asked.
-      this.timeout = setTimeout(this.afterPollBound, Math.ceil(delay));
+      this.immediate = this.timers.setImmediate(this.fireBound);
+      return;
     }
+    // Whole milliseconds, rounded up. Node counts them from the event loop's cached clock, so
+    // a firing can still come up to 1 ms early; the device then finds nothing due and re-arms.
+    const ms = Math.ceil(delay);
+    if (this.spare !== null && this.spareMs === ms) {
+      this.spare.refresh();
+    } else {
+      this.spare = this.timers.setTimeout(this.afterPollBound, ms);
+      this.spareMs = ms;
+    }
+    this.timeout = this.spare;
   }
 
   private fire(): void {
@@ -46,8 +78,13 @@ export class TimerDriver {
   }
 
   private cancel(): void {
-    if (this.timeout !== null) clearTimeout(this.timeout);
-    if (this.immediate !== null) clearImmediate(this.immediate);
+    if (this.timeout !== null) {
+      // A cleared Timeout cannot be refreshed again: the next wait makes a new one.
+      this.timers.clearTimeout(this.timeout);
+      this.spare = null;
+      this.spareMs = -1;
+    }
+    if (this.immediate !== null) this.timers.clearImmediate(this.immediate);
     this.timeout = null;
     this.immediate = null;
     this.armedAt = Infinity;
