@@ -4,8 +4,8 @@
 // fault stalls for the fault's whole length.
 import t from 'tap';
 import { EfaStatus } from '../src/common/efa-status';
-import { PathState } from '../src/srd/path-set';
-import type { SrdConfig } from '../src/srd/srd-config';
+import { PathCounters, PathSet, PathState } from '../src/srd/path-set';
+import { resolveSrdConfig, type SrdConfig } from '../src/srd/srd-config';
 import { patternPayload, postRecvs, postSrdSend, srdSim, watchEnds } from './helpers/sim-network';
 
 const SLOT = 1024;
@@ -141,4 +141,28 @@ t.test('a slow path carries less: turns are weighted by each path\'s round trip'
   const p99 = percentile(slow.latencies, 0.99);
   t.ok(p99 < 10, `p99 latency ${p99.toFixed(2)} ms: messages rarely wait for the slow path`);
   t.ok(percentile(r.latencies, 0.5) < 1, 'the fast-path baseline for comparison');
+});
+
+t.test('a copy lost on the only path in use is resent there, not on a path out of use', async (t) => {
+  const cfg = resolveSrdConfig({ paths: 2 });
+  const paths = new PathSet(cfg, new PathCounters(cfg.paths));
+  for (let i = 0; i < cfg.pathDownLosses; i++) paths.lost(i, 0);
+  t.equal(paths.stateOf(0), PathState.DOWN, 'path 0 lost pathDownLosses in a row: out of use');
+  // One loss on path 1, which still delivers as far as the sender knows: its copy goes there
+  // again (seed 929937 sent every other copy into the dead path 0).
+  paths.lost(3, 1);
+  t.equal(paths.pick(3, 1), 1);
+  paths.lost(4, 1);
+  t.equal(paths.pick(4, 1), 1);
+  // A third loss in a row on the last path: path 0 is probed at once, by this copy, but is
+  // not back in use until something on it is delivered.
+  paths.lost(5, 1);
+  t.equal(paths.pick(5, 1), 0, 'the copy probes path 0');
+  t.equal(paths.stateOf(0), PathState.PROBING);
+  t.equal(paths.pick(5, 1), 1, 'the next copy goes to the path in use: one probe at a time');
+  paths.lost(6, 0);
+  t.equal(paths.stateOf(0), PathState.DOWN, 'the probe lost: out of use again');
+  t.equal(paths.pick(7, -1), 1, 'new packets keep to path 1 until the next probe is due');
+  paths.delivered(0);
+  t.equal(paths.stateOf(0), PathState.UP, 'a delivery on path 0 brings it back');
 });

@@ -13,9 +13,13 @@ import { describeParams, drawParams, failureReport, runScenario, type ScenarioPa
 /**
  * Seeds that once failed: 6692 and 12913 hung the engine (RNR with rnr_retry below 7 under
  * duplication and reordering); 3127 is a burst of losses that ate every ack of one peer for a
- * whole timeout, which the oracle once mistook for a spurious error.
+ * whole timeout, which the oracle once mistook for a spurious error; in 903690 the oracle took
+ * a reorder-delayed NAK of a retired PSN, arriving 0.12 ms after the last real answer, for
+ * progress that the engine rightly did not see; 929937 (a copy sent into a dead path every
+ * other time), 900765 and 929395 (the dead path put back in use by a burst of losses on the
+ * last one) failed UNRESP with two paths, one of them black-holed.
  */
-const REGRESSION_SEEDS = [6692, 12913, 3127];
+const REGRESSION_SEEDS = [6692, 12913, 3127, 903690, 929937, 900765, 929395];
 
 const one = process.env.SRD_SIM_SEED;
 const json = process.env.SRD_SIM_PARAMS;

@@ -65,12 +65,14 @@ export class PathCounters {
  * New packets go round-robin over the paths in use, each path's turn weighted by its round
  * trip: one within 1.25 x the best path's RTT + 0.1 ms gets every turn, a slower one the share
  * best/its own (never below 1 in 20, so it keeps being measured), so a path with a long queue
- * or a long detour carries less. A retransmission prefers another path than the one its copy
- * was lost on. A path that loses `pathDownLosses` packets in a row, with
- * no delivery on it in between, goes out of use, unless it is the last one in use: a message
- * never fails while one path still works. Once `pathProbeMs` passed, one new packet probes it;
- * delivered, the path is back, lost (or unanswered within the probe wait), the wait doubles up
- * to `pathProbeMaxMs`. Evidence of delivery on a path: an ack that came back on it (acks travel
+ * or a long detour carries less. A retransmission prefers another path in use than the one
+ * its copy was lost on; when that is the only one, the copy goes there again unless a path
+ * out of use is due for a probe. A path that loses `pathDownLosses` packets in a row, with no
+ * delivery on it in between, goes out of use, unless it is the last one in use: a message
+ * never fails while one path still works (when the last one loses that many, every other is
+ * probed at once). Once `pathProbeMs` passed, the next packet probes it (a new one, or a copy
+ * with nowhere else to go); delivered, the path is back, lost (or unanswered within the probe
+ * wait), the wait doubles up to `pathProbeMaxMs`. Evidence of delivery on a path: an ack that came back on it (acks travel
  * on the path of the packet whose tx_time they echo), or a send settled whose only copy took it.
  */
 export class PathSet {
@@ -163,11 +165,16 @@ export class PathSet {
         this.credit[p] = c;
       }
     }
-    // The only path in use is the one the copy was just lost on: a path out of use is as
-    // likely to deliver (and, by delivering, comes back); resending where it was lost is not.
-    const p = avoid + 1 === n ? 0 : avoid + 1;
-    this.rr = p;
-    return p;
+    // The only path in use is the one the copy was just lost on. A path out of use lost
+    // pathDownLosses in a row and has not delivered since, so it gets the copy only as its
+    // due probe; otherwise the copy goes where it was lost. (Sending every such copy to a path
+    // out of use made a peer with one dead path of two resend every other copy into it; seed
+    // 929937 failed UNRESP while a path worked.)
+    if (now >= this.nextProbeAt) {
+      const p = this.dueProbe(now);
+      if (p >= 0) return p;
+    }
+    return avoid;
   }
 
   /** A path out of use whose probe is due (now PROBING), or -1; settles probes that went unanswered. */
@@ -216,9 +223,11 @@ export class PathSet {
       this.backOff(now, p);
       this.refreshNextProbe();
     } else if (s === PathState.UP && run >= this.downLosses && this.up === 1 && this.down > 0) {
-      // The last path in use fails too: the peer (or all of the network) is in trouble, and
-      // what took the other paths out of use says no more than this. All are used again.
-      this.reviveAll();
+      // The last path in use fails too. The others are probed at once, their back-off undone,
+      // rather than all put back in use: a path black-holed for long would then take half the
+      // copies again while a burst of losses on the last one passes (seeds 900765, 929395).
+      // The last path stays in use until a probe delivers.
+      this.probeAllNow(now);
     } else if (s === PathState.UP && run >= this.downLosses && this.up > 1) {
       this.state[p] = PathState.DOWN;
       this.up--;
@@ -231,15 +240,13 @@ export class PathSet {
     }
   }
 
-  private reviveAll(): void {
+  private probeAllNow(now: number): void {
     for (let q = 0; q < this.n; q++) {
-      this.state[q] = PathState.UP;
-      this.lossRun[q] = 0;
-      this.probeAt[q] = 0;
+      if (this.state[q] !== PathState.DOWN) continue;
+      this.probeWait[q] = this.probeMs;
+      this.probeAt[q] = now;
     }
-    this.up = this.n;
-    this.down = 0;
-    this.nextProbeAt = Infinity;
+    this.refreshNextProbe();
   }
 
   /** The share of its turns path `p` takes: 1, or less for a path slower than the best. */

@@ -426,7 +426,13 @@ export async function runScenario(p: ScenarioParams, wantTrace = false): Promise
     const answers = pkt.info.type === PacketType.SRD_ACK || pkt.info.type === PacketType.SRD_NAK || (pkt.info.type === PacketType.SRD_DATA && pkt.info.pbSession !== 0);
     if (answers) {
       heard.add(pairKey(pkt.to, pkt.from));
-      lastAnswer.set(pairKey(pkt.to, pkt.from), sim.now);
+      // An answer held back by reordering says the peer was alive when it would have arrived
+      // in order, not when it turned up: a NAK of a PSN retired meanwhile, arriving late, is
+      // no progress for the engine either (seed 903690: 0.12 ms apart at the timeout's end).
+      const inOrderBy = pkt.sentAt + p.delayMs + p.jitterMs;
+      const at = inOrderBy < sim.now ? inOrderBy : sim.now;
+      const key = pairKey(pkt.to, pkt.from);
+      if (at > (lastAnswer.get(key) ?? 0)) lastAnswer.set(key, at);
     }
   };
 
@@ -639,7 +645,7 @@ export async function runScenario(p: ScenarioParams, wantTrace = false): Promise
       ? []
       : sim.trace.map(
           (x) =>
-            `${x.t.toFixed(4)} ${x.event} ${x.from}->${x.to} type=${x.info.type} session=${x.info.session.toString(16)} psn=${x.info.psn} ws=${x.info.windowStart} cum=${x.info.cumAck} sackBase=${x.info.sackBase} status=${x.info.status}${x.corrupted ? ' corrupted' : ''}${x.duplicate ? ' dup' : ''}`,
+            `${x.t.toFixed(4)} ${x.event} ${x.from}->${x.to} type=${x.info.type} session=${x.info.session.toString(16)} psn=${x.info.psn} ws=${x.info.windowStart} cum=${x.info.cumAck} sackBase=${x.info.sackBase} status=${x.info.status} path=${x.info.path}${x.corrupted ? ' corrupted' : ''}${x.duplicate ? ' dup' : ''}`,
         );
   return {
     problems,
