@@ -104,3 +104,22 @@ t.test('a deadline already due runs on setImmediate; close stops everything', as
   await new Promise((r) => setTimeout(r, 30));
   t.equal(fired(), 1, 'nothing fires after close');
 });
+
+t.test('a deadline due now leaves a pending Timeout for a later one alone', async (t) => {
+  const timers = countingTimers();
+  const { d, next, fired } = driver(timers);
+  const started = performance.now();
+  d.arm(started + 50); // an RTO, say
+  let done = next();
+  d.arm(started - 1); // an ack due now
+  await done;
+  t.equal(fired(), 1, 'the due deadline fired at once');
+  t.equal(timers.cleared, 0, 'the pending Timeout was not cleared');
+  // What the device does after that firing: ask again for its later deadline.
+  done = next();
+  d.arm(started + 50);
+  const at = await done;
+  t.equal(timers.made, 1, 'one Timeout for both');
+  t.ok(at - started > 49, `the later deadline fired on time (${(at - started).toFixed(1)} ms)`);
+  d.close();
+});

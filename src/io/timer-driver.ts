@@ -20,10 +20,13 @@ const NODE_TIMERS: TimerFunctions = {
  *
  * The Timeout object is kept after it fires and refreshed when the next wait is as long (in
  * whole milliseconds) as the last one, which is the common case (the ack delay, a steady
- * RTO): a busy device re-arms it thousands of times a second.
+ * RTO), and a deadline due now leaves a pending Timeout alone: a busy device re-arms
+ * thousands of times a second, and ping-pong asks for an ack (due now) under a pending RTO
+ * every message.
  */
 export class TimerDriver {
-  private armedAt = Infinity;
+  /** The deadline the pending Timeout stands for (Infinity: none pending). */
+  private timeoutAt = Infinity;
   /** The Timeout pending now, or null. */
   private timeout: NodeJS.Timeout | null = null;
   /** The last Timeout made, fired or pending, and its duration: refreshed when that fits. */
@@ -39,7 +42,8 @@ export class TimerDriver {
    */
   private readonly afterPollBound = (): void => {
     this.timeout = null;
-    this.immediate = this.timers.setImmediate(this.fireBound);
+    this.timeoutAt = Infinity;
+    if (this.immediate === null) this.immediate = this.timers.setImmediate(this.fireBound);
   };
 
   constructor(
@@ -50,13 +54,19 @@ export class TimerDriver {
 
   /** Makes sure `onFire` runs at `deadline` or earlier. */
   arm(deadline: number): void {
-    if (this.closed || deadline >= this.armedAt) return;
-    this.cancel();
-    this.armedAt = deadline;
+    // A firing queued for this turn covers every deadline: the device re-arms from it.
+    if (this.closed || this.immediate !== null || deadline >= this.timeoutAt) return;
     const delay = deadline - this.clock();
     if (delay <= 0) {
+      // Due now (an ack to send, say): a pending Timeout for a later deadline (an RTO) stays
+      // as it is rather than being cleared and made again once this firing re-arms it.
       this.immediate = this.timers.setImmediate(this.fireBound);
       return;
+    }
+    if (this.timeout !== null) {
+      // A cleared Timeout cannot be refreshed again: the next wait makes a new one.
+      this.timers.clearTimeout(this.timeout);
+      this.spare = null;
     }
     // Whole milliseconds, rounded up. Node counts them from the event loop's cached clock, so
     // a firing can still come up to 1 ms early; the device then finds nothing due and re-arms.
@@ -68,30 +78,21 @@ export class TimerDriver {
       this.spareMs = ms;
     }
     this.timeout = this.spare;
+    this.timeoutAt = deadline;
   }
 
   private fire(): void {
-    this.timeout = null;
     this.immediate = null;
-    this.armedAt = Infinity;
     this.onFire();
-  }
-
-  private cancel(): void {
-    if (this.timeout !== null) {
-      // A cleared Timeout cannot be refreshed again: the next wait makes a new one.
-      this.timers.clearTimeout(this.timeout);
-      this.spare = null;
-      this.spareMs = -1;
-    }
-    if (this.immediate !== null) this.timers.clearImmediate(this.immediate);
-    this.timeout = null;
-    this.immediate = null;
-    this.armedAt = Infinity;
   }
 
   close(): void {
     this.closed = true;
-    this.cancel();
+    if (this.timeout !== null) this.timers.clearTimeout(this.timeout);
+    if (this.immediate !== null) this.timers.clearImmediate(this.immediate);
+    this.timeout = null;
+    this.spare = null;
+    this.immediate = null;
+    this.timeoutAt = Infinity;
   }
 }
