@@ -72,8 +72,9 @@ export class PathCounters {
  * never fails while one path still works (when the last one loses that many, every other is
  * probed at once). Once `pathProbeMs` passed, the next packet probes it (a new one, or a copy
  * with nowhere else to go); delivered, the path is back, lost (or unanswered within the probe
- * wait), the wait doubles up to `pathProbeMaxMs`. Evidence of delivery on a path: an ack that came back on it (acks travel
- * on the path of the packet whose tx_time they echo), or a send settled whose only copy took it.
+ * wait), the wait doubles up to `pathProbeMaxMs`. Evidence of delivery on a path: an ack that
+ * came back on it (acks travel on the path of the packet whose tx_time they echo), or a send
+ * settled whose only copy took it.
  */
 export class PathSet {
   readonly n: number;
