@@ -175,7 +175,10 @@ export class PathSet {
       const p = this.dueProbe(now);
       if (p >= 0) return p;
     }
-    return avoid;
+    if (avoid >= 0) return avoid;
+    // Not reached (a new packet finds a path in use within MAX_ROUNDS), but never a path -1.
+    for (let p = 0; p < n; p++) if (state[p] === PathState.UP) return p;
+    return 0;
   }
 
   /** A path out of use whose probe is due (now PROBING), or -1; settles probes that went unanswered. */
