@@ -200,6 +200,12 @@ async function stress(dev: Awaited<ReturnType<typeof openDevice>>, messages: num
   const transferMs = performance.now() - readyAt;
   t.missing = expected - t.delivered;
   t.retransmits = dev.stats.retrans_pkts;
+  if (t.missing > 0 || t.send_errors > 0) {
+    // What the device saw, for whoever has to explain the failure from a log.
+    const s = await dev.queryStats();
+    const keys = ['retrans_pkts', 'retrans_timeout_events', 'unresponsive_remote_events', 'unreachable_remote_events', 'path_down_events', 'path_probes', 'rx_drops', 'cc_decreases', 'cwnd_sum', 'rnr_received'];
+    process.stderr.write(`srd-stress rank ${rank}: missing ${t.missing}, send errors ${t.send_errors}; device ${JSON.stringify(Object.fromEntries(keys.map((k) => [k, s[k]])))}\n`);
+  }
   // The rank's peak resident set (KiB), for the summary's max_rss_mib: what N peers cost a process.
   await dev.daemon.put(`${job}/stress/result/${rank}`, JSON.stringify({ ...t, max_rss_kib: process.resourceUsage().maxRSS, ready_ms: readyAt, transfer_ms: transferMs }));
   // Everyone stays up until all are done: a rank that left early could not ack retransmissions.
